@@ -1,0 +1,273 @@
+/*
+ * lmio.h: the one public header of lmio, a C11 library that saves, loads,
+ * validates and converts trained language models.
+ *
+ * Conventions that hold for every function below:
+ *  - Fallible calls return an lmio_status and take a nullable lmio_error *.
+ *    On failure the error receives the code, the path, the byte offset in the
+ *    file (-1 when none applies), the key (tensor or metadata name, "" when
+ *    none) and a one-line message of the form
+ *        <file>: offset <N>: <what was found>; expected <what was expected>
+ *  - The library never prints, aborts or exits.
+ *  - Every *_free accepts NULL.
+ *  - Pointers returned by the library are borrowed unless a comment says
+ *    otherwise; the comment names how long they stay valid.
+ *  - Options structs start from their *_OPTS_INIT macro; new behaviour only
+ *    ever arrives as a new field at the end.
+ */
+#ifndef LMIO_H
+#define LMIO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(LMIO_BUILDING) && defined(__GNUC__)
+#define LMIO_API __attribute__((visibility("default")))
+#else
+#define LMIO_API
+#endif
+
+#define LMIO_VERSION_MAJOR 0
+#define LMIO_VERSION_MINOR 1
+#define LMIO_VERSION_PATCH 0
+#define LMIO_VERSION_STRING "0.1.0"
+
+/* Runtime version, e.g. "0.1.0"; static storage. */
+LMIO_API const char *lmio_version(void);
+
+/* ------------------------------------------------------------------------ */
+/* Status and errors                                                         */
+/* ------------------------------------------------------------------------ */
+
+/* Values are pinned: they are never renumbered, new ones are appended. */
+typedef enum lmio_status {
+    LMIO_OK = 0,
+    LMIO_ERR_INVALID_ARG = 1, /* the caller passed something unusable       */
+    LMIO_ERR_IO = 2,          /* open/read/write/fsync/rename failed        */
+    LMIO_ERR_NOMEM = 3,       /* an allocation failed                       */
+    LMIO_ERR_FORMAT = 4,      /* the file breaks its format's rules         */
+    LMIO_ERR_UNSUPPORTED = 5, /* well-formed, but lmio cannot do this       */
+    LMIO_ERR_NOT_FOUND = 6,   /* a named tensor, key or file is absent      */
+    LMIO_ERR_LIMIT = 7,       /* a size or count exceeds a documented cap   */
+    LMIO_ERR_DUPLICATE = 8,   /* a name occurs twice                        */
+    LMIO_ERR_CANCELLED = 9,   /* a progress callback asked to stop          */
+    LMIO_ERR_INTEGRITY = 10   /* a checksum does not match                  */
+} lmio_status;
+
+/* Static string naming a status, e.g. "format error". */
+LMIO_API const char *lmio_status_str(lmio_status status);
+
+#define LMIO_ERROR_PATH_MAX 1024
+#define LMIO_ERROR_KEY_MAX 256
+#define LMIO_ERROR_MESSAGE_MAX 2048
+
+typedef struct lmio_error {
+    lmio_status code;
+    int64_t offset;                     /* byte offset in the file, or -1   */
+    char path[LMIO_ERROR_PATH_MAX];     /* file concerned, or ""            */
+    char key[LMIO_ERROR_KEY_MAX];       /* tensor/metadata key, or ""       */
+    char message[LMIO_ERROR_MESSAGE_MAX]; /* full one-line message          */
+} lmio_error;
+
+/* Resets an error to LMIO_OK with empty fields. */
+LMIO_API void lmio_error_clear(lmio_error *err);
+
+/* ------------------------------------------------------------------------ */
+/* Allocator hook                                                            */
+/* ------------------------------------------------------------------------ */
+
+/* All heap memory lmio (and the JSON library it wraps) takes goes through
+ * these functions. Install before any other call; process-wide; not
+ * thread-safe to change while other lmio calls run. Passing NULL restores
+ * the C library's malloc/realloc/free. */
+typedef struct lmio_allocator {
+    void *(*malloc_fn)(void *ctx, size_t size);
+    void *(*realloc_fn)(void *ctx, void *ptr, size_t size);
+    void (*free_fn)(void *ctx, void *ptr);
+    void *ctx;
+} lmio_allocator;
+
+LMIO_API void lmio_set_allocator(const lmio_allocator *allocator);
+
+/* ------------------------------------------------------------------------ */
+/* Data types                                                                */
+/* ------------------------------------------------------------------------ */
+
+/* Values are pinned. Names are the safetensors spellings ("F32", "BF16"). */
+typedef enum lmio_dtype {
+    LMIO_DTYPE_BOOL = 0,
+    LMIO_DTYPE_U8 = 1,
+    LMIO_DTYPE_I8 = 2,
+    LMIO_DTYPE_I16 = 3,
+    LMIO_DTYPE_U16 = 4,
+    LMIO_DTYPE_I32 = 5,
+    LMIO_DTYPE_U32 = 6,
+    LMIO_DTYPE_I64 = 7,
+    LMIO_DTYPE_U64 = 8,
+    LMIO_DTYPE_F16 = 9,
+    LMIO_DTYPE_BF16 = 10,
+    LMIO_DTYPE_F32 = 11,
+    LMIO_DTYPE_F64 = 12,
+    LMIO_DTYPE_F8_E4M3 = 13, /* torch float8_e4m3fn */
+    LMIO_DTYPE_F8_E5M2 = 14,
+    LMIO_DTYPE_F8_E8M0 = 15, /* carried as bytes, not converted */
+    LMIO_DTYPE_F8_E4M3FNUZ = 16,
+    LMIO_DTYPE_F8_E5M2FNUZ = 17,
+    LMIO_DTYPE_F6_E2M3 = 18,
+    LMIO_DTYPE_F6_E3M2 = 19,
+    LMIO_DTYPE_F4 = 20,
+    LMIO_DTYPE_C64 = 21,
+    LMIO_DTYPE_COUNT = 22,
+    LMIO_DTYPE_NONE = -1 /* "keep the dtype" in options */
+} lmio_dtype;
+
+/* "F32" etc.; NULL for an invalid value. Static storage. */
+LMIO_API const char *lmio_dtype_name(lmio_dtype dtype);
+/* Exact, case-sensitive match of a safetensors name; LMIO_DTYPE_NONE if unknown. */
+LMIO_API lmio_dtype lmio_dtype_from_name(const char *name);
+/* Bits per element (4, 6, 8, 16, 32, 64), 0 for an invalid value. */
+LMIO_API unsigned lmio_dtype_bits(lmio_dtype dtype);
+/* 1 for F16, BF16, F32, F64: the types lmio converts between. */
+LMIO_API int lmio_dtype_is_convertible_float(lmio_dtype dtype);
+
+/* Converts n elements between F32, F16, BF16 and F64 (any pair, including
+ * identity). The results equal torch's Tensor.to() on x86-64 bit for bit:
+ * round to nearest even, overflow to +-Inf, subnormals kept, +-Inf kept, NaN
+ * stays NaN (f16 keeps the sign and top payload bits and sets the quiet bit;
+ * bf16 NaN becomes 0xFFFF as ATen writes it; F64 narrows through F32). dst and
+ * src must not overlap; neither needs any alignment. Uses F16C/AVX2 when the
+ * CPU has them; the portable path gives the same bits. */
+LMIO_API lmio_status lmio_convert(void *dst, lmio_dtype dst_dtype, const void *src,
+                                  lmio_dtype src_dtype, size_t n, lmio_error *err);
+
+/* Which conversion kernels run: LMIO_SIMD_AUTO picks by CPU (default; the
+ * environment variable LMIO_SIMD=0 forces portable at startup). Returns the
+ * previous setting. For tests and benchmarks. */
+typedef enum lmio_simd { LMIO_SIMD_AUTO = 0, LMIO_SIMD_PORTABLE = 1 } lmio_simd;
+LMIO_API lmio_simd lmio_set_simd(lmio_simd mode);
+/* "avx2+f16c" or "portable": what lmio_convert uses now. Static storage. */
+LMIO_API const char *lmio_simd_active(void);
+
+/* ------------------------------------------------------------------------ */
+/* State dict: an ordered set of named tensors                               */
+/* ------------------------------------------------------------------------ */
+
+#define LMIO_MAX_DIMS 16
+
+/* A read-only view of one tensor. Borrowed from its state dict: valid until
+ * the state dict is freed or the tensor is removed. */
+typedef struct lmio_tensor {
+    const char *name;
+    lmio_dtype dtype;
+    int ndim;                        /* 0 for a scalar                     */
+    uint64_t shape[LMIO_MAX_DIMS];
+    const void *data;                /* NULL only when nbytes == 0         */
+    uint64_t nbytes;
+    uint64_t numel;
+    int64_t file_offset;             /* absolute offset of the data in the
+                                        file it was read from, or -1       */
+} lmio_tensor;
+
+typedef struct lmio_statedict lmio_statedict;
+
+/* How a state dict holds data given to lmio_statedict_add. */
+typedef enum lmio_ownership {
+    LMIO_BORROW = 0, /* keep the pointer; the caller keeps the bytes alive
+                        and unchanged until the state dict is freed         */
+    LMIO_COPY = 1    /* copy the bytes now                                  */
+} lmio_ownership;
+
+/* An empty state dict. Free with lmio_statedict_free. */
+LMIO_API lmio_status lmio_statedict_create(lmio_statedict **out, lmio_error *err);
+/* Frees a state dict (created or opened) and unmaps any file behind it. */
+LMIO_API void lmio_statedict_free(lmio_statedict *sd);
+
+/* Appends a tensor. name: UTF-8, 1..LMIO_NAME_MAX bytes, unique in the state
+ * dict (LMIO_ERR_DUPLICATE otherwise), not "__metadata__". nbytes must equal
+ * numel * bits / 8 exactly. */
+#define LMIO_NAME_MAX 4096
+LMIO_API lmio_status lmio_statedict_add(lmio_statedict *sd, const char *name, lmio_dtype dtype,
+                                        int ndim, const uint64_t *shape, const void *data,
+                                        uint64_t nbytes, lmio_ownership ownership,
+                                        lmio_error *err);
+
+LMIO_API size_t lmio_statedict_count(const lmio_statedict *sd);
+/* Fills *out with tensor i (0-based, in state-dict order). */
+LMIO_API lmio_status lmio_statedict_get(const lmio_statedict *sd, size_t i, lmio_tensor *out,
+                                        lmio_error *err);
+/* Looks a tensor up by name; LMIO_ERR_NOT_FOUND if absent. */
+LMIO_API lmio_status lmio_tensor_find(const lmio_statedict *sd, const char *name,
+                                      lmio_tensor *out, lmio_error *err);
+
+/* String-to-string metadata (safetensors __metadata__). Setting an existing
+ * key replaces its value. Both strings are copied and must be UTF-8. */
+LMIO_API lmio_status lmio_metadata_set(lmio_statedict *sd, const char *key, const char *value,
+                                       lmio_error *err);
+LMIO_API size_t lmio_metadata_count(const lmio_statedict *sd);
+/* Entry i, in key order. Borrowed: valid until the state dict changes or is freed. */
+LMIO_API lmio_status lmio_metadata_get(const lmio_statedict *sd, size_t i, const char **key,
+                                       const char **value, lmio_error *err);
+/* The value for key, or NULL. Borrowed, as above. */
+LMIO_API const char *lmio_metadata_find(const lmio_statedict *sd, const char *key);
+
+/* The file the state dict was opened from, or NULL. Borrowed. */
+LMIO_API const char *lmio_statedict_path(const lmio_statedict *sd);
+/* "safetensors" for an opened file, NULL for a built one. Static storage. */
+LMIO_API const char *lmio_statedict_format(const lmio_statedict *sd);
+
+/* ------------------------------------------------------------------------ */
+/* Opening files                                                             */
+/* ------------------------------------------------------------------------ */
+
+typedef struct lmio_open_opts {
+    int use_mmap; /* 1 (default): map the file and hand out zero-copy views;
+                     0: read it into memory with pread                      */
+} lmio_open_opts;
+#define LMIO_OPEN_OPTS_INIT {1}
+
+/* Opens a model file, detecting its format from its first bytes, and
+ * validates every offset, size and count against the file before returning.
+ * Tensor data is borrowed from the mapping: valid until lmio_statedict_free.
+ * opts may be NULL for defaults. */
+LMIO_API lmio_status lmio_statedict_open(const char *path, const lmio_open_opts *opts,
+                                         lmio_statedict **out, lmio_error *err);
+
+/* ------------------------------------------------------------------------ */
+/* Saving files                                                              */
+/* ------------------------------------------------------------------------ */
+
+/* Called as bytes are written; return non-zero to cancel (the save then
+ * fails with LMIO_ERR_CANCELLED and leaves nothing behind). */
+typedef int (*lmio_progress_fn)(void *ctx, uint64_t done, uint64_t total);
+
+typedef struct lmio_save_opts {
+    lmio_dtype dtype;        /* LMIO_DTYPE_NONE: keep; F32/F16/BF16/F64:
+                                convert every floating tensor to this      */
+    int durable;             /* 1 (default): fsync the file and directory   */
+    lmio_progress_fn progress;
+    void *progress_ctx;
+} lmio_save_opts;
+#define LMIO_SAVE_OPTS_INIT {LMIO_DTYPE_NONE, 1, NULL, NULL}
+
+/* Writes a state dict as safetensors. The header is computed first, then
+ * tensors stream out one by one (converted in bounded chunks when opts asks
+ * for a dtype): memory use does not grow with the model. Tensors are ordered
+ * as the reference writer orders them (descending dtype alignment, then
+ * name); metadata is written first, keys sorted, when there is any. Output
+ * goes to a temporary file in the destination directory that is fsynced and
+ * renamed over path, so an existing file is replaced whole or left as it was
+ * (path may even be the file sd was opened from). Same input, same bytes. */
+LMIO_API lmio_status lmio_safetensors_save(const lmio_statedict *sd, const char *path,
+                                           const lmio_save_opts *opts, lmio_error *err);
+
+/* Limits lmio enforces when reading safetensors. */
+#define LMIO_SAFETENSORS_MAX_HEADER 100000000ULL /* as the reference reader */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LMIO_H */

@@ -1,0 +1,154 @@
+/* Internal interfaces shared by lmio's sources; never installed. */
+#ifndef LMIO_INTERNAL_H
+#define LMIO_INTERNAL_H
+
+#include "lmio.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define LMIO_UNUSED(x) ((void)(x))
+
+/* ---- errors (status.c) ---- */
+
+/* Fills err (if non-NULL) and returns code. The message reads
+ * "<path>: offset <N>: <fmt...>" (the offset part only when offset >= 0,
+ * the path part only when path is non-empty). */
+lmio_status lmio__fail(lmio_error *err, lmio_status code, const char *path, int64_t offset,
+                       const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
+/* ---- allocation (alloc.c) ---- */
+void *lmio__malloc(size_t n);
+void *lmio__calloc(size_t count, size_t size);
+void *lmio__realloc(void *p, size_t n);
+void lmio__free(void *p);
+char *lmio__strdup(const char *s);
+char *lmio__strndup(const char *s, size_t n);
+
+/* ---- checked arithmetic: return false on overflow ---- */
+static inline bool lmio__mul_u64(uint64_t a, uint64_t b, uint64_t *out)
+{
+    return !__builtin_mul_overflow(a, b, out);
+}
+static inline bool lmio__add_u64(uint64_t a, uint64_t b, uint64_t *out)
+{
+    return !__builtin_add_overflow(a, b, out);
+}
+
+/* Little-endian decoding and encoding, independent of host byte order. */
+static inline uint64_t lmio__le64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
+static inline void lmio__put_le64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* numel of a shape, and its byte size for dtype; false on overflow or when
+ * the bit count is not a whole number of bytes (sub-byte dtypes). */
+bool lmio__numel(int ndim, const uint64_t *shape, uint64_t *numel);
+typedef enum { LMIO__SIZE_OK, LMIO__SIZE_OVERFLOW, LMIO__SIZE_MISALIGNED } lmio__size_result;
+lmio__size_result lmio__nbytes(lmio_dtype dtype, uint64_t numel, uint64_t *nbytes);
+
+/* Formats a shape as "[2, 3]" into buf (truncates safely). */
+void lmio__format_shape(char *buf, size_t cap, int ndim, const uint64_t *shape);
+
+/* Validates UTF-8 (no overlongs, no surrogates, <= U+10FFFF): the length of
+ * the valid prefix, n when all of it is valid. */
+size_t lmio__utf8_prefix(const char *s, size_t n);
+bool lmio__utf8_valid(const char *s, size_t n);
+
+/* ---- files (file.c) ---- */
+
+/* A whole file, mapped read-only or read into memory. */
+typedef struct lmio__file {
+    const unsigned char *data;
+    uint64_t size;
+    int mapped; /* 1: munmap on close; 0: lmio__free */
+} lmio__file;
+
+lmio_status lmio__file_open(const char *path, int use_mmap, lmio__file *out, lmio_error *err);
+void lmio__file_close(lmio__file *f);
+
+/* An output file written under a temporary name in the destination's
+ * directory and renamed over the destination only by commit. */
+typedef struct lmio__outfile {
+    int fd;
+    char *tmp_path;
+    char *final_path;
+    uint64_t written;
+} lmio__outfile;
+
+lmio_status lmio__outfile_begin(lmio__outfile *o, const char *path, lmio_error *err);
+lmio_status lmio__outfile_write(lmio__outfile *o, const void *buf, size_t n, lmio_error *err);
+/* fsyncs (when durable), renames, fsyncs the directory; frees o's state. */
+lmio_status lmio__outfile_commit(lmio__outfile *o, int durable, lmio_error *err);
+/* Removes the temporary file; frees o's state. Safe after a failed begin. */
+void lmio__outfile_abort(lmio__outfile *o);
+
+/* The last path component, for short messages. */
+const char *lmio__basename(const char *path);
+
+/* ---- JSON (json.c): the one place that talks to jansson ---- */
+#include <jansson.h>
+
+/* Routes jansson's allocations through lmio's allocator; idempotent. */
+void lmio__json_init(void);
+/* Parses exactly n bytes as one JSON value, rejecting duplicate keys and NUL
+ * bytes. On failure fills err naming path and the absolute file offset
+ * (base_offset + position of the problem). */
+lmio_status lmio__json_parse(const char *text, size_t n, const char *path, int64_t base_offset,
+                             json_t **out, lmio_error *err);
+/* Compact serialisation ("," and ":" without spaces, non-ASCII kept as UTF-8),
+ * the way serde_json writes it. Caller frees with lmio__free. */
+char *lmio__json_dump_compact(const json_t *v, size_t *len);
+
+/* ---- state dict internals used by format readers ---- */
+
+/* Adopts a file (ownership moves to sd) and records where the state dict
+ * came from. */
+void lmio__statedict_set_source(lmio_statedict *sd, const char *path, const char *format,
+                                lmio__file *file);
+/* Appends a tensor view without copying and without the public checks
+ * (readers have validated already); records the absolute file offset. */
+lmio_status lmio__statedict_add_view(lmio_statedict *sd, const char *name, size_t name_len,
+                                     lmio_dtype dtype, int ndim, const uint64_t *shape,
+                                     const void *data, uint64_t nbytes, int64_t file_offset,
+                                     lmio_error *err);
+/* Looks up a name of explicit length (names from files need not be NUL-terminated). */
+bool lmio__statedict_has(const lmio_statedict *sd, const char *name, size_t name_len);
+
+/* ---- dtype internals ---- */
+
+/* The reference safetensors writer sorts tensors by this rank, descending
+ * (its Dtype enum's declaration order, which is by increasing alignment). */
+int lmio__dtype_safetensors_rank(lmio_dtype dtype);
+
+/* Scalar bit rules and array kernels (dtype.c, dtype_x86.c). The AVX2 ones
+ * exist on x86 only and must only run where the CPU has AVX2 and F16C. */
+uint16_t lmio__f32_to_f16(uint32_t x);
+uint32_t lmio__f16_to_f32(uint16_t h);
+uint16_t lmio__f32_to_bf16(uint32_t x);
+void lmio__cvt_f32_f16_portable(void *dst, const void *src, size_t n);
+void lmio__cvt_f32_bf16_portable(void *dst, const void *src, size_t n);
+void lmio__cvt_f16_f32_portable(void *dst, const void *src, size_t n);
+void lmio__cvt_bf16_f32_portable(void *dst, const void *src, size_t n);
+void lmio__cvt_f32_f16_avx2(void *dst, const void *src, size_t n);
+void lmio__cvt_f32_bf16_avx2(void *dst, const void *src, size_t n);
+void lmio__cvt_f16_f32_avx2(void *dst, const void *src, size_t n);
+void lmio__cvt_bf16_f32_avx2(void *dst, const void *src, size_t n);
+
+/* ---- format readers (src/formats/) ---- */
+
+/* Each reader takes an opened file; on success ownership of the file moves
+ * to the new state dict, on failure the caller still owns it. */
+lmio_status lmio__safetensors_open(const char *path, lmio__file *f, lmio_statedict **out,
+                                   lmio_error *err);
+
+#endif

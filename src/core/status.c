@@ -1,0 +1,133 @@
+/* Status codes, error filling and small shared helpers. */
+#include "internal.h"
+
+#include <stdio.h>
+#include <string.h>
+
+const char *lmio_version(void) { return LMIO_VERSION_STRING; }
+
+const char *lmio_status_str(lmio_status status)
+{
+    switch (status) {
+    case LMIO_OK: return "ok";
+    case LMIO_ERR_INVALID_ARG: return "invalid argument";
+    case LMIO_ERR_IO: return "I/O error";
+    case LMIO_ERR_NOMEM: return "out of memory";
+    case LMIO_ERR_FORMAT: return "format error";
+    case LMIO_ERR_UNSUPPORTED: return "unsupported";
+    case LMIO_ERR_NOT_FOUND: return "not found";
+    case LMIO_ERR_LIMIT: return "limit exceeded";
+    case LMIO_ERR_DUPLICATE: return "duplicate";
+    case LMIO_ERR_CANCELLED: return "cancelled";
+    case LMIO_ERR_INTEGRITY: return "integrity check failed";
+    }
+    return "unknown status";
+}
+
+void lmio_error_clear(lmio_error *err)
+{
+    if (!err) return;
+    memset(err, 0, sizeof *err);
+    err->code = LMIO_OK;
+    err->offset = -1;
+}
+
+/* Copies src into a fixed buffer, truncating on a UTF-8 boundary so a long
+ * name never leaves half a character behind. */
+static void copy_trunc(char *dst, size_t cap, const char *src)
+{
+    size_t n = src ? strlen(src) : 0;
+    if (n >= cap) {
+        n = cap - 1;
+        while (n > 0 && ((unsigned char)src[n] & 0xC0) == 0x80) n--;
+    }
+    if (n) memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+lmio_status lmio__fail(lmio_error *err, lmio_status code, const char *path, int64_t offset,
+                       const char *key, const char *fmt, ...)
+{
+    if (!err) return code;
+    err->code = code;
+    err->offset = offset < 0 ? -1 : offset;
+    copy_trunc(err->path, sizeof err->path, path);
+    copy_trunc(err->key, sizeof err->key, key);
+
+    char what[LMIO_ERROR_MESSAGE_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+
+    int n = 0;
+    if (path && *path)
+        n = snprintf(err->message, sizeof err->message, "%s: ", path);
+    if (n < 0) n = 0;
+    if ((size_t)n < sizeof err->message && offset >= 0)
+        n += snprintf(err->message + n, sizeof err->message - (size_t)n, "offset %lld: ",
+                      (long long)offset);
+    if ((size_t)n < sizeof err->message)
+        snprintf(err->message + n, sizeof err->message - (size_t)n, "%s", what);
+    return code;
+}
+
+bool lmio__numel(int ndim, const uint64_t *shape, uint64_t *numel)
+{
+    uint64_t n = 1;
+    for (int i = 0; i < ndim; i++)
+        if (!lmio__mul_u64(n, shape[i], &n)) return false;
+    *numel = n;
+    return true;
+}
+
+lmio__size_result lmio__nbytes(lmio_dtype dtype, uint64_t numel, uint64_t *nbytes)
+{
+    uint64_t bits;
+    if (!lmio__mul_u64(numel, lmio_dtype_bits(dtype), &bits)) return LMIO__SIZE_OVERFLOW;
+    if (bits % 8) return LMIO__SIZE_MISALIGNED;
+    *nbytes = bits / 8;
+    return LMIO__SIZE_OK;
+}
+
+void lmio__format_shape(char *buf, size_t cap, int ndim, const uint64_t *shape)
+{
+    size_t n = 0;
+    n += (size_t)snprintf(buf, cap, "[");
+    for (int i = 0; i < ndim && n < cap; i++)
+        n += (size_t)snprintf(buf + n, cap - n, "%s%llu", i ? ", " : "",
+                              (unsigned long long)shape[i]);
+    if (n < cap) snprintf(buf + n, cap - n, "]");
+}
+
+size_t lmio__utf8_prefix(const char *str, size_t n)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        if (c < 0x80) { i++; continue; }
+        size_t len;
+        uint32_t cp, min;
+        if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; min = 0x80; }
+        else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; min = 0x800; }
+        else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; min = 0x10000; }
+        else return i;
+        if (n - i < len) return i;
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xC0) != 0x80) return i;
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
+        i += len;
+    }
+    return n;
+}
+
+bool lmio__utf8_valid(const char *s, size_t n) { return lmio__utf8_prefix(s, n) == n; }
+
+const char *lmio__basename(const char *path)
+{
+    const char *s = strrchr(path, '/');
+    return s ? s + 1 : path;
+}
