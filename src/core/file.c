@@ -119,10 +119,10 @@ lmio_status lmio__outfile_begin(lmio__outfile *o, const char *path, lmio_error *
                           "is a directory; expected a file path");
     char *dir = dir_of(path);
     const char *base = lmio__basename(path);
-    size_t need = strlen(dir) + strlen(base) + 32;
-    o->tmp_path = lmio__malloc(need);
-    o->final_path = lmio__strdup(path);
-    if (!dir || !o->tmp_path || !o->final_path) {
+    size_t need = (dir ? strlen(dir) : 0) + strlen(base) + 32;
+    o->tmp_path = dir ? lmio__malloc(need) : NULL;
+    o->final_path = o->tmp_path ? lmio__strdup(path) : NULL;
+    if (!o->final_path) {
         lmio__free(dir);
         outfile_reset(o);
         return lmio__fail(err, LMIO_ERR_NOMEM, path, -1, "", "out of memory");
@@ -196,14 +196,20 @@ lmio_status lmio__outfile_commit(lmio__outfile *o, int durable, lmio_error *err)
         return s;
     }
     if (durable) {
-        /* The rename is only durable once the directory entry is. */
-        char *dir = dir_of(o->final_path);
-        int dfd = dir ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+        /* The rename is only durable once the directory entry is. A stack
+         * buffer: nothing may fail after the new file is already in place. */
+        char dir[4096];
+        const char *slash = strrchr(o->final_path, '/');
+        size_t dl = slash ? (size_t)(slash - o->final_path) : 0;
+        if (!slash) strcpy(dir, ".");
+        else if (dl == 0) strcpy(dir, "/");
+        else if (dl < sizeof dir) { memcpy(dir, o->final_path, dl); dir[dl] = 0; }
+        else dir[0] = 0;
+        int dfd = dir[0] ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
         if (dfd >= 0) {
             fsync(dfd);
             close(dfd);
         }
-        lmio__free(dir);
     }
     outfile_reset(o);
     return LMIO_OK;

@@ -64,6 +64,18 @@ void lmio__format_shape(char *buf, size_t cap, int ndim, const uint64_t *shape);
 size_t lmio__utf8_prefix(const char *s, size_t n);
 bool lmio__utf8_valid(const char *s, size_t n);
 
+/* ---- growable buffer (buf.c) ---- */
+typedef struct lmio__buf {
+    char *data; /* NUL-terminated when non-NULL */
+    size_t len, cap;
+    bool oom;   /* sticky: set by the first failed growth */
+} lmio__buf;
+void lmio__buf_put(lmio__buf *b, const void *p, size_t n);
+void lmio__buf_puts(lmio__buf *b, const char *s);
+void lmio__buf_u64(lmio__buf *b, uint64_t v);
+void lmio__buf_json_string(lmio__buf *b, const char *s);
+void lmio__buf_free(lmio__buf *b);
+
 /* ---- files (file.c) ---- */
 
 /* A whole file, mapped read-only or read into memory. */
@@ -105,16 +117,13 @@ void lmio__json_init(void);
  * (base_offset + position of the problem). */
 lmio_status lmio__json_parse(const char *text, size_t n, const char *path, int64_t base_offset,
                              json_t **out, lmio_error *err);
-/* Compact serialisation ("," and ":" without spaces, non-ASCII kept as UTF-8),
- * the way serde_json writes it. Caller frees with lmio__free. */
-char *lmio__json_dump_compact(const json_t *v, size_t *len);
 
 /* ---- state dict internals used by format readers ---- */
 
-/* Adopts a file (ownership moves to sd) and records where the state dict
- * came from. */
-void lmio__statedict_set_source(lmio_statedict *sd, const char *path, const char *format,
-                                lmio__file *file);
+/* Records where the state dict came from (path NULL keeps the recorded one)
+ * and adopts file if given (ownership moves to sd; cannot fail). */
+lmio_status lmio__statedict_set_source(lmio_statedict *sd, const char *path, const char *format,
+                                       lmio__file *file, lmio_error *err);
 /* Appends a tensor view without copying and without the public checks
  * (readers have validated already); records the absolute file offset. */
 lmio_status lmio__statedict_add_view(lmio_statedict *sd, const char *name, size_t name_len,

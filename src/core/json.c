@@ -5,7 +5,16 @@
 #include <pthread.h>
 #include <string.h>
 
-static void *json_malloc_hook(size_t n) { return lmio__malloc(n); }
+/* jansson reports many allocation failures as syntax errors ("invalid
+ * token"), which would blame a good file; the hook notes them instead. */
+static _Thread_local bool t_json_oom;
+
+static void *json_malloc_hook(size_t n)
+{
+    void *p = lmio__malloc(n);
+    if (!p) t_json_oom = true;
+    return p;
+}
 static void json_free_hook(void *p) { lmio__free(p); }
 
 static pthread_once_t g_json_once = PTHREAD_ONCE_INIT;
@@ -18,26 +27,20 @@ lmio_status lmio__json_parse(const char *text, size_t n, const char *path, int64
 {
     lmio__json_init();
     json_error_t jerr;
+    t_json_oom = false;
     /* Duplicate keys are disallowed by the safetensors spec and by
      * config.json consumers alike; a reader that silently kept one of two
      * definitions could be steered by whoever wrote the file. */
     json_t *v = json_loadb(text, n, JSON_REJECT_DUPLICATES, &jerr);
     if (!v) {
         int64_t off = base_offset + (jerr.position > 0 ? jerr.position : 0);
-        lmio_status code = json_error_code(&jerr) == json_error_out_of_memory
-                               ? LMIO_ERR_NOMEM
-                               : LMIO_ERR_FORMAT;
-        return lmio__fail(err, code, path, off, "", "invalid JSON: %s; expected valid UTF-8 JSON",
-                          jerr.text);
+        if (t_json_oom || json_error_code(&jerr) == json_error_out_of_memory)
+            return lmio__fail(err, LMIO_ERR_NOMEM, path, -1, "", "out of memory parsing JSON");
+        return lmio__fail(err, LMIO_ERR_FORMAT, path, off, "", "invalid JSON: %s; expected %s", jerr.text,
+                          json_error_code(&jerr) == json_error_duplicate_key
+                              ? "each key once"
+                              : "one well-formed JSON object");
     }
     *out = v;
     return LMIO_OK;
-}
-
-char *lmio__json_dump_compact(const json_t *v, size_t *len)
-{
-    lmio__json_init();
-    char *s = json_dumps(v, JSON_COMPACT);
-    if (s && len) *len = strlen(s);
-    return s;
 }

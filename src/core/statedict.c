@@ -311,15 +311,20 @@ const char *lmio_metadata_find(const lmio_statedict *sd, const char *key)
 const char *lmio_statedict_path(const lmio_statedict *sd) { return sd ? sd->path : NULL; }
 const char *lmio_statedict_format(const lmio_statedict *sd) { return sd ? sd->format : NULL; }
 
-void lmio__statedict_set_source(lmio_statedict *sd, const char *path, const char *format,
-                                lmio__file *file)
+lmio_status lmio__statedict_set_source(lmio_statedict *sd, const char *path, const char *format,
+                                       lmio__file *file, lmio_error *err)
 {
-    lmio__free(sd->path);
-    sd->path = path ? lmio__strdup(path) : NULL;
+    if (path) { /* NULL keeps the path already recorded */
+        char *p = lmio__strdup(path);
+        if (!p) return lmio__fail(err, LMIO_ERR_NOMEM, path, -1, "", "out of memory");
+        lmio__free(sd->path);
+        sd->path = p;
+    }
     sd->format = format;
     if (file) {
         lmio__file_close(&sd->file);
         sd->file = *file;
         memset(file, 0, sizeof *file);
     }
+    return LMIO_OK;
 }

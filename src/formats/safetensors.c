@@ -165,7 +165,7 @@ static lmio_status read_tensors(lmio_statedict *sd, const char *path, json_t *ro
     }
     /* Any order on disk is valid; the reference sorts by offsets and then
      * demands that they tile the data section from 0 with no gap or overlap. */
-    qsort(ts, nt, sizeof *ts, cmp_offsets);
+    if (nt > 1) qsort(ts, nt, sizeof *ts, cmp_offsets);
     uint64_t pos = 0;
     for (size_t i = 0; i < nt; i++) {
         tinfo *t = &ts[i];
@@ -260,17 +260,21 @@ lmio_status lmio__safetensors_open(const char *path, lmio__file *f, lmio_statedi
     json_t *root;
     if ((s = lmio__json_parse(hdr, (size_t)n, path, 8, &root, err))) return s;
     if (!json_is_object(root)) {
+        const char *kind = json_is_array(root) ? "array" : json_is_string(root) ? "string" : "scalar";
         json_decref(root);
         return lmio__fail(err, LMIO_ERR_FORMAT, path, 8, "",
-                          "header is a JSON %s; expected a JSON object",
-                          json_is_array(root) ? "array" : json_is_string(root) ? "string" : "scalar");
+                          "header is a JSON %s; expected a JSON object", kind);
     }
     lmio_statedict *sd;
     if ((s = lmio_statedict_create(&sd, err))) {
         json_decref(root);
         return s;
     }
-    lmio__statedict_set_source(sd, path, "safetensors", NULL);
+    if ((s = lmio__statedict_set_source(sd, path, "safetensors", NULL, err))) {
+        lmio_statedict_free(sd);
+        json_decref(root);
+        return s;
+    }
     uint64_t data_start = 8 + n;
     s = read_tensors(sd, path, root, f->data ? f->data + data_start : NULL, f->size - data_start,
                      data_start, err);
@@ -279,7 +283,8 @@ lmio_status lmio__safetensors_open(const char *path, lmio__file *f, lmio_statedi
         lmio_statedict_free(sd);
         return s;
     }
-    lmio__statedict_set_source(sd, path, "safetensors", f);
+    /* path is already copied, so this cannot fail: it only moves the file */
+    lmio__statedict_set_source(sd, NULL, "safetensors", f, NULL);
     *out = sd;
     return LMIO_OK;
 }
@@ -300,73 +305,59 @@ static int cmp_write_order(const void *a, const void *b)
     return strcmp(x->t.name, y->t.name);
 }
 
-static json_t *shape_json(const lmio_tensor *t)
-{
-    json_t *a = json_array();
-    for (int i = 0; a && i < t->ndim; i++)
-        if (json_array_append_new(a, json_integer((json_int_t)t->shape[i]))) {
-            json_decref(a);
-            return NULL;
-        }
-    return a;
-}
-
-/* Builds the padded header: u64le length + compact JSON + spaces to 8. */
+/* Builds the padded header: u64le length + compact JSON + spaces to 8,
+ * byte for byte what the reference writer emits for the same tensors. */
 static lmio_status build_header(const lmio_statedict *sd, const wentry *ws, size_t n,
-                                const char *path, unsigned char **out, size_t *out_len,
-                                lmio_error *err)
+                                const char *path, lmio__buf *out, lmio_error *err)
 {
-    lmio__json_init();
-    json_t *root = json_object();
-    bool ok = root != NULL;
+    lmio__buf b = {0};
+    lmio__buf_put(&b, "\0\0\0\0\0\0\0\0{", 9); /* length patched below */
     size_t nm = lmio_metadata_count(sd);
-    if (ok && nm) {
-        json_t *m = json_object();
-        ok = m && json_object_set_new(root, "__metadata__", m) == 0;
-        for (size_t i = 0; ok && i < nm; i++) {
+    if (nm) {
+        lmio__buf_puts(&b, "\"__metadata__\":{");
+        for (size_t i = 0; i < nm; i++) {
             const char *k, *v;
             lmio_metadata_get(sd, i, &k, &v, NULL);
-            ok = json_object_set_new(m, k, json_string(v)) == 0;
+            if (i) lmio__buf_put(&b, ",", 1);
+            lmio__buf_json_string(&b, k);
+            lmio__buf_put(&b, ":", 1);
+            lmio__buf_json_string(&b, v);
         }
+        lmio__buf_puts(&b, n ? "}," : "}");
     }
     uint64_t pos = 0;
-    for (size_t i = 0; ok && i < n; i++) {
-        json_t *info = json_object();
-        json_t *offs = json_array();
-        ok = info && offs && json_object_set_new(root, ws[i].t.name, info) == 0;
-        if (!ok) {
-            json_decref(offs);
-            break;
+    for (size_t i = 0; i < n; i++) {
+        if (i) lmio__buf_put(&b, ",", 1);
+        lmio__buf_json_string(&b, ws[i].t.name);
+        lmio__buf_puts(&b, ":{\"dtype\":\"");
+        lmio__buf_puts(&b, lmio_dtype_name(ws[i].out_dtype));
+        lmio__buf_puts(&b, "\",\"shape\":[");
+        for (int d = 0; d < ws[i].t.ndim; d++) {
+            if (d) lmio__buf_put(&b, ",", 1);
+            lmio__buf_u64(&b, ws[i].t.shape[d]);
         }
-        ok = json_object_set_new(info, "dtype", json_string(lmio_dtype_name(ws[i].out_dtype))) == 0 &&
-             json_object_set_new(info, "shape", shape_json(&ws[i].t)) == 0 &&
-             json_array_append_new(offs, json_integer((json_int_t)pos)) == 0 &&
-             json_array_append_new(offs, json_integer((json_int_t)(pos + ws[i].out_nbytes))) == 0 &&
-             json_object_set_new(info, "data_offsets", offs) == 0;
+        lmio__buf_puts(&b, "],\"data_offsets\":[");
+        lmio__buf_u64(&b, pos);
+        lmio__buf_put(&b, ",", 1);
         pos += ws[i].out_nbytes;
+        lmio__buf_u64(&b, pos);
+        lmio__buf_puts(&b, "]}");
     }
-    size_t jlen = 0;
-    char *text = ok ? lmio__json_dump_compact(root, &jlen) : NULL;
-    json_decref(root);
-    if (!text) return lmio__fail(err, LMIO_ERR_NOMEM, path, -1, "", "out of memory building the header");
-    size_t padded = (jlen + 7) & ~(size_t)7;
-    if (padded > LMIO_SAFETENSORS_MAX_HEADER) {
-        lmio__free(text);
-        return lmio__fail(err, LMIO_ERR_LIMIT, path, -1, "",
-                          "header would be %zu bytes; expected at most %llu (too many or too long names)",
-                          padded, (unsigned long long)LMIO_SAFETENSORS_MAX_HEADER);
-    }
-    unsigned char *buf = lmio__malloc(8 + padded);
-    if (!buf) {
-        lmio__free(text);
+    lmio__buf_put(&b, "}", 1);
+    while (!b.oom && (b.len - 8) % 8) lmio__buf_put(&b, " ", 1);
+    if (b.oom) {
+        lmio__buf_free(&b);
         return lmio__fail(err, LMIO_ERR_NOMEM, path, -1, "", "out of memory building the header");
     }
-    lmio__put_le64(buf, padded);
-    memcpy(buf + 8, text, jlen);
-    memset(buf + 8 + jlen, ' ', padded - jlen);
-    lmio__free(text);
-    *out = buf;
-    *out_len = 8 + padded;
+    if (b.len - 8 > LMIO_SAFETENSORS_MAX_HEADER) {
+        size_t hl = b.len - 8;
+        lmio__buf_free(&b);
+        return lmio__fail(err, LMIO_ERR_LIMIT, path, -1, "",
+                          "header would be %zu bytes; expected at most %llu (too many or too long names)",
+                          hl, (unsigned long long)LMIO_SAFETENSORS_MAX_HEADER);
+    }
+    lmio__put_le64((unsigned char *)b.data, b.len - 8);
+    *out = b;
     return LMIO_OK;
 }
 
@@ -407,17 +398,17 @@ lmio_status lmio_safetensors_save(const lmio_statedict *sd, const char *path,
         if (!conv) ws[i].out_nbytes = ws[i].t.nbytes;
         data_total += ws[i].out_nbytes;
     }
-    qsort(ws, n, sizeof *ws, cmp_write_order);
+    if (n > 1) qsort(ws, n, sizeof *ws, cmp_write_order);
 
-    unsigned char *hdr = NULL, *cbuf = NULL;
-    size_t hdr_len = 0;
+    unsigned char *cbuf = NULL;
+    lmio__buf hdr = {0};
     lmio__outfile out;
-    lmio_status s = build_header(sd, ws, n, path, &hdr, &hdr_len, err);
+    lmio_status s = build_header(sd, ws, n, path, &hdr, err);
     if (s) goto fail_nofile;
-    uint64_t total = hdr_len + data_total;
+    uint64_t total = hdr.len + data_total;
     if ((s = report(&o, 0, total, path, err))) goto fail_nofile;
     if ((s = lmio__outfile_begin(&out, path, err))) goto fail_nofile;
-    if ((s = lmio__outfile_write(&out, hdr, hdr_len, err))) goto fail;
+    if ((s = lmio__outfile_write(&out, hdr.data, hdr.len, err))) goto fail;
     for (size_t i = 0; i < n; i++) {
         const wentry *w = &ws[i];
         const unsigned char *src = w->t.data;
@@ -442,14 +433,14 @@ lmio_status lmio_safetensors_save(const lmio_statedict *sd, const char *path,
         }
     }
     if ((s = lmio__outfile_commit(&out, o.durable, err))) goto fail_nofile;
-    lmio__free(hdr);
+    lmio__buf_free(&hdr);
     lmio__free(cbuf);
     lmio__free(ws);
     return LMIO_OK;
 fail:
     lmio__outfile_abort(&out);
 fail_nofile:
-    lmio__free(hdr);
+    lmio__buf_free(&hdr);
     lmio__free(cbuf);
     lmio__free(ws);
     return s;

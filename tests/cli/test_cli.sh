@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# CLI behaviour a user relies on: exit codes (0 ok, 1 bad input, 2 usage),
+# messages that name the file, --help everywhere, JSON output that parses,
+# a progress bar only on a terminal, and convert failures that leave an
+# existing OUT untouched with no temporary files.
+# usage: test_cli.sh LMIO_BINARY DATA_DIR   (LMIO_LAUNCHER may prefix runs)
+set -u
+BIN=$1
+DATA=$2
+LMIO="${LMIO_LAUNCHER:+$LMIO_LAUNCHER }$BIN"
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+pass=0 fail=0
+
+check() { # check NAME EXPECTED_RC [grep PATTERN FILE]...
+    local name=$1 want=$2 got=$3
+    if [ "$got" = "$want" ]; then pass=$((pass + 1)); else
+        fail=$((fail + 1)); echo "not ok: $name: exit $got, expected $want"; sed 's/^/    /' "$T/err" | head -5; fi
+}
+expect_grep() { # NAME PATTERN FILE
+    if grep -q -- "$2" "$3"; then pass=$((pass + 1)); else
+        fail=$((fail + 1)); echo "not ok: $1: '$2' not in $(basename "$3")"; sed 's/^/    /' "$3" | head -5; fi
+}
+run() { $LMIO "$@" >"$T/out" 2>"$T/err"; echo $?; }
+
+# usage errors exit 2 and say what is wrong
+check "no args" 2 "$(run)"
+check "unknown command" 2 "$(run frobnicate)"; expect_grep "unknown command named" "unknown command 'frobnicate'" "$T/err"
+check "inspect no path" 2 "$(run inspect)"; expect_grep "inspect missing" "missing PATH" "$T/err"
+check "inspect bad option" 2 "$(run inspect --bogus x)"
+check "convert one arg" 2 "$(run convert a)"
+check "convert bad dtype" 2 "$(run convert a b --dtype f8)"; expect_grep "bad dtype" "unknown dtype 'f8'" "$T/err"
+check "convert dtype missing value" 2 "$(run convert a b --dtype)"
+check "verify extra arg" 2 "$(run verify a b)"
+
+# --help on every command exits 0 on stdout
+check "main help" 0 "$(run --help)"; expect_grep "main help" "usage: lmio COMMAND" "$T/out"
+for c in inspect verify convert example; do
+    check "$c --help" 0 "$(run $c --help)"; expect_grep "$c --help" "usage: lmio $c" "$T/out"
+done
+check "version" 0 "$(run version)"; expect_grep "version" "^lmio [0-9]" "$T/out"
+
+# the built-in example, inspected as text and JSON
+check "example" 0 "$(run example "$T/m.safetensors")"
+check "inspect" 0 "$(run inspect "$T/m.safetensors")"
+expect_grep "inspect table" "transformer.wte.weight  *F32  *\[96, 32\]  *12288" "$T/out"
+expect_grep "inspect totals" "^total: 29 tensors, 30593 parameters" "$T/out"
+check "inspect --json" 0 "$(run inspect --json "$T/m.safetensors")"
+python3 - "$T/out" <<'PY' && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "not ok: inspect --json shape"; }
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["format"] == "safetensors" and d["metadata"] == {"format": "pt"}
+t = {x["name"]: x for x in d["tensors"]}
+assert t["transformer.wte.weight"]["shape"] == [96, 32] and t["transformer.wte.weight"]["nbytes"] == 12288
+assert t["training.step"]["dtype"] == "I64" and t["training.step"]["shape"] == []
+assert all({"name", "dtype", "shape", "nbytes", "offset"} <= set(x) for x in d["tensors"])
+assert d["total_parameters"] == 30593
+PY
+
+# verify: good files pass, corrupt ones exit 1 naming the file and offset
+check "verify good" 0 "$(run verify "$T/m.safetensors")"; expect_grep "verify OK" ": OK (safetensors, 29 tensors" "$T/out"
+for f in "$DATA"/corrupt/*.safetensors; do
+    rc=$(run verify "$f")
+    check "verify $(basename "$f")" 1 "$rc"
+    expect_grep "verify $(basename "$f") names file" "$f: " "$T/err"
+done
+check "verify missing file" 1 "$(run verify "$T/none.safetensors")"; expect_grep "missing file" "none.safetensors: cannot open" "$T/err"
+check "inspect corrupt" 1 "$(run inspect "$DATA/corrupt/truncated_data.safetensors")"
+expect_grep "inspect corrupt message" "offset 74: file ends inside tensor \"w\"" "$T/err"
+
+# convert: output verifies, piped stderr carries no progress bar
+check "convert bf16" 0 "$(run convert "$T/m.safetensors" "$T/b.safetensors" --dtype bf16)"
+[ ! -s "$T/err" ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "not ok: progress bar printed to a pipe"; }
+check "verify converted" 0 "$(run verify "$T/b.safetensors")"
+run inspect --json "$T/b.safetensors" >/dev/null; expect_grep "converted dtype" '"dtype": "BF16"' "$T/out"
+expect_grep "int kept" '"dtype": "I64"' "$T/out"
+
+# on a terminal the progress bar appears (script(1) provides the tty)
+if command -v script >/dev/null; then
+    script -qec "$LMIO convert '$T/m.safetensors' '$T/c.safetensors' --dtype f16" /dev/null >"$T/tty" 2>&1
+    expect_grep "progress bar on a tty" "converting \[#" "$T/tty"
+fi
+
+# a failing convert leaves an existing OUT byte-identical and no temp files
+cp "$T/b.safetensors" "$T/keep.safetensors"
+cp "$T/keep.safetensors" "$T/keep.orig"
+check "convert corrupt input" 1 "$(run convert "$DATA/corrupt/size_mismatch.safetensors" "$T/keep.safetensors")"
+cmp -s "$T/keep.safetensors" "$T/keep.orig" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "not ok: OUT changed by failed convert"; }
+# a write that fails halfway: the file-size limit makes write(2) fail with EFBIG
+python3 - "$T/big.safetensors" <<'PY'
+import json, struct, sys
+n = 1 << 20
+h = json.dumps({"w": {"dtype": "F32", "shape": [n], "data_offsets": [0, 4 * n]}}).encode()
+h += b" " * (-len(h) % 8)
+open(sys.argv[1], "wb").write(struct.pack("<Q", len(h)) + h + b"\0" * (4 * n))
+PY
+rc=$( (trap '' XFSZ; ulimit -f 1024; $LMIO convert "$T/big.safetensors" "$T/keep.safetensors" --dtype f32 >"$T/out" 2>"$T/err"); echo $?)
+check "convert failing mid-write" 1 "$rc"
+expect_grep "mid-write error names OUT" "keep.safetensors: offset [0-9]*: write failed: File too large" "$T/err"
+cmp -s "$T/keep.safetensors" "$T/keep.orig" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "not ok: OUT changed by a failed write"; }
+ls -A "$T" | grep -q lmio-tmp && { fail=$((fail + 1)); echo "not ok: temporary file left behind"; } || pass=$((pass + 1))
+check "convert onto a directory" 1 "$(run convert "$T/m.safetensors" "$T")"
+check "convert into missing dir" 1 "$(run convert "$T/m.safetensors" "$T/no/such/dir/x.safetensors")"
+expect_grep "missing dir message" "x.safetensors: cannot create a temporary file" "$T/err"
+
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]
