@@ -138,7 +138,8 @@ LMIO_API int lmio_dtype_is_convertible_float(lmio_dtype dtype);
  * identity). The results equal torch's Tensor.to() on x86-64 bit for bit:
  * round to nearest even, overflow to +-Inf, subnormals kept, +-Inf kept, NaN
  * stays NaN (f16 keeps the sign and top payload bits and sets the quiet bit;
- * bf16 NaN becomes 0xFFFF as ATen writes it; F64 narrows through F32). dst and
+ * bf16 NaN becomes 0xFFFF as ATen writes it, or 0x7FC0 when coming from f16;
+ * F64 narrows through F32). dst and
  * src must not overlap; neither needs any alignment. Uses F16C/AVX2 when the
  * CPU has them; the portable path gives the same bits. */
 LMIO_API lmio_status lmio_convert(void *dst, lmio_dtype dst_dtype, const void *src,

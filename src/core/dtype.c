@@ -8,6 +8,8 @@
  *              every NaN becomes 0xFFFF (ATen's vectorised kernel does this).
  *  f16 -> f32  exact; NaN gets the quiet bit (VCVTPH2PS).
  *  bf16 -> f32 exact, NaN payload untouched (a shift).
+ *  f16 -> bf16 through f32, except that every NaN becomes 0x7FC0 (this pair
+ *              takes c10's scalar path, which canonicalises NaN).
  *  f64 -> any  narrows to f32 first (ATen converts double via float).
  *  f32 <-> f64 the C conversion, i.e. CVTSS2SD / CVTSD2SS under RNE.
  * The SIMD kernels in dtype_x86.c must give the same bits; tests compare the
@@ -249,7 +251,14 @@ static void cvt_via_f32(void *dst, lmio_dtype dd, const void *src, lmio_dtype sd
         }
         switch (dd) {
         case LMIO_DTYPE_F16: k->f32_f16(dp, tmp, m); break;
-        case LMIO_DTYPE_BF16: k->f32_bf16(dp, tmp, m); break;
+        case LMIO_DTYPE_BF16:
+            k->f32_bf16(dp, tmp, m);
+            if (sd == LMIO_DTYPE_F16)
+                for (size_t i = 0; i < m; i++) {
+                    uint16_t h = ld16(sp + 2 * i);
+                    if ((h & 0x7FFFu) > 0x7C00u) st16(dp + 2 * i, 0x7FC0u);
+                }
+            break;
         case LMIO_DTYPE_F32: memcpy(dp, tmp, m * 4); break;
         default: /* F64 */
             for (size_t i = 0; i < m; i++) {

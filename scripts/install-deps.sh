@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs the Debian packages lmio builds and tests with (names that exist
+# in Debian 12 and 13). Runs apt only when something is missing.
+set -euo pipefail
+PKGS=(gcc make cmake pkg-config libjansson-dev valgrind bsdutils)
+missing=()
+for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}"
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
