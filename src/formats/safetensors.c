@@ -184,9 +184,9 @@ static lmio_status read_tensors(lmio_statedict *sd, const char *path, json_t *ro
             goto out;
         }
         uint64_t numel, want;
-        char sh[256];
-        lmio__format_shape(sh, sizeof sh, t->ndim, t->shape);
+        char sh[256] = ""; /* formatted only when a message needs it */
         if (!lmio__numel(t->ndim, t->shape, &numel)) {
+            lmio__format_shape(sh, sizeof sh, t->ndim, t->shape);
             s = lmio__fail(err, LMIO_ERR_FORMAT, path, 8, t->name,
                            "tensor \"%s\": shape %s overflows the element count; expected a product below 2^64",
                            t->name, sh);
@@ -194,12 +194,14 @@ static lmio_status read_tensors(lmio_statedict *sd, const char *path, json_t *ro
         }
         lmio__size_result r = lmio__nbytes(t->dtype, numel, &want);
         if (r == LMIO__SIZE_OVERFLOW) {
+            lmio__format_shape(sh, sizeof sh, t->ndim, t->shape);
             s = lmio__fail(err, LMIO_ERR_FORMAT, path, 8, t->name,
                            "tensor \"%s\": %s shape %s overflows the byte size; expected a size below 2^64",
                            t->name, lmio_dtype_name(t->dtype), sh);
             goto out;
         }
         if (r == LMIO__SIZE_MISALIGNED) {
+            lmio__format_shape(sh, sizeof sh, t->ndim, t->shape);
             s = lmio__fail(err, LMIO_ERR_FORMAT, path, 8, t->name,
                            "tensor \"%s\": %s shape %s is not a whole number of bytes; expected "
                            "elements * %u bits divisible by 8",
@@ -207,6 +209,7 @@ static lmio_status read_tensors(lmio_statedict *sd, const char *path, json_t *ro
             goto out;
         }
         if (t->end - t->begin != want) {
+            lmio__format_shape(sh, sizeof sh, t->ndim, t->shape);
             s = lmio__fail(err, LMIO_ERR_FORMAT, path, 8, t->name,
                            "tensor \"%s\": data_offsets [%llu, %llu] hold %llu bytes; expected %llu (%s %s)",
                            t->name, (unsigned long long)t->begin, (unsigned long long)t->end,

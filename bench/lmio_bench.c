@@ -1,0 +1,152 @@
+/* lmio's side of bench/run.sh: times save, open and conversion on the state
+ * dict in IN (copied into ordinary memory first, as a training program would
+ * hold it) and prints medians as JSON. Never part of the tests. */
+#define _POSIX_C_SOURCE 200809L
+#include "lmio.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_d);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static void die(const lmio_error *e)
+{
+    fprintf(stderr, "lmio_bench: %s\n", e->message);
+    exit(1);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 4) {
+        fprintf(stderr, "usage: lmio_bench IN.safetensors OUTDIR RUNS\n");
+        return 2;
+    }
+    const char *in = argv[1], *outdir = argv[2];
+    int runs = atoi(argv[3]);
+    if (runs < 1 || runs > 100) runs = 5;
+    lmio_error err;
+    lmio_statedict *src, *mem;
+    if (lmio_statedict_open(in, NULL, &src, &err)) die(&err);
+    if (lmio_statedict_create(&mem, &err)) die(&err);
+    for (size_t i = 0; i < lmio_statedict_count(src); i++) {
+        lmio_tensor t;
+        lmio_statedict_get(src, i, &t, NULL);
+        if (lmio_statedict_add(mem, t.name, t.dtype, t.ndim, t.shape, t.data, t.nbytes, LMIO_COPY, &err)) die(&err);
+    }
+    lmio_metadata_set(mem, "format", "pt", NULL);
+    lmio_statedict_free(src);
+
+    char out[4096];
+    snprintf(out, sizeof out, "%s/lmio.safetensors", outdir);
+    double t_save[100], t_save_durable[100], t_open[100], t_read[100], t_bf16_file[100];
+    for (int r = 0; r < runs; r++) {
+        unlink(out);
+        lmio_save_opts o = LMIO_SAVE_OPTS_INIT;
+        o.durable = 0;
+        double t0 = now();
+        if (lmio_safetensors_save(mem, out, &o, &err)) die(&err);
+        t_save[r] = now() - t0;
+        unlink(out);
+        o.durable = 1;
+        t0 = now();
+        if (lmio_safetensors_save(mem, out, &o, &err)) die(&err);
+        t_save_durable[r] = now() - t0;
+    }
+    volatile uint64_t sink = 0;
+    double t_open_many[50];
+    for (int r = 0; r < 50; r++) { /* cheap, so many runs */
+        lmio_statedict *sd;
+        double t0 = now();
+        if (lmio_statedict_open(out, NULL, &sd, &err)) die(&err);
+        t_open_many[r] = now() - t0;
+        lmio_statedict_free(sd);
+    }
+    for (int r = 0; r < runs; r++) {
+        lmio_statedict *sd;
+        double t0 = now();
+        if (lmio_statedict_open(out, NULL, &sd, &err)) die(&err);
+        t_open[r] = now() - t0;
+        /* then read every byte, the analogue of load_file materialising */
+        t0 = now();
+        uint64_t acc = 0;
+        for (size_t i = 0; i < lmio_statedict_count(sd); i++) {
+            lmio_tensor t;
+            lmio_statedict_get(sd, i, &t, NULL);
+            const uint64_t *p = t.data;
+            for (uint64_t k = 0; k < t.nbytes / 8; k++) acc += p[k];
+        }
+        sink += acc;
+        t_read[r] = t_open[r] + (now() - t0);
+        lmio_statedict_free(sd);
+    }
+    char bf[4096];
+    snprintf(bf, sizeof bf, "%s/lmio-bf16.safetensors", outdir);
+    for (int r = 0; r < runs; r++) {
+        lmio_statedict *sd;
+        double t0 = now();
+        if (lmio_statedict_open(out, NULL, &sd, &err)) die(&err);
+        lmio_save_opts o = LMIO_SAVE_OPTS_INIT;
+        o.dtype = LMIO_DTYPE_BF16;
+        o.durable = 0;
+        if (lmio_safetensors_save(sd, bf, &o, &err)) die(&err);
+        t_bf16_file[r] = now() - t0;
+        lmio_statedict_free(sd);
+        unlink(bf);
+    }
+
+    /* conversion kernels on one core, 64 Mi elements, warm destination */
+    size_t n = (size_t)1 << 26;
+    float *f = malloc(n * 4);
+    uint16_t *h = malloc(n * 2);
+    for (size_t i = 0; i < n; i++) f[i] = (float)((double)(i % 1000003) * 1e-4 - 50.0);
+    memset(h, 0, n * 2);
+    double t_f16[100], t_bf16[100], t_f16_port[100], t_bf16_port[100];
+    for (int r = 0; r < runs; r++) {
+        double t0 = now();
+        lmio_convert(h, LMIO_DTYPE_F16, f, LMIO_DTYPE_F32, n, NULL);
+        t_f16[r] = now() - t0;
+        t0 = now();
+        lmio_convert(h, LMIO_DTYPE_BF16, f, LMIO_DTYPE_F32, n, NULL);
+        t_bf16[r] = now() - t0;
+        lmio_simd prev = lmio_set_simd(LMIO_SIMD_PORTABLE);
+        t0 = now();
+        lmio_convert(h, LMIO_DTYPE_F16, f, LMIO_DTYPE_F32, n, NULL);
+        t_f16_port[r] = now() - t0;
+        t0 = now();
+        lmio_convert(h, LMIO_DTYPE_BF16, f, LMIO_DTYPE_F32, n, NULL);
+        t_bf16_port[r] = now() - t0;
+        lmio_set_simd(prev);
+    }
+    printf("{\"save\": %.6f, \"save_durable\": %.6f, \"open\": %.6f, \"open_read_all\": %.6f, "
+           "\"convert_file_bf16\": %.6f, \"f16_gelems\": %.3f, \"bf16_gelems\": %.3f, "
+           "\"f16_gelems_portable\": %.3f, \"bf16_gelems_portable\": %.3f, \"simd\": \"%s\", \"sink\": %llu}\n",
+           median(t_save, runs), median(t_save_durable, runs), median(t_open_many, 50), median(t_read, runs),
+           median(t_bf16_file, runs), n / median(t_f16, runs) / 1e9, n / median(t_bf16, runs) / 1e9,
+           n / median(t_f16_port, runs) / 1e9, n / median(t_bf16_port, runs) / 1e9, lmio_simd_active(),
+           (unsigned long long)(sink & 1));
+    unlink(out);
+    free(f);
+    free(h);
+    lmio_statedict_free(mem);
+    return 0;
+}
