@@ -268,6 +268,67 @@ LMIO_API lmio_status lmio_safetensors_save(const lmio_statedict *sd, const char 
 /* Limits lmio enforces when reading safetensors. */
 #define LMIO_SAFETENSORS_MAX_HEADER 100000000ULL /* as the reference reader */
 
+/* Frees memory lmio returned to the caller (encode ids, decode text, ...). */
+LMIO_API void lmio_free(void *ptr);
+
+/* ------------------------------------------------------------------------ */
+/* Tokenizer: byte-level BPE (GPT-2 family)                                  */
+/* ------------------------------------------------------------------------ */
+
+/* Encodes and decodes exactly as Hugging Face `tokenizers` does for GPT-2:
+ * added tokens (e.g. <|endoftext|>) are matched in the text first; the rest
+ * is split by GPT-2's pattern (Unicode letter/number classes, contractions,
+ * whitespace look-ahead), mapped through the byte-to-unicode table and
+ * merged by rank. Encoding and decoding are thread-safe. */
+typedef struct lmio_tokenizer lmio_tokenizer;
+
+/* path: a directory (tokenizer.json, else vocab.json + merges.txt, with
+ * added tokens from tokenizer_config.json) or a tokenizer.json file. */
+LMIO_API lmio_status lmio_tokenizer_load(const char *path, lmio_tokenizer **out, lmio_error *err);
+/* vocab.json + merges.txt by explicit paths (e.g. encoder.json + vocab.bpe);
+ * special may list added tokens that must already be in the vocabulary. */
+LMIO_API lmio_status lmio_tokenizer_load_files(const char *vocab_json, const char *merges_txt,
+                                               const char *const *special, size_t n_special,
+                                               lmio_tokenizer **out, lmio_error *err);
+/* Writes tokenizer.json, tokenizer_config.json, special_tokens_map.json,
+ * vocab.json and merges.txt into an existing directory, each atomically. */
+LMIO_API lmio_status lmio_tokenizer_save(const lmio_tokenizer *tok, const char *dir, lmio_error *err);
+LMIO_API void lmio_tokenizer_free(lmio_tokenizer *tok);
+
+/* Number of ids (vocabulary plus added tokens not in it). */
+LMIO_API size_t lmio_tokenizer_vocab_size(const lmio_tokenizer *tok);
+/* Id of a token string (byte-level form), or -1. */
+LMIO_API int32_t lmio_tokenizer_token_id(const lmio_tokenizer *tok, const char *token);
+/* Token string of an id, or NULL. Borrowed: valid until the tokenizer is freed. */
+LMIO_API const char *lmio_tokenizer_token(const lmio_tokenizer *tok, int32_t id);
+/* The end-of-text token's id (first special token), or -1. */
+LMIO_API int32_t lmio_tokenizer_eos_id(const lmio_tokenizer *tok);
+
+/* text must be UTF-8 (else LMIO_ERR_INVALID_ARG naming the byte offset).
+ * *ids is allocated; free it with lmio_free. */
+LMIO_API lmio_status lmio_tokenizer_encode(const lmio_tokenizer *tok, const char *text, size_t len,
+                                           int32_t **ids, size_t *n_ids, lmio_error *err);
+/* The bytes the ids stand for (NUL-terminated as a convenience; *len excludes
+ * it). Free with lmio_free. */
+LMIO_API lmio_status lmio_tokenizer_decode(const lmio_tokenizer *tok, const int32_t *ids, size_t n_ids,
+                                           char **text, size_t *len, lmio_error *err);
+
+typedef struct lmio_train_opts {
+    size_t vocab_size;              /* target, including the 256 byte tokens
+                                       and the special tokens                */
+    uint32_t min_frequency;         /* a pair seen fewer times is not merged  */
+    const char *const *special;     /* added at the end, e.g. "<|endoftext|>" */
+    size_t n_special;
+} lmio_train_opts;
+#define LMIO_TRAIN_OPTS_INIT {1000, 2, NULL, 0}
+
+/* Trains a byte-level BPE on UTF-8 text files: pre-tokenises as encode does,
+ * then repeatedly merges the most frequent adjacent pair (ties: the pair of
+ * smaller ids). Deterministic. */
+LMIO_API lmio_status lmio_tokenizer_train(const char *const *files, size_t n_files,
+                                          const lmio_train_opts *opts, lmio_tokenizer **out,
+                                          lmio_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -2,7 +2,7 @@
 # Installs the Debian packages lmio builds and tests with (names that exist
 # in Debian 12 and 13). Runs apt only when something is missing.
 set -euo pipefail
-PKGS=(gcc make cmake pkg-config libjansson-dev valgrind bsdutils)
+PKGS=(gcc make cmake pkg-config libjansson-dev libpcre2-dev valgrind bsdutils)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 enum { EXIT_OK = 0, EXIT_BAD_INPUT = 1, EXIT_USAGE = 2 };
@@ -408,6 +409,178 @@ static int cmd_example(int argc, char **argv)
     return EXIT_OK;
 }
 
+
+/* ---- tokenizer ---- */
+
+static const char k_tokenizer_help[] =
+    "usage: lmio tokenizer encode (DIR | --vocab V.json --merges M.txt) (--text TEXT | --file FILE)\n"
+    "       lmio tokenizer decode (DIR | --vocab V.json --merges M.txt) --ids 1,2,3\n"
+    "       lmio tokenizer train --files F... --vocab-size N --out DIR [--min-frequency N]\n"
+    "                            [--special TOKEN]...\n"
+    "\n"
+    "GPT-2 byte-level BPE, identical to Hugging Face tokenizers. DIR holds\n"
+    "tokenizer.json (or vocab.json + merges.txt); --vocab/--merges name the two\n"
+    "files directly (e.g. encoder.json + vocab.bpe), with <|endoftext|> special.\n"
+    "encode prints the ids as a JSON array; decode prints the text. train writes\n"
+    "tokenizer.json, vocab.json, merges.txt, tokenizer_config.json and\n"
+    "special_tokens_map.json into DIR (special token default: <|endoftext|>).\n";
+
+static int read_file_all(const char *path, char **buf, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    size_t cap = 1 << 16, n = 0;
+    char *b = malloc(cap);
+    size_t r;
+    while (b && (r = fread(b + n, 1, cap - n, f)) > 0) {
+        n += r;
+        if (n == cap) {
+            char *nb = realloc(b, cap *= 2);
+            if (!nb) { free(b); b = NULL; }
+            else b = nb;
+        }
+    }
+    fclose(f);
+    if (!b) return -1;
+    *buf = b;
+    *len = n;
+    return 0;
+}
+
+/* "1,2,3" -> ids; returns -1 on a malformed list */
+static int parse_ids(const char *s, int32_t **ids, size_t *n)
+{
+    size_t cap = 16, k = 0;
+    int32_t *v = malloc(cap * sizeof *v);
+    const char *p = s;
+    while (v && *p) {
+        char *end;
+        long x = strtol(p, &end, 10);
+        if (end == p || x < 0 || x > INT32_MAX) { free(v); return -1; }
+        if (k == cap) {
+            int32_t *nv = realloc(v, (cap *= 2) * sizeof *v);
+            if (!nv) { free(v); return -1; }
+            v = nv;
+        }
+        v[k++] = (int32_t)x;
+        p = end;
+        if (*p == ',') p++;
+        else if (*p) { free(v); return -1; }
+    }
+    if (!v) return -1;
+    *ids = v;
+    *n = k;
+    return 0;
+}
+
+static int cmd_tokenizer(int argc, char **argv)
+{
+    if (argc < 2 || is_help(argv[1])) {
+        fputs(k_tokenizer_help, argc < 2 ? stderr : stdout);
+        return argc < 2 ? EXIT_USAGE : EXIT_OK;
+    }
+    const char *sub = argv[1];
+    const char *dir = NULL, *vocab = NULL, *merges = NULL, *text = NULL, *file = NULL, *ids_s = NULL, *out = NULL;
+    const char *files[256], *special[64];
+    size_t n_files = 0, n_special = 0, vocab_size = 0;
+    unsigned long min_freq = 2;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+#define NEXT() (i + 1 < argc ? argv[++i] : NULL)
+        if (is_help(a)) { fputs(k_tokenizer_help, stdout); return EXIT_OK; }
+        else if (!strcmp(a, "--vocab")) { if (!(vocab = NEXT())) return usage_error("tokenizer", "--vocab needs a file"); }
+        else if (!strcmp(a, "--merges")) { if (!(merges = NEXT())) return usage_error("tokenizer", "--merges needs a file"); }
+        else if (!strcmp(a, "--text")) { if (!(text = NEXT())) return usage_error("tokenizer", "--text needs a value"); }
+        else if (!strcmp(a, "--file")) { if (!(file = NEXT())) return usage_error("tokenizer", "--file needs a path"); }
+        else if (!strcmp(a, "--ids")) { if (!(ids_s = NEXT())) return usage_error("tokenizer", "--ids needs a list"); }
+        else if (!strcmp(a, "--out")) { if (!(out = NEXT())) return usage_error("tokenizer", "--out needs a directory"); }
+        else if (!strcmp(a, "--special")) {
+            if (!(special[n_special] = NEXT()) || ++n_special >= 64) return usage_error("tokenizer", "--special needs a token");
+        } else if (!strcmp(a, "--vocab-size") || !strcmp(a, "--min-frequency")) {
+            const char *v = NEXT();
+            char *end;
+            unsigned long x = v ? strtoul(v, &end, 10) : 0;
+            if (!v || *end || !x) return usage_error("tokenizer", "%s needs a positive number", a);
+            if (!strcmp(a, "--vocab-size")) vocab_size = x;
+            else min_freq = x;
+        } else if (!strcmp(a, "--files")) {
+            while (i + 1 < argc && argv[i + 1][0] != '-' && n_files < 256) files[n_files++] = argv[++i];
+        } else if (a[0] == '-' && a[1]) return usage_error("tokenizer", "unknown option '%s'", a);
+        else if (!dir) dir = a;
+        else return usage_error("tokenizer", "unexpected argument '%s'", a);
+#undef NEXT
+    }
+    lmio_error err;
+    lmio_tokenizer *tok = NULL;
+    if (!strcmp(sub, "train")) {
+        if (!n_files || !vocab_size || !out)
+            return usage_error("tokenizer", "train needs --files, --vocab-size and --out");
+        lmio_train_opts o = LMIO_TRAIN_OPTS_INIT;
+        static const char *const k_eot[] = {"<|endoftext|>"};
+        o.vocab_size = vocab_size;
+        o.min_frequency = (uint32_t)min_freq;
+        o.special = n_special ? special : k_eot;
+        o.n_special = n_special ? n_special : 1;
+        if (lmio_tokenizer_train(files, n_files, &o, &tok, &err)) return fail(&err);
+        mkdir(out, 0777);
+        lmio_status s = lmio_tokenizer_save(tok, out, &err);
+        size_t n = lmio_tokenizer_vocab_size(tok);
+        lmio_tokenizer_free(tok);
+        if (s) return fail(&err);
+        printf("trained a %zu-token byte-level BPE into %s\n", n, out);
+        return EXIT_OK;
+    }
+    if (strcmp(sub, "encode") && strcmp(sub, "decode"))
+        return usage_error("tokenizer", "unknown subcommand '%s'; expected encode, decode or train", sub);
+    if (!dir && !(vocab && merges)) return usage_error("tokenizer", "needs DIR or --vocab and --merges");
+    static const char *const k_eot[] = {"<|endoftext|>"};
+    lmio_status ls = dir ? lmio_tokenizer_load(dir, &tok, &err)
+                         : lmio_tokenizer_load_files(vocab, merges, k_eot, 1, &tok, &err);
+    if (ls) return fail(&err);
+    int rc = EXIT_OK;
+    if (!strcmp(sub, "encode")) {
+        char *buf = NULL;
+        size_t len = 0;
+        if (!text && !file) { lmio_tokenizer_free(tok); return usage_error("tokenizer", "encode needs --text or --file"); }
+        if (file && read_file_all(file, &buf, &len)) {
+            fprintf(stderr, "%s: error: %s: cannot read\n", g_prog, file);
+            lmio_tokenizer_free(tok);
+            return EXIT_BAD_INPUT;
+        }
+        int32_t *ids;
+        size_t n;
+        if (lmio_tokenizer_encode(tok, file ? buf : text, file ? len : strlen(text), &ids, &n, &err)) {
+            if (file) snprintf(err.path, sizeof err.path, "%s", file);
+            fprintf(stderr, "%s: error: %s%s%s\n", g_prog, file ? file : "--text", file ? ": " : ": ", err.message);
+            rc = EXIT_BAD_INPUT;
+        } else {
+            putchar('[');
+            for (size_t i = 0; i < n; i++) printf(i ? ",%d" : "%d", ids[i]);
+            puts("]");
+            lmio_free(ids);
+        }
+        free(buf);
+    } else {
+        int32_t *ids;
+        size_t n;
+        if (!ids_s || parse_ids(ids_s, &ids, &n)) {
+            lmio_tokenizer_free(tok);
+            return usage_error("tokenizer", "decode needs --ids like 1,2,3");
+        }
+        char *t;
+        size_t len;
+        if (lmio_tokenizer_decode(tok, ids, n, &t, &len, &err)) rc = fail(&err);
+        else {
+            fwrite(t, 1, len, stdout);
+            putchar('\n');
+            lmio_free(t);
+        }
+        free(ids);
+    }
+    lmio_tokenizer_free(tok);
+    return rc;
+}
+
 /* ---- main ---- */
 
 static const char k_main_help[] =
@@ -420,6 +593,7 @@ static const char k_main_help[] =
     "  verify PATH                           validate a file completely\n"
     "  convert IN OUT [--dtype f32|f16|bf16] rewrite, converting floating tensors\n"
     "  example OUT                           write the built-in example model\n"
+    "  tokenizer encode|decode|train ...     GPT-2 byte-level BPE (see --help)\n"
     "  version                               print lmio's version\n"
     "\n"
     "Each command takes --help. Exit codes: 0 success, 1 invalid input or failed\n"
@@ -441,6 +615,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "verify") == 0) return cmd_verify(argc - 1, argv + 1);
     if (strcmp(cmd, "convert") == 0) return cmd_convert(argc - 1, argv + 1);
     if (strcmp(cmd, "example") == 0) return cmd_example(argc - 1, argv + 1);
+    if (strcmp(cmd, "tokenizer") == 0) return cmd_tokenizer(argc - 1, argv + 1);
     fprintf(stderr, "%s: unknown command '%s'\n\n%s", g_prog, cmd, k_main_help);
     return EXIT_USAGE;
 }

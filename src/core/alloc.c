@@ -49,3 +49,5 @@ char *lmio__strndup(const char *s, size_t n)
 }
 
 char *lmio__strdup(const char *s) { return lmio__strndup(s, strlen(s)); }
+
+void lmio_free(void *p) { lmio__free(p); }

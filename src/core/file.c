@@ -214,3 +214,31 @@ lmio_status lmio__outfile_commit(lmio__outfile *o, int durable, lmio_error *err)
     outfile_reset(o);
     return LMIO_OK;
 }
+
+lmio_status lmio__write_file(const char *path, const void *data, size_t len, int durable, lmio_error *err)
+{
+    lmio__outfile o;
+    lmio_status s = lmio__outfile_begin(&o, path, err);
+    if (s) return s;
+    if ((s = lmio__outfile_write(&o, data, len, err))) {
+        lmio__outfile_abort(&o);
+        return s;
+    }
+    return lmio__outfile_commit(&o, durable, err);
+}
+
+lmio_status lmio__json_load_file(const char *path, json_t **out, lmio_error *err)
+{
+    lmio__file f;
+    lmio_status s = lmio__file_open(path, 0, &f, err);
+    if (s) return s;
+    size_t valid = lmio__utf8_prefix((const char *)f.data, (size_t)f.size);
+    if (valid != f.size) {
+        s = lmio__fail(err, LMIO_ERR_FORMAT, path, (int64_t)valid, "", "byte 0x%02x is not valid UTF-8; expected UTF-8 JSON",
+                       f.data[valid]);
+    } else {
+        s = lmio__json_parse((const char *)f.data, (size_t)f.size, path, 0, out, err);
+    }
+    lmio__file_close(&f);
+    return s;
+}

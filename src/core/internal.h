@@ -76,6 +76,43 @@ void lmio__buf_u64(lmio__buf *b, uint64_t v);
 void lmio__buf_json_string(lmio__buf *b, const char *s);
 void lmio__buf_free(lmio__buf *b);
 
+/* ---- hash maps (hashmap.c) ---- */
+typedef struct lmio__smap_slot {
+    const char *key; /* borrowed; NULL marks an empty slot */
+    size_t len;
+    uint64_t hash;
+    uint32_t value;
+} lmio__smap_slot;
+typedef struct lmio__smap {
+    lmio__smap_slot *slots;
+    size_t cap, count;
+} lmio__smap;
+bool lmio__smap_put(lmio__smap *m, const char *key, size_t len, uint32_t value);
+bool lmio__smap_get(const lmio__smap *m, const char *key, size_t len, uint32_t *value);
+void lmio__smap_free(lmio__smap *m);
+
+typedef struct lmio__umap_slot {
+    uint64_t key, value;
+} lmio__umap_slot;
+typedef struct lmio__umap {
+    lmio__umap_slot *slots;
+    size_t cap, count;
+} lmio__umap;
+bool lmio__umap_put(lmio__umap *m, uint64_t key, uint64_t value);
+bool lmio__umap_get(const lmio__umap *m, uint64_t key, uint64_t *value);
+void lmio__umap_free(lmio__umap *m);
+
+/* ---- regex (regex.c): the one place that talks to PCRE2 ---- */
+typedef struct lmio__regex lmio__regex;
+lmio_status lmio__regex_compile(const char *pattern, lmio__regex **out, lmio_error *err);
+void lmio__regex_free(lmio__regex *re);
+/* Per-thread match state; NULL when out of memory. */
+void *lmio__regex_match_data(const lmio__regex *re);
+void lmio__regex_match_data_free(void *md);
+/* The next match at or after start: 1 found, 0 none, -1 matcher error. */
+int lmio__regex_next(const lmio__regex *re, void *md, const char *text, size_t len, size_t start,
+                     size_t *mstart, size_t *mend);
+
 /* ---- files (file.c) ---- */
 
 /* A whole file, mapped read-only or read into memory. */
@@ -117,6 +154,15 @@ void lmio__json_init(void);
  * (base_offset + position of the problem). */
 lmio_status lmio__json_parse(const char *text, size_t n, const char *path, int64_t base_offset,
                              json_t **out, lmio_error *err);
+
+/* Serialises with jansson flags; NULL (err filled) on any allocation failure,
+ * including those jansson itself would swallow. Free with lmio__free. */
+char *lmio__json_dump(const json_t *v, size_t flags, const char *path, lmio_error *err);
+/* Reads a whole small file (config, vocabulary) and parses it as JSON. */
+lmio_status lmio__json_load_file(const char *path, json_t **out, lmio_error *err);
+
+/* Writes a whole file atomically (temporary file, fsync, rename). */
+lmio_status lmio__write_file(const char *path, const void *data, size_t len, int durable, lmio_error *err);
 
 /* ---- state dict internals used by format readers ---- */
 

@@ -44,3 +44,18 @@ lmio_status lmio__json_parse(const char *text, size_t n, const char *path, int64
     *out = v;
     return LMIO_OK;
 }
+
+char *lmio__json_dump(const json_t *v, size_t flags, const char *path, lmio_error *err)
+{
+    lmio__json_init();
+    t_json_oom = false;
+    char *s = json_dumps(v, flags);
+    /* jansson can lose an allocation failure inside json_dumps and still
+     * return text; the hook saw it, so trust the hook. */
+    if (!s || t_json_oom) {
+        lmio__free(s);
+        lmio__fail(err, LMIO_ERR_NOMEM, path, -1, "", "out of memory writing JSON");
+        return NULL;
+    }
+    return s;
+}

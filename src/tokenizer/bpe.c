@@ -1,0 +1,450 @@
+#define _GNU_SOURCE /* memmem */
+/* Byte-level BPE: the byte-to-unicode table, encoding, decoding, training. */
+#include "tokenizer.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- GPT-2's byte <-> code point table ---- */
+
+/* Printable bytes map to themselves; the other 68 (controls, space, 127-160,
+ * 173) map to 256, 257, ... in byte order, so every byte is a visible char. */
+static uint16_t g_b2u[256];
+static int16_t g_u2b[324];
+static void init_tables(void)
+{
+    static int done;
+    if (done) return;
+    int n = 0;
+    for (int b = 0; b < 256; b++) {
+        bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+        g_b2u[b] = (uint16_t)(printable ? b : 256 + n++);
+    }
+    for (int i = 0; i < 324; i++) g_u2b[i] = -1;
+    for (int b = 0; b < 256; b++) g_u2b[g_b2u[b]] = (int16_t)b;
+    done = 1;
+}
+
+static size_t put_utf8(char *o, uint32_t cp)
+{
+    if (cp < 0x80) { o[0] = (char)cp; return 1; }
+    o[0] = (char)(0xC0 | (cp >> 6));
+    o[1] = (char)(0x80 | (cp & 0x3F));
+    return 2; /* the table's code points are all < 0x800 */
+}
+
+void lmio__bytes_to_unicode(lmio__buf *out, const unsigned char *p, size_t n)
+{
+    init_tables();
+    for (size_t i = 0; i < n; i++) {
+        char tmp[2];
+        lmio__buf_put(out, tmp, put_utf8(tmp, g_b2u[p[i]]));
+    }
+}
+
+/* Decodes a byte-level token string to raw bytes; a token containing code
+ * points outside the table (an added token such as "<|endoftext|>" never
+ * does, but a foreign vocabulary might) is kept as its UTF-8. */
+static bool unicode_to_bytes(const char *s, size_t n, lmio__buf *out)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < n) {
+        uint32_t cp;
+        size_t k;
+        if (u[i] < 0x80) { cp = u[i]; k = 1; }
+        else if ((u[i] & 0xE0) == 0xC0 && i + 1 < n) { cp = ((u[i] & 0x1Fu) << 6) | (u[i + 1] & 0x3Fu); k = 2; }
+        else return false;
+        if (cp >= 324 || g_u2b[cp] < 0) return false;
+        unsigned char b = (unsigned char)g_u2b[cp];
+        lmio__buf_put(out, &b, 1);
+        i += k;
+    }
+    return true;
+}
+
+/* ---- construction ---- */
+
+lmio_status lmio__tok_new(lmio_tokenizer **out, lmio_error *err)
+{
+    init_tables();
+    lmio_tokenizer *t = lmio__calloc(1, sizeof *t);
+    if (!t) return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
+    lmio_status s = lmio__regex_compile(LMIO__GPT2_PATTERN, &t->re, err);
+    if (s) {
+        lmio__free(t);
+        return s;
+    }
+    t->model_max_length = 1024;
+    for (int i = 0; i < 256; i++) t->byte_id[i] = -1;
+    *out = t;
+    return LMIO_OK;
+}
+
+void lmio_tokenizer_free(lmio_tokenizer *t)
+{
+    if (!t) return;
+    for (size_t i = 0; i < t->n; i++) {
+        lmio__free(t->str[i]);
+        lmio__free(t->raw[i]);
+    }
+    for (size_t i = 0; i < t->n_added; i++) lmio__free(t->added[i].content);
+    lmio__free(t->str);
+    lmio__free(t->raw);
+    lmio__free(t->raw_len);
+    lmio__free(t->merge_a);
+    lmio__free(t->merge_b);
+    lmio__free(t->added);
+    lmio__smap_free(&t->by_str);
+    lmio__umap_free(&t->merges);
+    lmio__regex_free(t->re);
+    lmio__free(t);
+}
+
+static bool grow(void **p, size_t elem, size_t need, size_t *cap)
+{
+    if (need <= *cap) return true;
+    size_t c = *cap ? *cap : 256;
+    while (c < need) c *= 2;
+    void *q = lmio__realloc(*p, c * elem);
+    if (!q) return false;
+    *p = q;
+    *cap = c;
+    return true;
+}
+
+lmio_status lmio__tok_add_token(lmio_tokenizer *t, const char *s, size_t len, lmio_error *err)
+{
+    if (t->n == t->cap) {
+        size_t c1 = t->cap, c2 = t->cap, c3 = t->cap;
+        if (!grow((void **)&t->str, sizeof *t->str, t->n + 1, &c1) ||
+            !grow((void **)&t->raw, sizeof *t->raw, t->n + 1, &c2) ||
+            !grow((void **)&t->raw_len, sizeof *t->raw_len, t->n + 1, &c3))
+            return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
+        t->cap = c1 < c2 ? (c1 < c3 ? c1 : c3) : (c2 < c3 ? c2 : c3);
+    }
+    lmio__buf rb = {0};
+    char *str = lmio__strndup(s, len);
+    if (!unicode_to_bytes(s, len, &rb)) {
+        lmio__buf_free(&rb);
+        rb = (lmio__buf){0};
+        lmio__buf_put(&rb, s, len);
+    }
+    if (!rb.data) lmio__buf_put(&rb, "", 0);
+    if (!str || rb.oom) {
+        lmio__free(str);
+        lmio__buf_free(&rb);
+        return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
+    }
+    t->str[t->n] = str;
+    t->raw[t->n] = rb.data;
+    t->raw_len[t->n] = (uint32_t)rb.len;
+    if (!lmio__smap_put(&t->by_str, str, len, (uint32_t)t->n)) {
+        lmio__free(str);
+        lmio__free(rb.data);
+        return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
+    }
+    t->n++;
+    return LMIO_OK;
+}
+
+lmio_status lmio__tok_add_merge(lmio_tokenizer *t, const char *a, size_t alen, const char *b, size_t blen,
+                                const char *path, size_t line, lmio_error *err)
+{
+    uint32_t ia, ib, im;
+    char joined[512];
+    if (alen + blen >= sizeof joined)
+        return lmio__fail(err, LMIO_ERR_LIMIT, path, -1, "", "merge %zu: tokens longer than %zu bytes", line,
+                          sizeof joined - 1);
+    memcpy(joined, a, alen);
+    memcpy(joined + alen, b, blen);
+    if (!lmio__smap_get(&t->by_str, a, alen, &ia) || !lmio__smap_get(&t->by_str, b, blen, &ib) ||
+        !lmio__smap_get(&t->by_str, joined, alen + blen, &im))
+        return lmio__fail(err, LMIO_ERR_FORMAT, path, -1, "",
+                          "merge %zu (\"%.*s\" + \"%.*s\"): a part or the result is not in the vocabulary; "
+                          "expected merges of vocabulary tokens",
+                          line, (int)alen, a, (int)blen, b);
+    if (t->n_merges == t->merge_cap) {
+        size_t ca = t->merge_cap, cb = t->merge_cap;
+        if (!grow((void **)&t->merge_a, 4, t->n_merges + 1, &ca) || !grow((void **)&t->merge_b, 4, t->n_merges + 1, &cb))
+            return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
+        t->merge_cap = ca < cb ? ca : cb;
+    }
+    uint64_t key = (uint64_t)ia << 32 | ib, old;
+    if (!lmio__umap_get(&t->merges, key, &old)) { /* first occurrence wins, as in HF */
+        if (!lmio__umap_put(&t->merges, key, (uint64_t)t->n_merges << 32 | im))
+            return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
+    }
+    t->merge_a[t->n_merges] = ia;
+    t->merge_b[t->n_merges] = ib;
+    t->n_merges++;
+    return LMIO_OK;
+}
+
+lmio_status lmio__tok_add_added(lmio_tokenizer *t, const char *content, bool special, int32_t want_id,
+                                lmio_error *err)
+{
+    size_t len = strlen(content);
+    if (!len || !lmio__utf8_valid(content, len))
+        return lmio__fail(err, LMIO_ERR_FORMAT, "", -1, "", "added token is empty or not UTF-8");
+    uint32_t id;
+    if (!lmio__smap_get(&t->by_str, content, len, &id)) {
+        if (want_id >= 0 && (size_t)want_id != t->n)
+            return lmio__fail(err, LMIO_ERR_FORMAT, "", -1, content,
+                              "added token \"%s\" has id %d; expected %zu (the next free id)", content, want_id, t->n);
+        lmio_status s = lmio__tok_add_token(t, content, len, err);
+        if (s) return s;
+        id = (uint32_t)(t->n - 1);
+        /* an added token decodes to its content, not through the byte table */
+        lmio__free(t->raw[id]);
+        t->raw[id] = lmio__strdup(content);
+        if (!t->raw[id]) return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
+        t->raw_len[id] = (uint32_t)len;
+    } else if (want_id >= 0 && (uint32_t)want_id != id) {
+        return lmio__fail(err, LMIO_ERR_FORMAT, "", -1, content,
+                          "added token \"%s\" has id %d but the vocabulary gives it %u", content, want_id, id);
+    }
+    lmio__added *a = lmio__realloc(t->added, (t->n_added + 1) * sizeof *a);
+    if (!a) return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
+    t->added = a;
+    char *c = lmio__strdup(content);
+    if (!c) return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
+    t->added[t->n_added++] = (lmio__added){c, (int32_t)id, special};
+    return LMIO_OK;
+}
+
+lmio_status lmio__tok_finish(lmio_tokenizer *t, const char *path, lmio_error *err)
+{
+    for (int b = 0; b < 256; b++) {
+        char u[2];
+        size_t k = put_utf8(u, g_b2u[b]);
+        uint32_t id;
+        if (!lmio__smap_get(&t->by_str, u, k, &id))
+            return lmio__fail(err, LMIO_ERR_FORMAT, path, -1, "",
+                              "the vocabulary has no token for byte 0x%02x; expected all 256 byte tokens "
+                              "(byte-level BPE)", b);
+        t->byte_id[b] = (int32_t)id;
+    }
+    return LMIO_OK;
+}
+
+size_t lmio_tokenizer_vocab_size(const lmio_tokenizer *t) { return t ? t->n : 0; }
+
+int32_t lmio_tokenizer_token_id(const lmio_tokenizer *t, const char *token)
+{
+    uint32_t id;
+    return t && token && lmio__smap_get(&t->by_str, token, strlen(token), &id) ? (int32_t)id : -1;
+}
+
+const char *lmio_tokenizer_token(const lmio_tokenizer *t, int32_t id)
+{
+    return t && id >= 0 && (size_t)id < t->n ? t->str[id] : NULL;
+}
+
+int32_t lmio_tokenizer_eos_id(const lmio_tokenizer *t)
+{
+    for (size_t i = 0; t && i < t->n_added; i++)
+        if (t->added[i].special) return t->added[i].id;
+    return -1;
+}
+
+/* ---- encoding ---- */
+
+typedef struct ids_vec {
+    int32_t *v;
+    size_t n, cap;
+    bool oom;
+} ids_vec;
+
+static void ids_push(ids_vec *o, int32_t id)
+{
+    if (o->oom) return;
+    if (o->n == o->cap) {
+        size_t c = o->cap ? o->cap * 2 : 1024;
+        int32_t *p = lmio__realloc(o->v, c * sizeof *p);
+        if (!p) { o->oom = true; return; }
+        o->v = p;
+        o->cap = c;
+    }
+    o->v[o->n++] = id;
+}
+
+/* Merges one pre-token's symbols in place: always the adjacent pair of
+ * lowest rank, every non-overlapping occurrence left to right, which is what
+ * both the reference encoder and tokenizers' priority queue produce. */
+static size_t bpe_word(const lmio_tokenizer *t, int32_t *sym, size_t n)
+{
+    while (n > 1) {
+        uint64_t best = UINT64_MAX;
+        for (size_t i = 0; i + 1 < n; i++) {
+            uint64_t v;
+            if (lmio__umap_get(&t->merges, (uint64_t)(uint32_t)sym[i] << 32 | (uint32_t)sym[i + 1], &v) && v < best)
+                best = v;
+        }
+        if (best == UINT64_MAX) break;
+        uint32_t rank = (uint32_t)(best >> 32);
+        int32_t a = (int32_t)t->merge_a[rank], b = (int32_t)t->merge_b[rank], m = (int32_t)(uint32_t)best;
+        size_t j = 0;
+        for (size_t i = 0; i < n;) {
+            if (i + 1 < n && sym[i] == a && sym[i + 1] == b) {
+                sym[j++] = m;
+                i += 2;
+            } else {
+                sym[j++] = sym[i++];
+            }
+        }
+        n = j;
+    }
+    return n;
+}
+
+typedef struct enc_state {
+    const lmio_tokenizer *t;
+    void *md;
+    lmio__smap cache;   /* word bytes (borrowed from the text) -> entry */
+    ids_vec pool;       /* cached id runs */
+    uint32_t *c_off, *c_len;
+    size_t c_n, c_cap;
+    int32_t *sym;
+    size_t sym_cap;
+    bool oom;
+} enc_state;
+
+static void encode_word(enc_state *st, const char *w, size_t n, ids_vec *out)
+{
+    uint32_t e;
+    if (lmio__smap_get(&st->cache, w, n, &e)) {
+        for (uint32_t k = 0; k < st->c_len[e]; k++) ids_push(out, st->pool.v[st->c_off[e] + k]);
+        return;
+    }
+    if (n > st->sym_cap) {
+        int32_t *s = lmio__realloc(st->sym, n * sizeof *s);
+        if (!s) { st->oom = true; return; }
+        st->sym = s;
+        st->sym_cap = n;
+    }
+    for (size_t i = 0; i < n; i++) st->sym[i] = st->t->byte_id[(unsigned char)w[i]];
+    size_t m = bpe_word(st->t, st->sym, n);
+    for (size_t i = 0; i < m; i++) ids_push(out, st->sym[i]);
+    /* remember it (bounded, so a huge text cannot grow the cache forever) */
+    if (st->c_n < (1u << 20)) {
+        if (st->c_n == st->c_cap) {
+            size_t c = st->c_cap ? st->c_cap * 2 : 4096;
+            uint32_t *o = lmio__realloc(st->c_off, c * 4), *l = o ? lmio__realloc(st->c_len, c * 4) : NULL;
+            if (o) st->c_off = o;
+            if (!o || !l) { st->oom = true; return; }
+            st->c_len = l;
+            st->c_cap = c;
+        }
+        st->c_off[st->c_n] = (uint32_t)st->pool.n;
+        st->c_len[st->c_n] = (uint32_t)m;
+        for (size_t i = 0; i < m; i++) ids_push(&st->pool, st->sym[i]);
+        if (!lmio__smap_put(&st->cache, w, n, (uint32_t)st->c_n)) st->oom = true;
+        st->c_n++;
+    }
+}
+
+/* Splits a stretch of text that holds no added token into pre-tokens. */
+static bool encode_plain(enc_state *st, const char *text, size_t len, ids_vec *out)
+{
+    size_t pos = 0, ms, me;
+    while (pos < len) {
+        int r = lmio__regex_next(st->t->re, st->md, text, len, pos, &ms, &me);
+        if (r < 0) return false;
+        if (r == 0) break;
+        if (me == ms) { pos = me + 1; continue; } /* the pattern never matches empty; be safe */
+        encode_word(st, text + ms, me - ms, out);
+        pos = me;
+    }
+    return true;
+}
+
+/* The earliest added token at or after pos (the longest on a tie). */
+static const lmio__added *next_added(const lmio_tokenizer *t, const char *text, size_t len, size_t pos,
+                                     size_t *at)
+{
+    const lmio__added *best = NULL;
+    size_t best_at = len, best_len = 0;
+    for (size_t i = 0; i < t->n_added; i++) {
+        size_t cl = strlen(t->added[i].content);
+        if (cl > len - pos) continue;
+        const char *f = memmem(text + pos, len - pos, t->added[i].content, cl);
+        if (!f) continue;
+        size_t a = (size_t)(f - text);
+        if (a < best_at || (a == best_at && cl > best_len)) {
+            best = &t->added[i];
+            best_at = a;
+            best_len = cl;
+        }
+    }
+    *at = best_at;
+    return best;
+}
+
+lmio_status lmio_tokenizer_encode(const lmio_tokenizer *t, const char *text, size_t len, int32_t **ids,
+                                  size_t *n_ids, lmio_error *err)
+{
+    if (!t || (!text && len) || !ids || !n_ids)
+        return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "NULL argument");
+    size_t valid = lmio__utf8_prefix(text, len);
+    if (valid != len)
+        return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", (int64_t)valid, "",
+                          "byte 0x%02x is not valid UTF-8; expected UTF-8 text", (unsigned char)text[valid]);
+    enc_state st = {.t = t, .md = lmio__regex_match_data(t->re)};
+    ids_vec out = {0};
+    bool ok = st.md != NULL;
+    size_t pos = 0;
+    while (ok && pos < len) {
+        size_t at;
+        const lmio__added *a = next_added(t, text, len, pos, &at);
+        ok = encode_plain(&st, text + pos, at - pos, &out);
+        if (a) {
+            ids_push(&out, a->id);
+            pos = at + strlen(a->content);
+        } else {
+            pos = len;
+        }
+    }
+    bool oom = !st.md || st.oom || out.oom || st.pool.oom;
+    lmio__regex_match_data_free(st.md);
+    lmio__smap_free(&st.cache);
+    lmio__free(st.pool.v);
+    lmio__free(st.c_off);
+    lmio__free(st.c_len);
+    lmio__free(st.sym);
+    if (oom || !ok) {
+        lmio__free(out.v);
+        return oom ? lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory encoding")
+                   : lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "the regex matcher failed");
+    }
+    if (!out.v) out.v = lmio__malloc(sizeof(int32_t));
+    if (!out.v) return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory encoding");
+    *ids = out.v;
+    *n_ids = out.n;
+    return LMIO_OK;
+}
+
+lmio_status lmio_tokenizer_decode(const lmio_tokenizer *t, const int32_t *ids, size_t n, char **text,
+                                  size_t *len, lmio_error *err)
+{
+    if (!t || (!ids && n) || !text || !len)
+        return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "NULL argument");
+    lmio__buf b = {0};
+    lmio__buf_put(&b, "", 0);
+    for (size_t i = 0; i < n; i++) {
+        if (ids[i] < 0 || (size_t)ids[i] >= t->n) {
+            lmio__buf_free(&b);
+            return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "id %d at position %zu; expected 0..%zu",
+                              ids[i], i, t->n - 1);
+        }
+        lmio__buf_put(&b, t->raw[ids[i]], t->raw_len[ids[i]]);
+    }
+    if (b.oom) {
+        lmio__buf_free(&b);
+        return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory decoding");
+    }
+    *text = b.data;
+    *len = b.len;
+    return LMIO_OK;
+}

@@ -1,0 +1,365 @@
+/* Hugging Face tokenizer files: tokenizer.json, vocab.json + merges.txt,
+ * tokenizer_config.json, special_tokens_map.json. */
+#include "tokenizer.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+typedef struct vent {
+    const char *s;
+    size_t len;
+    json_int_t id;
+} vent;
+
+static int cmp_vent(const void *a, const void *b)
+{
+    const vent *x = a, *y = b;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+/* A vocabulary object {token: id} with ids exactly 0..n-1. */
+static lmio_status load_vocab(lmio_tokenizer *t, json_t *vocab, const char *path, lmio_error *err)
+{
+    if (!json_is_object(vocab))
+        return lmio__fail(err, LMIO_ERR_FORMAT, path, -1, "", "vocabulary is not a JSON object; expected {token: id}");
+    size_t n = json_object_size(vocab);
+    vent *v = lmio__calloc(n ? n : 1, sizeof *v);
+    if (!v) return lmio__fail(err, LMIO_ERR_NOMEM, path, -1, "", "out of memory");
+    size_t i = 0;
+    const char *k;
+    json_t *val;
+    json_object_foreach(vocab, k, val)
+    {
+        if (!json_is_integer(val)) {
+            lmio__free(v);
+            return lmio__fail(err, LMIO_ERR_FORMAT, path, -1, k, "token \"%s\" has a non-integer id; expected an integer", k);
+        }
+        v[i++] = (vent){k, strlen(k), json_integer_value(val)};
+    }
+    qsort(v, n, sizeof *v, cmp_vent);
+    lmio_status s = LMIO_OK;
+    for (i = 0; i < n && !s; i++) {
+        if (v[i].id != (json_int_t)i) {
+            s = lmio__fail(err, LMIO_ERR_FORMAT, path, -1, v[i].s,
+                           "token \"%s\" has id %lld; expected ids 0..%zu, each once", v[i].s, (long long)v[i].id, n - 1);
+            break;
+        }
+        s = lmio__tok_add_token(t, v[i].s, v[i].len, err);
+    }
+    lmio__free(v);
+    return s;
+}
+
+static lmio_status load_merges_json(lmio_tokenizer *t, json_t *merges, const char *path, lmio_error *err)
+{
+    if (!json_is_array(merges))
+        return lmio__fail(err, LMIO_ERR_FORMAT, path, -1, "", "model.merges is not an array");
+    for (size_t i = 0; i < json_array_size(merges); i++) {
+        json_t *m = json_array_get(merges, i);
+        const char *a, *b;
+        size_t al, bl;
+        if (json_is_string(m)) { /* "a b" (tokenizers < 0.20) */
+            a = json_string_value(m);
+            const char *sp = strchr(a, ' ');
+            if (!sp || strchr(sp + 1, ' '))
+                return lmio__fail(err, LMIO_ERR_FORMAT, path, -1, "", "merge %zu \"%s\"; expected \"left right\"", i, a);
+            al = (size_t)(sp - a);
+            b = sp + 1;
+            bl = strlen(b);
+        } else if (json_is_array(m) && json_array_size(m) == 2 && json_is_string(json_array_get(m, 0)) &&
+                   json_is_string(json_array_get(m, 1))) { /* ["a", "b"] */
+            a = json_string_value(json_array_get(m, 0));
+            b = json_string_value(json_array_get(m, 1));
+            al = strlen(a);
+            bl = strlen(b);
+        } else {
+            return lmio__fail(err, LMIO_ERR_FORMAT, path, -1, "", "merge %zu; expected \"a b\" or [\"a\", \"b\"]", i);
+        }
+        lmio_status s = lmio__tok_add_merge(t, a, al, b, bl, path, i, err);
+        if (s) return s;
+    }
+    return LMIO_OK;
+}
+
+static lmio_status load_merges_txt(lmio_tokenizer *t, const char *path, lmio_error *err)
+{
+    lmio__file f;
+    lmio_status s = lmio__file_open(path, 0, &f, err);
+    if (s) return s;
+    const char *p = (const char *)f.data, *end = p + f.size;
+    size_t line = 0;
+    while (p && p < end && !s) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *le = nl ? nl : end;
+        line++;
+        size_t len = (size_t)(le - p);
+        if (len && p[len - 1] == '\r') len--;
+        if (len && !(line == 1 && len >= 8 && memcmp(p, "#version", 8) == 0)) {
+            const char *sp = memchr(p, ' ', len);
+            if (!sp || memchr(sp + 1, ' ', len - (size_t)(sp + 1 - p)))
+                s = lmio__fail(err, LMIO_ERR_FORMAT, path, (int64_t)((const unsigned char *)p - f.data), "",
+                               "line %zu is not two tokens separated by one space; expected \"left right\"", line);
+            else
+                s = lmio__tok_add_merge(t, p, (size_t)(sp - p), sp + 1, len - (size_t)(sp + 1 - p), path, line, err);
+        }
+        p = nl ? nl + 1 : NULL;
+    }
+    lmio__file_close(&f);
+    return s;
+}
+
+static lmio_status load_added_array(lmio_tokenizer *t, json_t *arr, const char *path, lmio_error *err)
+{
+    for (size_t i = 0; json_is_array(arr) && i < json_array_size(arr); i++) {
+        json_t *a = json_array_get(arr, i);
+        json_t *c = json_object_get(a, "content"), *id = json_object_get(a, "id");
+        if (!json_is_string(c) || !json_is_integer(id))
+            return lmio__fail(err, LMIO_ERR_FORMAT, path, -1, "", "added_tokens[%zu]; expected {\"id\", \"content\"}", i);
+        lmio_status s = lmio__tok_add_added(t, json_string_value(c), json_is_true(json_object_get(a, "special")),
+                                            (int32_t)json_integer_value(id), err);
+        if (s) return s;
+    }
+    return LMIO_OK;
+}
+
+/* Only GPT-2-style byte-level BPE is implemented; say so plainly otherwise. */
+static lmio_status check_pipeline(json_t *root, const char *path, lmio_error *err)
+{
+    json_t *model = json_object_get(root, "model");
+    const char *type = json_string_value(json_object_get(model, "type"));
+    if (!type || strcmp(type, "BPE"))
+        return lmio__fail(err, LMIO_ERR_UNSUPPORTED, path, -1, "model.type",
+                          "model.type is \"%s\"; expected \"BPE\" (only byte-level BPE is supported)", type ? type : "?");
+    json_t *pre = json_object_get(root, "pre_tokenizer");
+    const char *pt = json_string_value(json_object_get(pre, "type"));
+    if (!pt || strcmp(pt, "ByteLevel") || json_is_true(json_object_get(pre, "add_prefix_space")) ||
+        json_is_false(json_object_get(pre, "use_regex")))
+        return lmio__fail(err, LMIO_ERR_UNSUPPORTED, path, -1, "pre_tokenizer",
+                          "pre_tokenizer is not GPT-2's (ByteLevel, no prefix space, with regex); expected that");
+    json_t *norm = json_object_get(root, "normalizer");
+    if (norm && !json_is_null(norm))
+        return lmio__fail(err, LMIO_ERR_UNSUPPORTED, path, -1, "normalizer", "a normalizer is set; expected none");
+    return LMIO_OK;
+}
+
+static lmio_status load_tokenizer_json(lmio_tokenizer *t, const char *path, lmio_error *err)
+{
+    json_t *root;
+    lmio_status s = lmio__json_load_file(path, &root, err);
+    if (s) return s;
+    if (!(s = check_pipeline(root, path, err))) {
+        json_t *model = json_object_get(root, "model");
+        if (!(s = load_vocab(t, json_object_get(model, "vocab"), path, err)) &&
+            !(s = load_merges_json(t, json_object_get(model, "merges"), path, err)))
+            s = load_added_array(t, json_object_get(root, "added_tokens"), path, err);
+    }
+    json_decref(root);
+    return s;
+}
+
+static bool exists(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+static lmio_status finish_or_free(lmio_tokenizer *t, const char *path, lmio_status s, lmio_tokenizer **out,
+                                  lmio_error *err)
+{
+    if (!s) s = lmio__tok_finish(t, path, err);
+    if (s) {
+        lmio_tokenizer_free(t);
+        return s;
+    }
+    *out = t;
+    return LMIO_OK;
+}
+
+lmio_status lmio_tokenizer_load_files(const char *vocab_json, const char *merges_txt, const char *const *special,
+                                      size_t n_special, lmio_tokenizer **out, lmio_error *err)
+{
+    if (!vocab_json || !merges_txt || !out)
+        return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "NULL argument");
+    lmio_tokenizer *t;
+    lmio_status s = lmio__tok_new(&t, err);
+    if (s) return s;
+    json_t *v = NULL;
+    if (!(s = lmio__json_load_file(vocab_json, &v, err)) && !(s = load_vocab(t, v, vocab_json, err)) &&
+        !(s = load_merges_txt(t, merges_txt, err)))
+        for (size_t i = 0; i < n_special && !s; i++) s = lmio__tok_add_added(t, special[i], true, -1, err);
+    json_decref(v);
+    return finish_or_free(t, vocab_json, s, out, err);
+}
+
+lmio_status lmio_tokenizer_load(const char *path, lmio_tokenizer **out, lmio_error *err)
+{
+    if (!path || !out) return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "NULL argument");
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return lmio__fail(err, LMIO_ERR_NOT_FOUND, path, -1, "", "no such file or directory");
+    lmio_tokenizer *t;
+    lmio_status s = lmio__tok_new(&t, err);
+    if (s) return s;
+    char p1[4096], p2[4096], p3[4096];
+    if (!S_ISDIR(st.st_mode)) {
+        s = load_tokenizer_json(t, path, err);
+        return finish_or_free(t, path, s, out, err);
+    }
+    snprintf(p1, sizeof p1, "%s/tokenizer.json", path);
+    if (exists(p1)) {
+        s = load_tokenizer_json(t, p1, err);
+        return finish_or_free(t, p1, s, out, err);
+    }
+    snprintf(p1, sizeof p1, "%s/vocab.json", path);
+    snprintf(p2, sizeof p2, "%s/merges.txt", path);
+    snprintf(p3, sizeof p3, "%s/tokenizer_config.json", path);
+    if (!exists(p1) || !exists(p2)) {
+        lmio_tokenizer_free(t);
+        return lmio__fail(err, LMIO_ERR_NOT_FOUND, path, -1, "",
+                          "no tokenizer.json and no vocab.json + merges.txt; expected a tokenizer directory");
+    }
+    json_t *v = NULL, *cfg = NULL;
+    if (!(s = lmio__json_load_file(p1, &v, err)) && !(s = load_vocab(t, v, p1, err)) &&
+        !(s = load_merges_txt(t, p2, err)) && exists(p3) && !(s = lmio__json_load_file(p3, &cfg, err))) {
+        json_t *dec = json_object_get(cfg, "added_tokens_decoder");
+        const char *k;
+        json_t *a;
+        json_object_foreach(dec, k, a)
+        {
+            const char *c = json_string_value(json_object_get(a, "content"));
+            if (!c) continue;
+            if ((s = lmio__tok_add_added(t, c, json_is_true(json_object_get(a, "special")), (int32_t)atol(k), err)))
+                break;
+        }
+    }
+    json_decref(v);
+    json_decref(cfg);
+    return finish_or_free(t, p1, s, out, err);
+}
+
+/* ---- saving ---- */
+
+static json_t *added_json(const lmio__added *a, bool with_id)
+{
+    json_t *o = json_object();
+    if (with_id) json_object_set_new(o, "id", json_integer(a->id));
+    json_object_set_new(o, "content", json_string(a->content));
+    json_object_set_new(o, "single_word", json_false());
+    json_object_set_new(o, "lstrip", json_false());
+    json_object_set_new(o, "rstrip", json_false());
+    json_object_set_new(o, "normalized", json_boolean(!a->special));
+    json_object_set_new(o, "special", json_boolean(a->special));
+    return o;
+}
+
+static json_t *byte_level(bool add_prefix_space, bool trim_offsets)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "type", json_string("ByteLevel"));
+    json_object_set_new(o, "add_prefix_space", json_boolean(add_prefix_space));
+    json_object_set_new(o, "trim_offsets", json_boolean(trim_offsets));
+    json_object_set_new(o, "use_regex", json_true());
+    return o;
+}
+
+static lmio_status write_json(json_t *v, size_t flags, const char *dir, const char *name, lmio_error *err)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    char *text = v ? lmio__json_dump(v, flags, path, err) : NULL;
+    json_decref(v);
+    if (!text) return err && err->code ? err->code : lmio__fail(err, LMIO_ERR_NOMEM, path, -1, "", "out of memory");
+    size_t n = strlen(text);
+    text[n] = '\n'; /* json_dumps leaves room: replace the NUL, write n + 1 */
+    lmio_status s = lmio__write_file(path, text, n + 1, 1, err);
+    lmio__free(text);
+    return s;
+}
+
+lmio_status lmio_tokenizer_save(const lmio_tokenizer *t, const char *dir, lmio_error *err)
+{
+    if (!t || !dir) return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "NULL argument");
+    lmio__json_init();
+    /* vocabulary without the added tokens that were appended after it */
+    json_t *vocab = json_object(), *merges = json_array();
+    for (size_t i = 0; i < t->n; i++) json_object_set_new(vocab, t->str[i], json_integer((json_int_t)i));
+    for (size_t r = 0; r < t->n_merges; r++) {
+        json_t *pair = json_array();
+        json_array_append_new(pair, json_string(t->str[t->merge_a[r]]));
+        json_array_append_new(pair, json_string(t->str[t->merge_b[r]]));
+        json_array_append_new(merges, pair);
+    }
+    json_t *added = json_array();
+    for (size_t i = 0; i < t->n_added; i++) json_array_append_new(added, added_json(&t->added[i], true));
+
+    json_t *model = json_object();
+    json_object_set_new(model, "type", json_string("BPE"));
+    json_object_set_new(model, "dropout", json_null());
+    json_object_set_new(model, "unk_token", json_null());
+    json_object_set_new(model, "continuing_subword_prefix", json_string(""));
+    json_object_set_new(model, "end_of_word_suffix", json_string(""));
+    json_object_set_new(model, "fuse_unk", json_false());
+    json_object_set_new(model, "byte_fallback", json_false());
+    json_object_set_new(model, "ignore_merges", json_false());
+    json_object_set(model, "vocab", vocab);
+    json_object_set(model, "merges", merges);
+    json_t *root = json_object();
+    json_object_set_new(root, "version", json_string("1.0"));
+    json_object_set_new(root, "truncation", json_null());
+    json_object_set_new(root, "padding", json_null());
+    json_object_set_new(root, "added_tokens", added);
+    json_object_set_new(root, "normalizer", json_null());
+    json_object_set_new(root, "pre_tokenizer", byte_level(false, true));
+    json_object_set_new(root, "post_processor", byte_level(true, false));
+    json_object_set_new(root, "decoder", byte_level(true, true));
+    json_object_set_new(root, "model", model);
+    lmio_status s = write_json(root, JSON_INDENT(2), dir, "tokenizer.json", err);
+    if (!s) s = write_json(vocab, JSON_COMPACT, dir, "vocab.json", err);
+    else json_decref(vocab);
+    json_decref(merges);
+    if (s) return s;
+
+    /* merges.txt */
+    lmio__buf b = {0};
+    lmio__buf_puts(&b, "#version: 0.2\n");
+    for (size_t r = 0; r < t->n_merges; r++) {
+        lmio__buf_puts(&b, t->str[t->merge_a[r]]);
+        lmio__buf_put(&b, " ", 1);
+        lmio__buf_puts(&b, t->str[t->merge_b[r]]);
+        lmio__buf_put(&b, "\n", 1);
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/merges.txt", dir);
+    s = b.oom ? lmio__fail(err, LMIO_ERR_NOMEM, path, -1, "", "out of memory") : lmio__write_file(path, b.data, b.len, 1, err);
+    lmio__buf_free(&b);
+    if (s) return s;
+
+    const char *eos = NULL;
+    for (size_t i = 0; i < t->n_added && !eos; i++)
+        if (t->added[i].special) eos = t->added[i].content;
+    json_t *cfg = json_object(), *dec = json_object();
+    for (size_t i = 0; i < t->n_added; i++) {
+        char id[24];
+        snprintf(id, sizeof id, "%d", t->added[i].id);
+        json_object_set_new(dec, id, added_json(&t->added[i], false));
+    }
+    json_object_set_new(cfg, "add_prefix_space", json_false());
+    json_object_set_new(cfg, "added_tokens_decoder", dec);
+    json_object_set_new(cfg, "clean_up_tokenization_spaces", json_false());
+    json_object_set_new(cfg, "model_max_length", json_integer((json_int_t)t->model_max_length));
+    json_object_set_new(cfg, "tokenizer_class", json_string("GPT2Tokenizer"));
+    json_t *map = json_object();
+    if (eos) {
+        const char *roles[] = {"bos_token", "eos_token", "unk_token"};
+        for (int i = 0; i < 3; i++) {
+            json_object_set_new(cfg, roles[i], json_string(eos));
+            json_object_set_new(map, roles[i], json_string(eos));
+        }
+    }
+    s = write_json(cfg, JSON_INDENT(2) | JSON_SORT_KEYS, dir, "tokenizer_config.json", err);
+    if (!s) s = write_json(map, JSON_INDENT(2) | JSON_SORT_KEYS, dir, "special_tokens_map.json", err);
+    else json_decref(map);
+    return s;
+}
