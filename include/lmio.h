@@ -171,6 +171,7 @@ typedef struct lmio_tensor {
     uint64_t numel;
     int64_t file_offset;             /* absolute offset of the data in the
                                         file it was read from, or -1       */
+    const char *source;              /* that file's path, or NULL          */
 } lmio_tensor;
 
 typedef struct lmio_statedict lmio_statedict;
@@ -328,6 +329,124 @@ typedef struct lmio_train_opts {
 LMIO_API lmio_status lmio_tokenizer_train(const char *const *files, size_t n_files,
                                           const lmio_train_opts *opts, lmio_tokenizer **out,
                                           lmio_error *err);
+
+/* ------------------------------------------------------------------------ */
+/* Model config (config.json)                                                */
+/* ------------------------------------------------------------------------ */
+
+/* The config is kept as the JSON object it came from, so keys lmio does not
+ * know survive a load/save round trip. Getters apply the model's documented
+ * defaults and aliases (GPT-2: hidden_size = n_embd, num_hidden_layers =
+ * n_layer, num_attention_heads = n_head, max_position_embeddings =
+ * n_positions). */
+typedef struct lmio_config lmio_config;
+
+/* The on-disk format lmio writes: "lmio_format_version" in config.json.
+ * Directories with a newer major version are refused. */
+#define LMIO_FORMAT_VERSION_MAJOR 1
+#define LMIO_FORMAT_VERSION_MINOR 0
+
+/* GPT-2 small's config (Transformers' GPT2Config defaults). */
+LMIO_API lmio_status lmio_config_create_gpt2(lmio_config **out, lmio_error *err);
+/* path: config.json or a directory holding it. */
+LMIO_API lmio_status lmio_config_load(const char *path, lmio_config **out, lmio_error *err);
+/* Writes config.json at path (a file path or an existing directory), as
+ * Transformers writes it (sorted keys, 2-space indent), atomically. */
+LMIO_API lmio_status lmio_config_save(const lmio_config *cfg, const char *path, lmio_error *err);
+LMIO_API void lmio_config_free(lmio_config *cfg);
+/* A deep copy. */
+LMIO_API lmio_status lmio_config_copy(const lmio_config *cfg, lmio_config **out, lmio_error *err);
+
+/* "gpt2", or "" when absent. Borrowed: valid until the config changes. */
+LMIO_API const char *lmio_config_model_type(const lmio_config *cfg);
+/* Typed access; a get of an absent key without a default is
+ * LMIO_ERR_NOT_FOUND, of another type LMIO_ERR_FORMAT naming the key. */
+LMIO_API lmio_status lmio_config_get_int(const lmio_config *cfg, const char *key, int64_t *out, lmio_error *err);
+LMIO_API lmio_status lmio_config_get_float(const lmio_config *cfg, const char *key, double *out, lmio_error *err);
+LMIO_API lmio_status lmio_config_get_bool(const lmio_config *cfg, const char *key, int *out, lmio_error *err);
+/* Borrowed: valid until the config changes. */
+LMIO_API lmio_status lmio_config_get_string(const lmio_config *cfg, const char *key, const char **out,
+                                            lmio_error *err);
+LMIO_API lmio_status lmio_config_set_int(lmio_config *cfg, const char *key, int64_t v, lmio_error *err);
+LMIO_API lmio_status lmio_config_set_float(lmio_config *cfg, const char *key, double v, lmio_error *err);
+LMIO_API lmio_status lmio_config_set_bool(lmio_config *cfg, const char *key, int v, lmio_error *err);
+LMIO_API lmio_status lmio_config_set_string(lmio_config *cfg, const char *key, const char *v, lmio_error *err);
+/* Sets a key to JSON null (e.g. n_inner = null: "4 * n_embd"). */
+LMIO_API lmio_status lmio_config_set_null(lmio_config *cfg, const char *key, lmio_error *err);
+
+/* ------------------------------------------------------------------------ */
+/* Reference GPT-2 (fp32 compute)                                            */
+/* ------------------------------------------------------------------------ */
+
+/* A GPT-2 built from a config and a state dict with Transformers'
+ * GPT2LMHeadModel names ("transformer.h.0.attn.c_attn.weight", ...; a tied
+ * lm_head may be absent). F32 weights are used in place (the state dict must
+ * outlive the model); F16, BF16 and F64 weights are widened to f32 once. */
+typedef struct lmio_gpt2 lmio_gpt2;
+
+LMIO_API lmio_status lmio_gpt2_create(const lmio_config *cfg, const lmio_statedict *weights, lmio_gpt2 **out,
+                                      lmio_error *err);
+LMIO_API void lmio_gpt2_free(lmio_gpt2 *model);
+LMIO_API size_t lmio_gpt2_vocab_size(const lmio_gpt2 *model);
+
+/* Logits for every position of ids: logits has n * vocab_size floats,
+ * row-major (position, token). n must not exceed n_positions. */
+LMIO_API lmio_status lmio_gpt2_logits(lmio_gpt2 *model, const int32_t *ids, size_t n, float *logits,
+                                      lmio_error *err);
+
+typedef struct lmio_generate_opts {
+    int greedy;          /* 1 (default): argmax; 0: sample                 */
+    float temperature;   /* sampling temperature, > 0                      */
+    uint64_t seed;       /* sampling is reproducible for a seed            */
+    int32_t stop_id;     /* stop after generating this id; -1: never       */
+} lmio_generate_opts;
+#define LMIO_GENERATE_OPTS_INIT {1, 1.0f, 0, -1}
+
+/* Appends up to n_new tokens after the prompt into out (n_new slots);
+ * *n_out receives how many were generated (fewer when stop_id came). */
+LMIO_API lmio_status lmio_gpt2_generate(lmio_gpt2 *model, const int32_t *prompt, size_t n_prompt, size_t n_new,
+                                        const lmio_generate_opts *opts, int32_t *out, size_t *n_out,
+                                        lmio_error *err);
+
+/* ------------------------------------------------------------------------ */
+/* Hugging Face directories: save_pretrained / from_pretrained               */
+/* ------------------------------------------------------------------------ */
+
+typedef struct lmio_pretrained_opts {
+    lmio_dtype dtype;         /* LMIO_DTYPE_NONE: keep; F32/F16/BF16: convert */
+    uint64_t max_shard_size;  /* bytes of tensor data per shard; 0: 5 GB      */
+    int durable;              /* 1: fsync every file and directory            */
+} lmio_pretrained_opts;
+#define LMIO_PRETRAINED_OPTS_INIT {LMIO_DTYPE_NONE, 0, 1}
+
+/* Writes a directory Transformers loads with no flags: config.json (with
+ * dtype, architectures, lmio_version and lmio_format_version),
+ * generation_config.json, model.safetensors or model-0000i-of-0000N
+ * .safetensors + model.safetensors.index.json, and the tokenizer files.
+ * Every shard carries __metadata__ {"format": "pt"}. For GPT-2 a tied
+ * lm_head.weight is left out, as Transformers does. cfg, weights and tok may
+ * each be NULL to leave that part out. The directory appears whole or not at
+ * all: it is built beside dir and renamed into place; an existing dir is
+ * replaced only if it is a model directory (holds config.json or weights) or
+ * is empty. */
+LMIO_API lmio_status lmio_pretrained_save(const char *dir, const lmio_config *cfg, const lmio_statedict *weights,
+                                          const lmio_tokenizer *tok, const lmio_pretrained_opts *opts,
+                                          lmio_error *err);
+
+/* Loads a directory written by Transformers or lmio: single or sharded
+ * safetensors (every shard the index names must exist and hold the tensors
+ * it is named for), any float dtype. For GPT-2, names are normalised to
+ * GPT2LMHeadModel's ("transformer." prefix added where absent), the legacy
+ * attn.bias / attn.masked_bias buffers are dropped, and a tied lm_head is
+ * dropped (the model uses wte). Pass NULL for parts not wanted; *tok is set
+ * to NULL when the directory has no tokenizer files. The state dict's tensors
+ * are zero-copy views into the mapped shards. */
+LMIO_API lmio_status lmio_pretrained_load(const char *dir, lmio_config **cfg, lmio_statedict **weights,
+                                          lmio_tokenizer **tok, lmio_error *err);
+
+/* "500MB", "2GB", "10KB", "123" (bytes); decimal units as Hugging Face uses
+ * (1 GB = 10^9 bytes), "GiB"/"MiB"/"KiB" binary. */
+LMIO_API lmio_status lmio_parse_size(const char *text, uint64_t *out, lmio_error *err);
 
 #ifdef __cplusplus
 }

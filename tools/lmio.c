@@ -163,8 +163,11 @@ static int print_json(const lmio_statedict *sd)
 
 /* ---- inspect ---- */
 
+static int inspect_dir(const char *dir, int json);
+
 static const char k_inspect_help[] =
     "usage: lmio inspect PATH [--json]\n"
+    "       lmio inspect DIR [--json]   (a Hugging Face model directory)\n"
     "\n"
     "Show a model file's format, metadata and tensors (name, dtype, shape,\n"
     "byte size, file offset) with totals. The file is fully validated first.\n"
@@ -184,6 +187,8 @@ static int cmd_inspect(int argc, char **argv)
         else return usage_error("inspect", "unexpected argument '%s'", argv[i]);
     }
     if (!path) return usage_error("inspect", "%s", "missing PATH");
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return inspect_dir(path, json);
     lmio_error err;
     lmio_statedict *sd;
     if (lmio_statedict_open(path, NULL, &sd, &err)) return fail(&err);
@@ -272,8 +277,14 @@ static int cmd_verify(int argc, char **argv)
 
 static const char k_convert_help[] =
     "usage: lmio convert IN OUT [--dtype f32|f16|bf16|f64]\n"
+    "       lmio convert SRC_DIR DST_DIR [--dtype f32|f16|bf16] [--max-shard-size SIZE]\n"
     "\n"
-    "Rewrite a safetensors file, converting every floating tensor (F16, BF16,\n"
+    "Directories: from_pretrained then save_pretrained (config, generation\n"
+    "config, weights single or sharded at SIZE like 500MB or 2GB, tokenizer);\n"
+    "DST_DIR appears whole or not at all.\n"
+    "\n"
+    "Files: "
+    "rewrite a safetensors file, converting every floating tensor (F16, BF16,\n"
     "F32, F64) to --dtype; other tensors are copied as they are. Conversion\n"
     "rounds to nearest even and keeps NaN/Inf, exactly as torch's .to().\n"
     "Tensors stream through a bounded buffer, so memory stays small whatever\n"
@@ -289,12 +300,39 @@ static lmio_dtype parse_dtype(const char *s)
     return LMIO_DTYPE_NONE;
 }
 
+static int convert_dir(const char *in, const char *out, lmio_dtype dt, uint64_t shard)
+{
+    lmio_error err;
+    lmio_config *cfg;
+    lmio_statedict *w;
+    lmio_tokenizer *tok;
+    if (lmio_pretrained_load(in, &cfg, &w, &tok, &err)) return fail(&err);
+    lmio_pretrained_opts o = LMIO_PRETRAINED_OPTS_INIT;
+    o.dtype = dt;
+    o.max_shard_size = shard;
+    lmio_status s = lmio_pretrained_save(out, cfg, w, tok, &o, &err);
+    size_t n = lmio_statedict_count(w);
+    lmio_config_free(cfg);
+    lmio_statedict_free(w);
+    lmio_tokenizer_free(tok);
+    if (s) return fail(&err);
+    printf("wrote %s (%zu tensors%s%s)\n", out, n, dt != LMIO_DTYPE_NONE ? ", floating tensors as " : "",
+           dt != LMIO_DTYPE_NONE ? lmio_dtype_name(dt) : "");
+    return EXIT_OK;
+}
+
 static int cmd_convert(int argc, char **argv)
 {
     const char *in = NULL, *out = NULL;
     lmio_dtype dt = LMIO_DTYPE_NONE;
+    uint64_t shard = 0;
     for (int i = 1; i < argc; i++) {
         if (is_help(argv[i])) { fputs(k_convert_help, stdout); return EXIT_OK; }
+        else if (strcmp(argv[i], "--max-shard-size") == 0) {
+            lmio_error e;
+            if (i + 1 >= argc) return usage_error("convert", "%s", "--max-shard-size needs a value");
+            if (lmio_parse_size(argv[++i], &shard, &e)) return usage_error("convert", "%s", e.message);
+        }
         else if (strcmp(argv[i], "--dtype") == 0) {
             if (i + 1 >= argc) return usage_error("convert", "%s", "--dtype needs a value");
             dt = parse_dtype(argv[++i]);
@@ -307,6 +345,9 @@ static int cmd_convert(int argc, char **argv)
     }
     if (!in || !out) return usage_error("convert", "%s", "needs IN and OUT");
     lmio_error err;
+    struct stat st;
+    if (stat(in, &st) == 0 && S_ISDIR(st.st_mode)) return convert_dir(in, out, dt, shard);
+    if (shard) return usage_error("convert", "%s", "--max-shard-size applies to directories");
     lmio_statedict *sd;
     if (lmio_statedict_open(in, NULL, &sd, &err)) return fail(&err);
     lmio_save_opts so = LMIO_SAVE_OPTS_INIT;
@@ -581,6 +622,283 @@ static int cmd_tokenizer(int argc, char **argv)
     return rc;
 }
 
+
+/* ---- directories: inspect, logits, generate ---- */
+
+static int inspect_dir(const char *dir, int json)
+{
+    lmio_error err;
+    lmio_config *cfg = NULL;
+    lmio_statedict *w;
+    lmio_tokenizer *tok;
+    if (lmio_pretrained_load(dir, NULL, &w, &tok, &err)) return fail(&err);
+    char cpath[4096];
+    snprintf(cpath, sizeof cpath, "%s/config.json", dir);
+    json_t *cj = json_load_file(cpath, 0, NULL);
+    lmio_config_load(dir, &cfg, NULL);
+    int rc = EXIT_OK;
+    if (json) {
+        json_t *root = json_object(), *arr = json_array();
+        json_object_set_new(root, "format", json_string("hf-directory"));
+        json_object_set_new(root, "path", json_string(dir));
+        json_object_set_new(root, "config", cj ? cj : json_null());
+        cj = NULL;
+        if (tok) {
+            json_t *t = json_object();
+            json_object_set_new(t, "vocab_size", json_integer((json_int_t)lmio_tokenizer_vocab_size(tok)));
+            int32_t eos = lmio_tokenizer_eos_id(tok);
+            json_object_set_new(t, "eos_token", eos >= 0 ? json_string(lmio_tokenizer_token(tok, eos)) : json_null());
+            json_object_set_new(root, "tokenizer", t);
+        } else {
+            json_object_set_new(root, "tokenizer", json_null());
+        }
+        uint64_t params = 0, bytes = 0;
+        for (size_t i = 0; i < lmio_statedict_count(w); i++) {
+            lmio_tensor t;
+            lmio_statedict_get(w, i, &t, NULL);
+            json_t *o = json_object(), *shape = json_array();
+            for (int d = 0; d < t.ndim; d++) json_array_append_new(shape, json_integer((json_int_t)t.shape[d]));
+            json_object_set_new(o, "name", json_string(t.name));
+            json_object_set_new(o, "dtype", json_string(lmio_dtype_name(t.dtype)));
+            json_object_set_new(o, "shape", shape);
+            json_object_set_new(o, "nbytes", json_integer((json_int_t)t.nbytes));
+            json_object_set_new(o, "offset", json_integer(t.file_offset));
+            const char *src = t.source ? strrchr(t.source, '/') : NULL;
+            json_object_set_new(o, "file", json_string(src ? src + 1 : t.source ? t.source : ""));
+            json_array_append_new(arr, o);
+            params += t.numel;
+            bytes += t.nbytes;
+        }
+        json_object_set_new(root, "tensors", arr);
+        json_object_set_new(root, "total_parameters", json_integer((json_int_t)params));
+        json_object_set_new(root, "total_bytes", json_integer((json_int_t)bytes));
+        char *out = json_dumps(root, JSON_INDENT(2));
+        json_decref(root);
+        if (out) puts(out);
+        else rc = EXIT_BAD_INPUT;
+        free(out);
+    } else {
+        printf("directory: %s\n", dir);
+        if (cfg) {
+            int64_t v;
+            const char *str;
+            printf("config:    model_type %s", lmio_config_model_type(cfg));
+            const char *keys[] = {"vocab_size", "n_layer", "n_head", "n_embd", "n_positions"};
+            for (int k = 0; k < 5; k++)
+                if (lmio_config_get_int(cfg, keys[k], &v, NULL) == LMIO_OK) printf(", %s %lld", keys[k], (long long)v);
+            if (lmio_config_get_string(cfg, "dtype", &str, NULL) == LMIO_OK) printf(", dtype %s", str);
+            int tie;
+            if (lmio_config_get_bool(cfg, "tie_word_embeddings", &tie, NULL) == LMIO_OK) printf(", %s", tie ? "tied" : "untied");
+            putchar('\n');
+        } else {
+            printf("config:    (none)\n");
+        }
+        if (tok) {
+            int32_t eos = lmio_tokenizer_eos_id(tok);
+            printf("tokenizer: byte-level BPE, %zu tokens%s%s\n", lmio_tokenizer_vocab_size(tok),
+                   eos >= 0 ? ", end of text " : "", eos >= 0 ? lmio_tokenizer_token(tok, eos) : "");
+        } else {
+            printf("tokenizer: (none)\n");
+        }
+        print_table(w);
+    }
+    json_decref(cj);
+    lmio_config_free(cfg);
+    lmio_statedict_free(w);
+    lmio_tokenizer_free(tok);
+    return rc;
+}
+
+typedef struct loaded {
+    lmio_config *cfg;
+    lmio_statedict *w;
+    lmio_tokenizer *tok;
+    lmio_gpt2 *model;
+} loaded;
+
+static void loaded_free(loaded *l)
+{
+    lmio_gpt2_free(l->model);
+    lmio_statedict_free(l->w);
+    lmio_config_free(l->cfg);
+    lmio_tokenizer_free(l->tok);
+}
+
+static int load_model(const char *dir, int want_tok, loaded *l)
+{
+    lmio_error err;
+    memset(l, 0, sizeof *l);
+    if (lmio_pretrained_load(dir, &l->cfg, &l->w, want_tok ? &l->tok : NULL, &err) ||
+        lmio_gpt2_create(l->cfg, l->w, &l->model, &err)) {
+        loaded_free(l);
+        return fail(&err);
+    }
+    if (want_tok && !l->tok) {
+        fprintf(stderr, "%s: error: %s: no tokenizer files; expected tokenizer.json or vocab.json + merges.txt\n",
+                g_prog, dir);
+        loaded_free(l);
+        return EXIT_BAD_INPUT;
+    }
+    return EXIT_OK;
+}
+
+static const char k_logits_help[] =
+    "usage: lmio logits DIR --ids 1,2,3 --out FILE.npy\n"
+    "\n"
+    "Run the reference GPT-2 (fp32) on the ids and write the logits, float32 of\n"
+    "shape (len(ids), vocab_size), as a NumPy .npy file.\n";
+
+static int cmd_logits(int argc, char **argv)
+{
+    const char *dir = NULL, *ids_s = NULL, *out = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (is_help(argv[i])) { fputs(k_logits_help, stdout); return EXIT_OK; }
+        else if (!strcmp(argv[i], "--ids")) { if (++i >= argc) return usage_error("logits", "--ids needs a list"); ids_s = argv[i]; }
+        else if (!strcmp(argv[i], "--out")) { if (++i >= argc) return usage_error("logits", "--out needs a file"); out = argv[i]; }
+        else if (argv[i][0] == '-' && argv[i][1]) return usage_error("logits", "unknown option '%s'", argv[i]);
+        else if (!dir) dir = argv[i];
+        else return usage_error("logits", "unexpected argument '%s'", argv[i]);
+    }
+    int32_t *ids;
+    size_t n;
+    if (!dir || !ids_s || !out) return usage_error("logits", "%s", "needs DIR, --ids and --out");
+    if (parse_ids(ids_s, &ids, &n) || n == 0) return usage_error("logits", "%s", "--ids must look like 1,2,3");
+    loaded l;
+    int rc = load_model(dir, 0, &l);
+    if (rc) { free(ids); return rc; }
+    size_t V = lmio_gpt2_vocab_size(l.model);
+    float *logits = malloc(n * V * sizeof *logits);
+    lmio_error err;
+    if (!logits || lmio_gpt2_logits(l.model, ids, n, logits, &err)) {
+        rc = logits ? fail(&err) : EXIT_BAD_INPUT;
+    } else {
+        /* .npy v1.0: magic, header length, a Python dict literal padded
+         * with spaces so the data starts 64-byte aligned */
+        char hdr[128];
+        int hl = snprintf(hdr, sizeof hdr, "{'descr': '<f4', 'fortran_order': False, 'shape': (%zu, %zu), }", n, V);
+        int total = 10 + hl + 1;
+        int pad = (64 - total % 64) % 64;
+        char tmp[4096];
+        snprintf(tmp, sizeof tmp, "%s.lmio-tmp", out);
+        FILE *f = fopen(tmp, "wb");
+        int ok = f != NULL;
+        if (ok) {
+            unsigned short hlen = (unsigned short)(hl + pad + 1);
+            ok = fwrite("\x93NUMPY\x01\x00", 1, 8, f) == 8 && fputc(hlen & 0xFF, f) != EOF && fputc(hlen >> 8, f) != EOF &&
+                 fwrite(hdr, 1, (size_t)hl, f) == (size_t)hl;
+            for (int i = 0; ok && i < pad; i++) ok = fputc(' ', f) != EOF;
+            ok = ok && fputc('\n', f) != EOF && fwrite(logits, sizeof *logits, n * V, f) == n * V;
+            ok = (fclose(f) == 0) && ok;
+        }
+        if (!ok || rename(tmp, out) != 0) {
+            fprintf(stderr, "%s: error: %s: cannot write\n", g_prog, out);
+            remove(tmp);
+            rc = EXIT_BAD_INPUT;
+        }
+    }
+    free(logits);
+    free(ids);
+    loaded_free(&l);
+    return rc;
+}
+
+/* Invalid UTF-8 (a token may end inside a character) becomes U+FFFD, as
+ * Hugging Face's decode does, so the JSON stays valid. */
+static char *utf8_lossy(const char *s, size_t n)
+{
+    char *o = malloc(n * 3 + 1), *p = o;
+    size_t i = 0;
+    while (o && i < n) {
+        unsigned char c = (unsigned char)s[i];
+        size_t len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+        int ok = len && i + len <= n;
+        for (size_t k = 1; ok && k < len; k++) ok = ((unsigned char)s[i + k] & 0xC0) == 0x80;
+        if (ok && len == 2 && c < 0xC2) ok = 0;
+        if (ok) { memcpy(p, s + i, len); p += len; i += len; }
+        else { memcpy(p, "\xEF\xBF\xBD", 3); p += 3; i++; }
+    }
+    if (o) *p = 0;
+    return o;
+}
+
+static const char k_generate_help[] =
+    "usage: lmio generate DIR --prompt TEXT [-n N] [--greedy | --temperature T --seed S] [--json]\n"
+    "\n"
+    "Continue TEXT with the reference GPT-2: N new tokens (default 32), greedy by\n"
+    "default, or sampled at temperature T with seed S (reproducible). Stops early\n"
+    "at the config's eos_token_id. Prints the continuation, or with --json\n"
+    "{\"prompt_ids\": [...], \"ids\": [...new ids...], \"text\": \"...\"}.\n";
+
+static int cmd_generate(int argc, char **argv)
+{
+    const char *dir = NULL, *prompt = NULL;
+    long n_new = 32;
+    int json = 0, greedy = 1;
+    double temp = 1.0;
+    unsigned long long seed = 0;
+    for (int i = 1; i < argc; i++) {
+        char *end;
+        if (is_help(argv[i])) { fputs(k_generate_help, stdout); return EXIT_OK; }
+        else if (!strcmp(argv[i], "--prompt")) { if (++i >= argc) return usage_error("generate", "--prompt needs text"); prompt = argv[i]; }
+        else if (!strcmp(argv[i], "-n")) {
+            if (++i >= argc || (n_new = strtol(argv[i], &end, 10)) < 0 || *end) return usage_error("generate", "%s", "-n needs a count");
+        } else if (!strcmp(argv[i], "--greedy")) greedy = 1;
+        else if (!strcmp(argv[i], "--temperature")) {
+            if (++i >= argc || !((temp = strtod(argv[i], &end)) > 0) || *end) return usage_error("generate", "%s", "--temperature needs a number > 0");
+            greedy = 0;
+        } else if (!strcmp(argv[i], "--seed")) {
+            if (++i >= argc) return usage_error("generate", "%s", "--seed needs a number");
+            seed = strtoull(argv[i], &end, 10);
+            if (*end) return usage_error("generate", "%s", "--seed needs a number");
+        } else if (!strcmp(argv[i], "--json")) json = 1;
+        else if (argv[i][0] == '-' && argv[i][1]) return usage_error("generate", "unknown option '%s'", argv[i]);
+        else if (!dir) dir = argv[i];
+        else return usage_error("generate", "unexpected argument '%s'", argv[i]);
+    }
+    if (!dir || !prompt) return usage_error("generate", "%s", "needs DIR and --prompt");
+    loaded l;
+    int rc = load_model(dir, 1, &l);
+    if (rc) return rc;
+    lmio_error err;
+    int32_t *pids = NULL, *out = malloc(((size_t)n_new + 1) * sizeof *out);
+    size_t np = 0, nout = 0;
+    char *text = NULL;
+    size_t tl = 0;
+    lmio_generate_opts go = LMIO_GENERATE_OPTS_INIT;
+    go.greedy = greedy;
+    go.temperature = (float)temp;
+    go.seed = seed;
+    int64_t eos;
+    if (lmio_config_get_int(l.cfg, "eos_token_id", &eos, NULL) == LMIO_OK) go.stop_id = (int32_t)eos;
+    if (!out || lmio_tokenizer_encode(l.tok, prompt, strlen(prompt), &pids, &np, &err) ||
+        (np == 0 && (fprintf(stderr, "%s: error: the prompt encodes to no tokens\n", g_prog), 1)) ||
+        lmio_gpt2_generate(l.model, pids, np, (size_t)n_new, &go, out, &nout, &err) ||
+        lmio_tokenizer_decode(l.tok, out, nout, &text, &tl, &err)) {
+        rc = np == 0 && pids ? EXIT_BAD_INPUT : fail(&err);
+    } else if (json) {
+        json_t *root = json_object(), *a = json_array(), *b = json_array();
+        for (size_t i = 0; i < np; i++) json_array_append_new(a, json_integer(pids[i]));
+        for (size_t i = 0; i < nout; i++) json_array_append_new(b, json_integer(out[i]));
+        char *clean = utf8_lossy(text, tl);
+        json_object_set_new(root, "prompt_ids", a);
+        json_object_set_new(root, "ids", b);
+        json_object_set_new(root, "text", json_string(clean ? clean : ""));
+        char *s = json_dumps(root, JSON_COMPACT);
+        if (s) puts(s);
+        free(s);
+        free(clean);
+        json_decref(root);
+    } else {
+        fwrite(text, 1, tl, stdout);
+        putchar('\n');
+    }
+    lmio_free(text);
+    lmio_free(pids);
+    free(out);
+    loaded_free(&l);
+    return rc;
+}
+
 /* ---- main ---- */
 
 static const char k_main_help[] =
@@ -589,11 +907,13 @@ static const char k_main_help[] =
     "Save, load, validate and convert trained language models.\n"
     "\n"
     "commands:\n"
-    "  inspect PATH [--json]                 show format, metadata and tensors\n"
+    "  inspect PATH|DIR [--json]             show format, metadata and tensors\n"
     "  verify PATH                           validate a file completely\n"
     "  convert IN OUT [--dtype f32|f16|bf16] rewrite, converting floating tensors\n"
     "  example OUT                           write the built-in example model\n"
     "  tokenizer encode|decode|train ...     GPT-2 byte-level BPE (see --help)\n"
+    "  logits DIR --ids 1,2,3 --out F.npy    reference GPT-2 logits as .npy\n"
+    "  generate DIR --prompt TEXT [-n N]     continue a prompt (greedy or sampled)\n"
     "  version                               print lmio's version\n"
     "\n"
     "Each command takes --help. Exit codes: 0 success, 1 invalid input or failed\n"
@@ -616,6 +936,8 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "convert") == 0) return cmd_convert(argc - 1, argv + 1);
     if (strcmp(cmd, "example") == 0) return cmd_example(argc - 1, argv + 1);
     if (strcmp(cmd, "tokenizer") == 0) return cmd_tokenizer(argc - 1, argv + 1);
+    if (strcmp(cmd, "logits") == 0) return cmd_logits(argc - 1, argv + 1);
+    if (strcmp(cmd, "generate") == 0) return cmd_generate(argc - 1, argv + 1);
     fprintf(stderr, "%s: unknown command '%s'\n\n%s", g_prog, cmd, k_main_help);
     return EXIT_USAGE;
 }

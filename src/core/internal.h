@@ -175,7 +175,12 @@ lmio_status lmio__statedict_set_source(lmio_statedict *sd, const char *path, con
 lmio_status lmio__statedict_add_view(lmio_statedict *sd, const char *name, size_t name_len,
                                      lmio_dtype dtype, int ndim, const uint64_t *shape,
                                      const void *data, uint64_t nbytes, int64_t file_offset,
-                                     lmio_error *err);
+                                     const char *source, lmio_error *err);
+/* Makes sd own child (freed with sd), so views into child stay valid. */
+lmio_status lmio__statedict_adopt(lmio_statedict *sd, lmio_statedict *child, lmio_error *err);
+/* Finds name in the adopted state dict opened from child_path. */
+lmio_status lmio__statedict_find_in_child(const lmio_statedict *sd, const char *child_path, const char *name,
+                                          lmio_tensor *out);
 /* Looks up a name of explicit length (names from files need not be NUL-terminated). */
 bool lmio__statedict_has(const lmio_statedict *sd, const char *name, size_t name_len);
 
@@ -198,6 +203,9 @@ void lmio__cvt_f32_f16_avx2(void *dst, const void *src, size_t n);
 void lmio__cvt_f32_bf16_avx2(void *dst, const void *src, size_t n);
 void lmio__cvt_f16_f32_avx2(void *dst, const void *src, size_t n);
 void lmio__cvt_bf16_f32_avx2(void *dst, const void *src, size_t n);
+
+/* ---- model config internals (src/model/config.c) ---- */
+json_t *lmio__config_json(const lmio_config *c);
 
 /* ---- format readers (src/formats/) ---- */
 

@@ -17,6 +17,7 @@ typedef struct entry {
     uint64_t nbytes;
     void *owned; /* data copied in (LMIO_COPY), freed with the state dict */
     int64_t file_offset;
+    const char *source; /* borrowed from this or an adopted state dict */
 } entry;
 
 typedef struct meta {
@@ -34,6 +35,8 @@ struct lmio_statedict {
     char *path;
     const char *format;
     lmio__file file;
+    lmio_statedict **children; /* adopted: freed with this one */
+    size_t n_children;
 };
 
 static uint64_t hash_name(const char *s, size_t n)
@@ -95,7 +98,18 @@ void lmio_statedict_free(lmio_statedict *sd)
     lmio__free(sd->meta);
     lmio__free(sd->path);
     lmio__file_close(&sd->file);
+    for (size_t i = 0; i < sd->n_children; i++) lmio_statedict_free(sd->children[i]);
+    lmio__free(sd->children);
     lmio__free(sd);
+}
+
+lmio_status lmio__statedict_adopt(lmio_statedict *sd, lmio_statedict *child, lmio_error *err)
+{
+    lmio_statedict **c = lmio__realloc(sd->children, (sd->n_children + 1) * sizeof *c);
+    if (!c) return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
+    sd->children = c;
+    c[sd->n_children++] = child;
+    return LMIO_OK;
 }
 
 bool lmio__statedict_has(const lmio_statedict *sd, const char *name, size_t n)
@@ -106,7 +120,8 @@ bool lmio__statedict_has(const lmio_statedict *sd, const char *name, size_t n)
 
 static lmio_status append(lmio_statedict *sd, const char *name, size_t name_len, lmio_dtype dtype,
                           int ndim, const uint64_t *shape, uint64_t numel, const void *data,
-                          uint64_t nbytes, void *owned, int64_t file_offset, lmio_error *err)
+                          uint64_t nbytes, void *owned, int64_t file_offset, const char *source,
+                          lmio_error *err)
 {
     if ((sd->count + 1) * 2 > sd->nslots && !grow_index(sd)) goto nomem;
     if (sd->count == sd->cap) {
@@ -137,6 +152,7 @@ static lmio_status append(lmio_statedict *sd, const char *name, size_t name_len,
     e->nbytes = nbytes;
     e->owned = owned;
     e->file_offset = file_offset;
+    e->source = source;
     *slot = ++sd->count;
     return LMIO_OK;
 nomem:
@@ -147,12 +163,12 @@ nomem:
 lmio_status lmio__statedict_add_view(lmio_statedict *sd, const char *name, size_t name_len,
                                      lmio_dtype dtype, int ndim, const uint64_t *shape,
                                      const void *data, uint64_t nbytes, int64_t file_offset,
-                                     lmio_error *err)
+                                     const char *source, lmio_error *err)
 {
     uint64_t numel = 0;
     lmio__numel(ndim, shape, &numel); /* checked by the reader already */
     return append(sd, name, name_len, dtype, ndim, shape, numel, data, nbytes, NULL, file_offset,
-                  err);
+                  source ? source : sd->path, err);
 }
 
 lmio_status lmio_statedict_add(lmio_statedict *sd, const char *name, lmio_dtype dtype, int ndim,
@@ -198,7 +214,7 @@ lmio_status lmio_statedict_add(lmio_statedict *sd, const char *name, lmio_dtype 
         memcpy(owned, data, (size_t)nbytes);
         data = owned;
     }
-    return append(sd, name, n, dtype, ndim, shape, numel, data, nbytes, owned, -1, err);
+    return append(sd, name, n, dtype, ndim, shape, numel, data, nbytes, owned, -1, NULL, err);
 }
 
 size_t lmio_statedict_count(const lmio_statedict *sd) { return sd ? sd->count : 0; }
@@ -214,6 +230,7 @@ static void fill_view(const entry *e, lmio_tensor *out)
     out->nbytes = e->nbytes;
     out->numel = e->numel;
     out->file_offset = e->file_offset;
+    out->source = e->source;
 }
 
 lmio_status lmio_statedict_get(const lmio_statedict *sd, size_t i, lmio_tensor *out,
@@ -327,4 +344,14 @@ lmio_status lmio__statedict_set_source(lmio_statedict *sd, const char *path, con
         memset(file, 0, sizeof *file);
     }
     return LMIO_OK;
+}
+
+lmio_status lmio__statedict_find_in_child(const lmio_statedict *sd, const char *child_path, const char *name,
+                                          lmio_tensor *out)
+{
+    for (size_t i = 0; i < sd->n_children; i++) {
+        const char *p = sd->children[i]->path;
+        if (p && !strcmp(p, child_path)) return lmio_tensor_find(sd->children[i], name, out, NULL);
+    }
+    return LMIO_ERR_NOT_FOUND;
 }

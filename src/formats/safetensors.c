@@ -237,7 +237,7 @@ static lmio_status read_tensors(lmio_statedict *sd, const char *path, json_t *ro
         tinfo *t = &ts[i];
         s = lmio__statedict_add_view(sd, t->name, t->name_len, t->dtype, t->ndim, t->shape,
                                      data + t->begin, t->end - t->begin,
-                                     (int64_t)(data_start + t->begin), err);
+                                     (int64_t)(data_start + t->begin), NULL, err);
         if (s) {
             if (s == LMIO_ERR_DUPLICATE) { /* cannot happen: JSON keys are unique */ }
             goto out;

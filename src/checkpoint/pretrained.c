@@ -1,0 +1,501 @@
+/* save_pretrained / from_pretrained: the Hugging Face directory layout
+ * (shared/reference/safetensors-hf.md §2), committed atomically. */
+#define _GNU_SOURCE /* renameat2, nftw */
+#include "../core/internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define DEFAULT_SHARD_SIZE 5000000000ULL /* Transformers v4's "5GB" */
+
+lmio_status lmio_parse_size(const char *text, uint64_t *out, lmio_error *err)
+{
+    if (!text || !out) return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "NULL argument");
+    char *end;
+    double v = strtod(text, &end);
+    static const struct { const char *u; double m; } units[] = {
+        {"", 1}, {"B", 1}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
+        {"KIB", 1024.0}, {"MIB", 1048576.0}, {"GIB", 1073741824.0}, {"TIB", 1099511627776.0}};
+    for (size_t i = 0; end != text && v >= 0 && i < sizeof units / sizeof units[0]; i++)
+        if (!strcasecmp(end, units[i].u)) {
+            double b = v * units[i].m;
+            if (b >= 1 && b < 1.8e19) {
+                *out = (uint64_t)b;
+                return LMIO_OK;
+            }
+        }
+    return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "size \"%s\"; expected a number with KB, MB, GB "
+                      "(decimal) or KiB, MiB, GiB (binary), at least 1 byte", text);
+}
+
+static bool is_gpt2(const lmio_config *cfg) { return cfg && !strcmp(lmio_config_model_type(cfg), "gpt2"); }
+
+static bool gpt2_tied(const lmio_config *cfg)
+{
+    int tie = 1;
+    lmio_config_get_bool(cfg, "tie_word_embeddings", &tie, NULL);
+    return tie;
+}
+
+static bool ends_with(const char *s, const char *suf)
+{
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && !strcmp(s + a - b, suf);
+}
+
+static const char *torch_dtype_name(lmio_dtype d)
+{
+    switch (d) {
+    case LMIO_DTYPE_F32: return "float32";
+    case LMIO_DTYPE_F16: return "float16";
+    case LMIO_DTYPE_BF16: return "bfloat16";
+    case LMIO_DTYPE_F64: return "float64";
+    default: return NULL;
+    }
+}
+
+/* ---- saving ---- */
+
+static lmio_status write_json_file(const char *dir, const char *name, json_t *v, int durable, lmio_error *err)
+{
+    char path[8192];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    char *text = v ? lmio__json_dump(v, JSON_INDENT(2) | JSON_SORT_KEYS, path, err) : NULL;
+    if (!text) return err && err->code ? err->code : lmio__fail(err, LMIO_ERR_NOMEM, path, -1, "", "out of memory");
+    size_t n = strlen(text);
+    text[n] = '\n';
+    lmio_status s = lmio__write_file(path, text, n + 1, durable, err);
+    lmio__free(text);
+    return s;
+}
+
+static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *f)
+{
+    (void)st; (void)flag; (void)f;
+    return remove(p);
+}
+
+static void remove_tree(const char *dir) { nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
+
+/* Replacing is allowed for what is clearly a model directory, or nothing at
+ * all: never for a directory of someone's other files. */
+static bool dir_replaceable(const char *dir)
+{
+    char p[4096];
+    const char *marks[] = {"config.json", "model.safetensors", "model.safetensors.index.json", "tokenizer.json"};
+    for (size_t i = 0; i < sizeof marks / sizeof marks[0]; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, marks[i]);
+        if (access(p, F_OK) == 0) return true;
+    }
+    DIR *d = opendir(dir);
+    if (!d) return false;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
+    closedir(d);
+    return n == 0;
+}
+
+static void fsync_path(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+}
+
+/* Moves the finished temporary directory into place. */
+static lmio_status commit_dir(const char *tmp, const char *dir, const char *parent, int durable, lmio_error *err)
+{
+    if (durable) fsync_path(tmp);
+    if (rename(tmp, dir) == 0) {
+        if (durable) fsync_path(parent);
+        return LMIO_OK;
+    }
+    if (errno != EEXIST && errno != ENOTEMPTY)
+        return lmio__fail(err, LMIO_ERR_IO, dir, -1, "", "cannot move the finished directory into place: %s",
+                          strerror(errno));
+    if (!dir_replaceable(dir))
+        return lmio__fail(err, LMIO_ERR_INVALID_ARG, dir, -1, "",
+                          "exists and is not a model directory; expected a new, empty or model directory");
+    /* Swap both names in one step, so a crash leaves the old or the new
+     * directory in place, never neither; then delete the old one. */
+    if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dir, RENAME_EXCHANGE) != 0) {
+        /* Filesystems without RENAME_EXCHANGE: move aside, then in. */
+        char aside[8192];
+        snprintf(aside, sizeof aside, "%s.lmio-old-%d", tmp, (int)getpid());
+        if (rename(dir, aside) != 0 || rename(tmp, dir) != 0)
+            return lmio__fail(err, LMIO_ERR_IO, dir, -1, "", "cannot replace the existing directory: %s", strerror(errno));
+        remove_tree(aside);
+    } else {
+        remove_tree(tmp); /* tmp now names the old directory */
+    }
+    if (durable) fsync_path(parent);
+    return LMIO_OK;
+}
+
+/* The tensors to write: for GPT-2 a tied lm_head is left out (Transformers
+ * re-ties it on load), as are the legacy mask buffers. */
+static lmio_status select_weights(const lmio_config *cfg, const lmio_statedict *w, lmio_statedict **out,
+                                  lmio_error *err)
+{
+    lmio_statedict *sel;
+    lmio_status s = lmio_statedict_create(&sel, err);
+    if (s) return s;
+    bool drop_head = is_gpt2(cfg) && gpt2_tied(cfg);
+    for (size_t i = 0; i < lmio_statedict_count(w) && !s; i++) {
+        lmio_tensor t;
+        lmio_statedict_get(w, i, &t, NULL);
+        if (is_gpt2(cfg) && (ends_with(t.name, ".attn.bias") || ends_with(t.name, ".attn.masked_bias"))) continue;
+        if (drop_head && !strcmp(t.name, "lm_head.weight")) {
+            lmio_tensor e;
+            if (lmio_tensor_find(w, "transformer.wte.weight", &e, NULL) == LMIO_OK &&
+                (e.nbytes != t.nbytes || e.dtype != t.dtype || (t.nbytes && memcmp(e.data, t.data, t.nbytes))))
+                s = lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "lm_head.weight",
+                               "lm_head.weight differs from transformer.wte.weight but tie_word_embeddings is true; "
+                               "expected equal tensors, or set tie_word_embeddings to false");
+            continue;
+        }
+        s = lmio_statedict_add(sel, t.name, t.dtype, t.ndim, t.shape, t.data, t.nbytes, LMIO_BORROW, err);
+    }
+    if (s) {
+        lmio_statedict_free(sel);
+        return s;
+    }
+    *out = sel;
+    return LMIO_OK;
+}
+
+static lmio_status save_weights(const char *tmp, const lmio_statedict *w, const lmio_pretrained_opts *o,
+                                 lmio_error *err)
+{
+    size_t n = lmio_statedict_count(w);
+    uint64_t max = o->max_shard_size ? o->max_shard_size : DEFAULT_SHARD_SIZE;
+    size_t *shard_of = lmio__calloc(n ? n : 1, sizeof *shard_of);
+    if (!shard_of) return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
+    /* Greedy in state-dict order, as huggingface_hub splits: a new shard
+     * when the next tensor would overflow this one; a tensor larger than
+     * the limit gets a shard of its own. */
+    size_t n_shards = 0;
+    uint64_t cur = 0, total = 0, params = 0;
+    for (size_t i = 0; i < n; i++) {
+        lmio_tensor t;
+        lmio_statedict_get(w, i, &t, NULL);
+        uint64_t sz = t.nbytes;
+        if (o->dtype != LMIO_DTYPE_NONE && lmio_dtype_is_convertible_float(t.dtype))
+            sz = t.numel * (lmio_dtype_bits(o->dtype) / 8);
+        if (n_shards == 0 || (cur + sz > max && cur > 0)) {
+            n_shards++;
+            cur = 0;
+        }
+        cur += sz;
+        total += sz;
+        params += t.numel;
+        shard_of[i] = n_shards - 1;
+    }
+    if (n_shards == 0) n_shards = 1;
+    lmio_status s = LMIO_OK;
+    json_t *map = json_object();
+    lmio_save_opts so = LMIO_SAVE_OPTS_INIT;
+    so.dtype = o->dtype;
+    so.durable = o->durable;
+    for (size_t k = 0; k < n_shards && !s; k++) {
+        char name[64], path[8192];
+        if (n_shards == 1) snprintf(name, sizeof name, "model.safetensors");
+        else snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", k + 1, n_shards);
+        snprintf(path, sizeof path, "%s/%s", tmp, name);
+        lmio_statedict *sh;
+        if ((s = lmio_statedict_create(&sh, err))) break;
+        for (size_t i = 0; i < n && !s; i++) {
+            if (shard_of[i] != k) continue;
+            lmio_tensor t;
+            lmio_statedict_get(w, i, &t, NULL);
+            s = lmio_statedict_add(sh, t.name, t.dtype, t.ndim, t.shape, t.data, t.nbytes, LMIO_BORROW, err);
+            if (!s && json_object_set_new(map, t.name, json_string(name)))
+                s = lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
+        }
+        /* Transformers refuses shards without it (safetensors-hf.md §2.4) */
+        if (!s) s = lmio_metadata_set(sh, "format", "pt", err);
+        if (!s) s = lmio_safetensors_save(sh, path, &so, err);
+        lmio_statedict_free(sh);
+    }
+    if (!s && n_shards > 1) {
+        json_t *idx = json_object(), *meta = json_object();
+        json_object_set_new(meta, "total_parameters", json_integer((json_int_t)params));
+        json_object_set_new(meta, "total_size", json_integer((json_int_t)total));
+        json_object_set_new(idx, "metadata", meta);
+        json_object_set(idx, "weight_map", map);
+        s = write_json_file(tmp, "model.safetensors.index.json", idx, o->durable, err);
+        json_decref(idx);
+    }
+    json_decref(map);
+    lmio__free(shard_of);
+    return s;
+}
+
+static lmio_status save_configs(const char *tmp, const lmio_config *cfg, const lmio_statedict *w,
+                                const lmio_pretrained_opts *o, lmio_error *err)
+{
+    lmio_config *c;
+    lmio_status s = lmio_config_copy(cfg, &c, err);
+    if (s) return s;
+    /* dtype must describe the tensors: Transformers v5 loads in it */
+    lmio_dtype d = o->dtype;
+    for (size_t i = 0; w && d == LMIO_DTYPE_NONE && i < lmio_statedict_count(w); i++) {
+        lmio_tensor t;
+        lmio_statedict_get(w, i, &t, NULL);
+        if (lmio_dtype_is_convertible_float(t.dtype)) d = t.dtype;
+    }
+    if (d != LMIO_DTYPE_NONE) s = lmio_config_set_string(c, "dtype", torch_dtype_name(d), err);
+    json_t *obj = lmio__config_json(c);
+    json_object_del(obj, "torch_dtype"); /* superseded by "dtype" (v4.56+) */
+    char fv[32];
+    snprintf(fv, sizeof fv, "%d.%d", LMIO_FORMAT_VERSION_MAJOR, LMIO_FORMAT_VERSION_MINOR);
+    if (!s) s = lmio_config_set_string(c, "lmio_format_version", fv, err);
+    if (!s) s = lmio_config_set_string(c, "lmio_version", LMIO_VERSION_STRING, err);
+    if (!s && is_gpt2(c) && !json_object_get(obj, "architectures")) {
+        json_t *a = json_array();
+        json_array_append_new(a, json_string("GPT2LMHeadModel"));
+        json_object_set_new(obj, "architectures", a);
+    }
+    if (!s) {
+        char path[8192];
+        snprintf(path, sizeof path, "%s/config.json", tmp);
+        s = lmio_config_save(c, path, err);
+    }
+    if (!s) {
+        /* generation_config.json as GenerationConfig.from_model_config writes it */
+        json_t *g = json_object();
+        json_object_set_new(g, "_from_model_config", json_true());
+        const char *keys[] = {"bos_token_id", "eos_token_id", "pad_token_id"};
+        for (int k = 0; k < 3; k++) {
+            json_t *v = json_object_get(obj, keys[k]);
+            int64_t iv;
+            if (v && !json_is_null(v)) json_object_set(g, keys[k], v);
+            else if (is_gpt2(c) && k < 2 && lmio_config_get_int(c, keys[k], &iv, NULL) == LMIO_OK)
+                json_object_set_new(g, keys[k], json_integer((json_int_t)iv));
+        }
+        s = write_json_file(tmp, "generation_config.json", g, o->durable, err);
+        json_decref(g);
+    }
+    lmio_config_free(c);
+    return s;
+}
+
+lmio_status lmio_pretrained_save(const char *dir, const lmio_config *cfg, const lmio_statedict *weights,
+                                 const lmio_tokenizer *tok, const lmio_pretrained_opts *opts, lmio_error *err)
+{
+    lmio_pretrained_opts o = LMIO_PRETRAINED_OPTS_INIT;
+    if (opts) o = *opts;
+    if (!dir || !*dir) return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "directory path missing");
+    if (o.dtype != LMIO_DTYPE_NONE && !torch_dtype_name(o.dtype))
+        return lmio__fail(err, LMIO_ERR_INVALID_ARG, dir, -1, "", "dtype %s; expected F32, F16, BF16 or F64",
+                          lmio_dtype_name(o.dtype) ? lmio_dtype_name(o.dtype) : "?");
+    /* the temporary directory sits beside the target: same filesystem */
+    char parent[4096], tmp[4096];
+    const char *slash = strrchr(dir, '/');
+    size_t pl = slash ? (size_t)(slash - dir) : 0;
+    if (pl >= sizeof parent - 64 || strlen(dir) >= sizeof tmp - 64)
+        return lmio__fail(err, LMIO_ERR_INVALID_ARG, dir, -1, "", "path too long");
+    if (!slash) strcpy(parent, ".");
+    else if (pl == 0) strcpy(parent, "/");
+    else { memcpy(parent, dir, pl); parent[pl] = 0; }
+    snprintf(tmp, sizeof tmp, "%s/.%s.lmio-tmp-XXXXXX", parent, slash ? slash + 1 : dir);
+    if (!mkdtemp(tmp))
+        return lmio__fail(err, LMIO_ERR_IO, dir, -1, "", "cannot create a temporary directory beside it: %s",
+                          strerror(errno));
+    mode_t um = umask(0); /* mkdtemp makes 0700; a model directory is shared like any other */
+    umask(um);
+    chmod(tmp, 0777 & ~um);
+    lmio_statedict *sel = NULL;
+    lmio_status s = LMIO_OK;
+    if (weights) s = select_weights(cfg, weights, &sel, err);
+    if (!s && cfg) s = save_configs(tmp, cfg, sel, &o, err);
+    if (!s && sel) s = save_weights(tmp, sel, &o, err);
+    if (!s && tok) s = lmio_tokenizer_save(tok, tmp, err);
+    if (!s) s = commit_dir(tmp, dir, parent, o.durable, err);
+    lmio_statedict_free(sel);
+    if (s) remove_tree(tmp);
+    return s;
+}
+
+/* ---- loading ---- */
+
+/* A shard name from an index must be a plain file name inside the
+ * directory: no separators, no "..", nothing absolute. */
+static bool plain_name(const char *n) { return *n && !strchr(n, '/') && strcmp(n, ".") && strcmp(n, ".."); }
+
+static lmio_status load_sharded(const char *dir, const char *index, lmio_statedict *all, lmio_error *err)
+{
+    json_t *root;
+    lmio_status s = lmio__json_load_file(index, &root, err);
+    if (s) return s;
+    json_t *map = json_object_get(root, "weight_map");
+    if (!json_is_object(map)) {
+        json_decref(root);
+        return lmio__fail(err, LMIO_ERR_FORMAT, index, -1, "weight_map", "no \"weight_map\" object; expected {tensor: shard}");
+    }
+    /* open every shard the index names, once */
+    lmio__smap opened = {0};
+    const char *name;
+    json_t *v;
+    json_object_foreach(map, name, v)
+    {
+        const char *file = json_string_value(v);
+        if (!file || !plain_name(file)) {
+            s = lmio__fail(err, LMIO_ERR_FORMAT, index, -1, name,
+                           "tensor \"%s\" maps to %s%s%s; expected a shard file name in the directory", name,
+                           file ? "\"" : "a non-string", file ? file : "", file ? "\"" : "");
+            break;
+        }
+        uint32_t k;
+        if (lmio__smap_get(&opened, file, strlen(file), &k)) continue;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, file);
+        lmio_statedict *sh;
+        if ((s = lmio_statedict_open(path, NULL, &sh, err))) {
+            if (s == LMIO_ERR_NOT_FOUND)
+                s = lmio__fail(err, LMIO_ERR_NOT_FOUND, index, -1, name,
+                               "names shard \"%s\" (for tensor \"%s\"), which is missing; expected the file in %s",
+                               file, name, dir);
+            break;
+        }
+        if ((s = lmio__statedict_adopt(all, sh, err))) { lmio_statedict_free(sh); break; }
+        if (!lmio__smap_put(&opened, file, strlen(file), 0)) { s = lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory"); break; }
+    }
+    /* every tensor must be in the shard the index names for it */
+    json_object_foreach(map, name, v)
+    {
+        if (s) break;
+        const char *file = json_string_value(v);
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, file);
+        lmio_tensor t;
+        if (lmio__statedict_find_in_child(all, path, name, &t) != LMIO_OK) {
+            s = lmio__fail(err, LMIO_ERR_NOT_FOUND, index, -1, name,
+                           "tensor \"%s\" is not in shard \"%s\", where the index places it", name, file);
+            break;
+        }
+        s = lmio__statedict_add_view(all, name, strlen(name), t.dtype, t.ndim, t.shape, t.data, t.nbytes,
+                                     t.file_offset, t.source, err);
+    }
+    lmio__smap_free(&opened);
+    json_decref(root);
+    return s;
+}
+
+/* GPT-2 checkpoints come with or without the "transformer." prefix and may
+ * carry the legacy mask buffers (safetensors-hf.md §2.8); lmio's state dict
+ * always uses GPT2LMHeadModel's names. */
+static lmio_status normalize_gpt2(const lmio_config *cfg, lmio_statedict *raw, const char *dir,
+                                  lmio_statedict **out, lmio_error *err)
+{
+    lmio_statedict *sd;
+    lmio_status s = lmio_statedict_create(&sd, err);
+    if (s) return s;
+    bool tied = gpt2_tied(cfg), has_head = false;
+    for (size_t i = 0; i < lmio_statedict_count(raw) && !s; i++) {
+        lmio_tensor t;
+        lmio_statedict_get(raw, i, &t, NULL);
+        if (ends_with(t.name, ".attn.bias") || ends_with(t.name, ".attn.masked_bias")) continue;
+        if (!strcmp(t.name, "lm_head.weight")) {
+            has_head = true;
+            if (tied) continue; /* the model uses wte, as Transformers re-ties it */
+        }
+        char name[LMIO_NAME_MAX + 16];
+        bool base = !strncmp(t.name, "wte.", 4) || !strncmp(t.name, "wpe.", 4) || !strncmp(t.name, "h.", 2) ||
+                    !strncmp(t.name, "ln_f.", 5);
+        snprintf(name, sizeof name, "%s%s", base ? "transformer." : "", t.name);
+        s = lmio__statedict_add_view(sd, name, strlen(name), t.dtype, t.ndim, t.shape, t.data, t.nbytes,
+                                     t.file_offset, t.source, err);
+    }
+    if (!s && !tied && !has_head)
+        s = lmio__fail(err, LMIO_ERR_NOT_FOUND, dir, -1, "lm_head.weight",
+                       "tie_word_embeddings is false but no shard holds lm_head.weight; expected the untied head");
+    if (!s) s = lmio__statedict_adopt(sd, raw, err);
+    if (s) {
+        lmio_statedict_free(sd);
+        return s; /* raw is still the caller's */
+    }
+    *out = sd;
+    return LMIO_OK;
+}
+
+static lmio_status load_weights(const char *dir, const lmio_config *cfg, lmio_statedict **out, lmio_error *err)
+{
+    char index[4096], single[4096], bin[4096];
+    snprintf(index, sizeof index, "%s/model.safetensors.index.json", dir);
+    snprintf(single, sizeof single, "%s/model.safetensors", dir);
+    snprintf(bin, sizeof bin, "%s/pytorch_model.bin", dir);
+    lmio_statedict *raw = NULL;
+    lmio_status s;
+    if (access(index, F_OK) == 0) {
+        /* An index decides which files are weights; a stray
+         * model.safetensors beside the shards is ignored. */
+        if ((s = lmio_statedict_create(&raw, err))) return s;
+        lmio__statedict_set_source(raw, index, "safetensors", NULL, NULL);
+        if ((s = load_sharded(dir, index, raw, err))) {
+            lmio_statedict_free(raw);
+            return s;
+        }
+    } else if (access(single, F_OK) == 0) {
+        if ((s = lmio_statedict_open(single, NULL, &raw, err))) return s;
+    } else if (access(bin, F_OK) == 0) {
+        return lmio__fail(err, LMIO_ERR_UNSUPPORTED, bin, -1, "",
+                          "PyTorch .bin weights; expected model.safetensors (torch.save files are not supported yet)");
+    } else {
+        return lmio__fail(err, LMIO_ERR_NOT_FOUND, dir, -1, "",
+                          "no model.safetensors or model.safetensors.index.json; expected weights");
+    }
+    if (!is_gpt2(cfg)) {
+        *out = raw;
+        return LMIO_OK;
+    }
+    s = normalize_gpt2(cfg, raw, dir, out, err);
+    if (s) lmio_statedict_free(raw);
+    return s;
+}
+
+lmio_status lmio_pretrained_load(const char *dir, lmio_config **cfg_out, lmio_statedict **weights,
+                                 lmio_tokenizer **tok, lmio_error *err)
+{
+    if (!dir) return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "directory path missing");
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return lmio__fail(err, LMIO_ERR_NOT_FOUND, dir, -1, "", "not a directory; expected a model directory");
+    lmio_config *cfg = NULL;
+    char cpath[4096];
+    snprintf(cpath, sizeof cpath, "%s/config.json", dir);
+    lmio_status s = LMIO_OK;
+    if (access(cpath, F_OK) == 0 || cfg_out) s = lmio_config_load(cpath, &cfg, err);
+    lmio_statedict *w = NULL;
+    lmio_tokenizer *t = NULL;
+    if (!s && weights) s = load_weights(dir, cfg, &w, err);
+    if (!s && tok) {
+        char p1[4096], p2[4096];
+        snprintf(p1, sizeof p1, "%s/tokenizer.json", dir);
+        snprintf(p2, sizeof p2, "%s/vocab.json", dir);
+        if (access(p1, F_OK) == 0 || access(p2, F_OK) == 0) s = lmio_tokenizer_load(dir, &t, err);
+    }
+    if (s) {
+        lmio_config_free(cfg);
+        lmio_statedict_free(w);
+        lmio_tokenizer_free(t);
+        return s;
+    }
+    if (cfg_out) *cfg_out = cfg;
+    else lmio_config_free(cfg);
+    if (weights) *weights = w;
+    if (tok) *tok = t;
+    return LMIO_OK;
+}
