@@ -116,3 +116,117 @@ def set_portable(portable):
 
 def simd_active():
     return LIB.lmio_simd_active().decode()
+
+
+# ---- config, tokenizer, save_pretrained (issue: GPT-2 + HF directories) ----
+
+LIB.lmio_config_create_gpt2.argtypes = [ctypes.POINTER(P), ctypes.POINTER(Error)]
+LIB.lmio_config_free.argtypes = [P]
+LIB.lmio_config_set_int.argtypes = [P, ctypes.c_char_p, ctypes.c_int64, ctypes.POINTER(Error)]
+LIB.lmio_config_set_float.argtypes = [P, ctypes.c_char_p, ctypes.c_double, ctypes.POINTER(Error)]
+LIB.lmio_config_set_bool.argtypes = [P, ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(Error)]
+LIB.lmio_config_set_string.argtypes = [P, ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(Error)]
+LIB.lmio_config_set_null.argtypes = [P, ctypes.c_char_p, ctypes.POINTER(Error)]
+LIB.lmio_tokenizer_load_files.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_char_p),
+                                          ctypes.c_size_t, ctypes.POINTER(P), ctypes.POINTER(Error)]
+LIB.lmio_tokenizer_free.argtypes = [P]
+
+
+class PretrainedOpts(ctypes.Structure):
+    _fields_ = [("dtype", ctypes.c_int), ("max_shard_size", ctypes.c_uint64), ("durable", ctypes.c_int)]
+
+
+LIB.lmio_pretrained_save.argtypes = [ctypes.c_char_p, P, P, P, ctypes.POINTER(PretrainedOpts), ctypes.POINTER(Error)]
+
+
+def save_pretrained(directory, config, tensors, vocab_merges=None, dtype=None, max_shard_size=0):
+    """config: {key: value} set over GPT-2's defaults; tensors: {name: numpy
+    array (float32/16) or (dtype_name, shape, bytes)}; vocab_merges: the two
+    GPT-2 files, loaded with <|endoftext|> special."""
+    err = Error()
+    cfg, sd, tok = P(), P(), P()
+    _check(LIB.lmio_config_create_gpt2(ctypes.byref(cfg), ctypes.byref(err)), err)
+    try:
+        for k, v in config.items():
+            kb = k.encode()
+            if v is None:
+                st = LIB.lmio_config_set_null(cfg, kb, ctypes.byref(err))
+            elif isinstance(v, bool):
+                st = LIB.lmio_config_set_bool(cfg, kb, int(v), ctypes.byref(err))
+            elif isinstance(v, int):
+                st = LIB.lmio_config_set_int(cfg, kb, v, ctypes.byref(err))
+            elif isinstance(v, float):
+                st = LIB.lmio_config_set_float(cfg, kb, v, ctypes.byref(err))
+            else:
+                st = LIB.lmio_config_set_string(cfg, kb, str(v).encode(), ctypes.byref(err))
+            _check(st, err)
+        _check(LIB.lmio_statedict_create(ctypes.byref(sd), ctypes.byref(err)), err)
+        keep = []
+        for name, v in tensors.items():
+            if not isinstance(v, tuple):
+                import numpy as np
+                a = np.ascontiguousarray(v)
+                v = ({np.dtype("float32"): "F32", np.dtype("float16"): "F16"}[a.dtype], list(a.shape), a.tobytes())
+            dt, shape, data = v
+            arr = (ctypes.c_uint64 * max(1, len(shape)))(*shape)
+            buf = ctypes.create_string_buffer(bytes(data), max(1, len(data)))
+            keep.append(buf)
+            _check(LIB.lmio_statedict_add(sd, name.encode(), CODE[dt], len(shape), arr, buf, len(data), 1,
+                                          ctypes.byref(err)), err)
+        if vocab_merges:
+            sp = (ctypes.c_char_p * 1)(b"<|endoftext|>")
+            _check(LIB.lmio_tokenizer_load_files(os.fsencode(vocab_merges[0]), os.fsencode(vocab_merges[1]), sp, 1,
+                                                 ctypes.byref(tok), ctypes.byref(err)), err)
+        opts = PretrainedOpts(CODE[dtype] if dtype else NONE, max_shard_size, 1)
+        _check(LIB.lmio_pretrained_save(os.fsencode(directory), cfg, sd, tok if vocab_merges else None,
+                                        ctypes.byref(opts), ctypes.byref(err)), err)
+    finally:
+        LIB.lmio_config_free(cfg)
+        LIB.lmio_statedict_free(sd)
+        LIB.lmio_tokenizer_free(tok)
+
+LIB.lmio_tokenizer_load.argtypes = [ctypes.c_char_p, ctypes.POINTER(P), ctypes.POINTER(Error)]
+LIB.lmio_tokenizer_encode.argtypes = [P, ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.POINTER(ctypes.c_int32)),
+                                      ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(Error)]
+LIB.lmio_tokenizer_decode.argtypes = [P, ctypes.POINTER(ctypes.c_int32), ctypes.c_size_t,
+                                      ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_size_t),
+                                      ctypes.POINTER(Error)]
+LIB.lmio_free.argtypes = [ctypes.c_void_p]
+
+
+class Tokenizer:
+    def __init__(self, path=None, vocab_merges=None):
+        err = Error()
+        self.t = P()
+        if path is not None:
+            _check(LIB.lmio_tokenizer_load(os.fsencode(path), ctypes.byref(self.t), ctypes.byref(err)), err)
+        else:
+            sp = (ctypes.c_char_p * 1)(b"<|endoftext|>")
+            _check(LIB.lmio_tokenizer_load_files(os.fsencode(vocab_merges[0]), os.fsencode(vocab_merges[1]), sp, 1,
+                                                 ctypes.byref(self.t), ctypes.byref(err)), err)
+
+    def encode_bytes(self, data):
+        err = Error()
+        ids = ctypes.POINTER(ctypes.c_int32)()
+        n = ctypes.c_size_t()
+        _check(LIB.lmio_tokenizer_encode(self.t, data, len(data), ctypes.byref(ids), ctypes.byref(n),
+                                         ctypes.byref(err)), err)
+        out = ids[:n.value]
+        LIB.lmio_free(ids)
+        return out
+
+    def encode(self, text):
+        return self.encode_bytes(text.encode())
+
+    def decode_bytes(self, ids):
+        err = Error()
+        arr = (ctypes.c_int32 * max(1, len(ids)))(*ids)
+        p = ctypes.c_void_p()
+        n = ctypes.c_size_t()
+        _check(LIB.lmio_tokenizer_decode(self.t, arr, len(ids), ctypes.byref(p), ctypes.byref(n), ctypes.byref(err)), err)
+        out = ctypes.string_at(p, n.value)
+        LIB.lmio_free(p)
+        return out
+
+    def __del__(self):
+        LIB.lmio_tokenizer_free(self.t)
