@@ -92,7 +92,7 @@ static void human_bytes(char *buf, size_t cap, uint64_t b)
     else snprintf(buf, cap, "%llu B", (unsigned long long)b);
 }
 
-static void print_table(const lmio_statedict *sd)
+static void print_table(const lmio_statedict *sd, int show_file)
 {
     size_t n = lmio_statedict_count(sd);
     size_t wname = 4;
@@ -103,15 +103,18 @@ static void print_table(const lmio_statedict *sd)
         if (l > wname) wname = l;
     }
     if (wname > 60) wname = 60;
-    printf("  %-*s  %-11s  %-20s  %14s  %12s\n", (int)wname, "name", "dtype", "shape", "bytes", "offset");
+    printf("  %-*s  %-11s  %-20s  %14s  %12s%s\n", (int)wname, "name", "dtype", "shape", "bytes", "offset",
+           show_file ? "  file" : "");
     uint64_t params = 0, bytes = 0;
     for (size_t i = 0; i < n; i++) {
         lmio_tensor t;
         lmio_statedict_get(sd, i, &t, NULL);
         char sh[128];
         shape_str(sh, sizeof sh, &t);
-        printf("  %-*s  %-11s  %-20s  %14llu  %12lld\n", (int)wname, t.name, lmio_dtype_name(t.dtype), sh,
-               (unsigned long long)t.nbytes, (long long)t.file_offset);
+        const char *src = t.source ? strrchr(t.source, '/') : NULL;
+        printf("  %-*s  %-11s  %-20s  %14llu  %12lld%s%s\n", (int)wname, t.name, lmio_dtype_name(t.dtype), sh,
+               (unsigned long long)t.nbytes, (long long)t.file_offset, show_file ? "  " : "",
+               show_file ? (src ? src + 1 : t.source ? t.source : "") : "");
         params += t.numel;
         bytes += t.nbytes;
     }
@@ -204,7 +207,7 @@ static int cmd_inspect(int argc, char **argv)
             lmio_metadata_get(sd, i, &k, &v, NULL);
             printf("  %s = %s\n", k, v);
         }
-        print_table(sd);
+        print_table(sd, 0);
     }
     lmio_statedict_free(sd);
     return rc;
@@ -700,7 +703,7 @@ static int inspect_dir(const char *dir, int json)
         } else {
             printf("tokenizer: (none)\n");
         }
-        print_table(w);
+        print_table(w, 1);
     }
     json_decref(cj);
     lmio_config_free(cfg);
@@ -889,8 +892,9 @@ static int cmd_generate(int argc, char **argv)
         free(clean);
         json_decref(root);
     } else {
-        fwrite(text, 1, tl, stdout);
-        putchar('\n');
+        char *clean = utf8_lossy(text, tl);
+        puts(clean ? clean : "");
+        free(clean);
     }
     lmio_free(text);
     lmio_free(pids);

@@ -302,7 +302,7 @@ lmio_status lmio_pretrained_save(const char *dir, const lmio_config *cfg, const 
         return lmio__fail(err, LMIO_ERR_INVALID_ARG, dir, -1, "", "dtype %s; expected F32, F16, BF16 or F64",
                           lmio_dtype_name(o.dtype) ? lmio_dtype_name(o.dtype) : "?");
     /* the temporary directory sits beside the target: same filesystem */
-    char parent[4096], tmp[4096];
+    char parent[4096], tmp[8192];
     const char *slash = strrchr(dir, '/');
     size_t pl = slash ? (size_t)(slash - dir) : 0;
     if (pl >= sizeof parent - 64 || strlen(dir) >= sizeof tmp - 64)
@@ -443,8 +443,8 @@ static lmio_status load_weights(const char *dir, const lmio_config *cfg, lmio_st
         /* An index decides which files are weights; a stray
          * model.safetensors beside the shards is ignored. */
         if ((s = lmio_statedict_create(&raw, err))) return s;
-        lmio__statedict_set_source(raw, index, "safetensors", NULL, NULL);
-        if ((s = load_sharded(dir, index, raw, err))) {
+        if ((s = lmio__statedict_set_source(raw, index, "safetensors", NULL, err)) ||
+            (s = load_sharded(dir, index, raw, err))) {
             lmio_statedict_free(raw);
             return s;
         }

@@ -32,6 +32,12 @@ lmio_status lmio__json_parse(const char *text, size_t n, const char *path, int64
      * config.json consumers alike; a reader that silently kept one of two
      * definitions could be steered by whoever wrote the file. */
     json_t *v = json_loadb(text, n, JSON_REJECT_DUPLICATES, &jerr);
+    if (v && t_json_oom) {
+        /* jansson can lose an allocation failure and still return a value
+         * that may lack part of the input: never trust it */
+        json_decref(v);
+        return lmio__fail(err, LMIO_ERR_NOMEM, path, -1, "", "out of memory parsing JSON");
+    }
     if (!v) {
         int64_t off = base_offset + (jerr.position > 0 ? jerr.position : 0);
         if (t_json_oom || json_error_code(&jerr) == json_error_out_of_memory)

@@ -29,14 +29,23 @@ lmio_status lmio__regex_compile(const char *pattern, lmio__regex **out, lmio_err
     re->code = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &ec, &eo, cc);
     pcre2_compile_context_free(cc);
     pcre2_general_context_free(gc);
+    if (!re->code && (ec == PCRE2_ERROR_HEAP_FAILED || ec == PCRE2_ERROR_NOMEMORY)) {
+        lmio__free(re);
+        return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory compiling a regex");
+    }
     if (!re->code) {
         char msg[256];
         pcre2_get_error_message(ec, (PCRE2_UCHAR *)msg, sizeof msg);
         lmio__free(re);
         return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "regex at %zu: %s", (size_t)eo, msg);
     }
-    /* JIT is an optimisation; without it matching is slower, not wrong. */
-    pcre2_jit_compile(re->code, PCRE2_JIT_COMPLETE);
+    /* JIT is an optimisation: where the platform has none, matching is
+     * slower, not wrong. Running out of memory is still an error. */
+    if (pcre2_jit_compile(re->code, PCRE2_JIT_COMPLETE) == PCRE2_ERROR_NOMEMORY) {
+        pcre2_code_free(re->code);
+        lmio__free(re);
+        return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory compiling a regex");
+    }
     *out = re;
     return LMIO_OK;
 }

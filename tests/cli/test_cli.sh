@@ -103,5 +103,27 @@ check "convert onto a directory" 1 "$(run convert "$T/m.safetensors" "$T")"
 check "convert into missing dir" 1 "$(run convert "$T/m.safetensors" "$T/no/such/dir/x.safetensors")"
 expect_grep "missing dir message" "x.safetensors: cannot create a temporary file" "$T/err"
 
+# model directories: usage errors, --help, and a small end-to-end run
+for c in tokenizer logits generate; do
+    check "$c --help" 0 "$(run $c --help)"; expect_grep "$c --help" "usage: lmio $c" "$T/out"
+done
+check "tokenizer no subcommand" 2 "$(run tokenizer)"
+check "tokenizer bad subcommand" 2 "$(run tokenizer frob x)"
+check "tokenizer train missing args" 2 "$(run tokenizer train --files x)"
+check "logits missing ids" 2 "$(run logits "$T" --out x.npy)"
+check "logits bad ids" 2 "$(run logits "$T" --ids 1,x --out x.npy)"
+check "generate missing prompt" 2 "$(run generate "$T")"
+check "generate bad temperature" 2 "$(run generate "$T" --prompt hi --temperature -1)"
+check "convert bad shard size" 2 "$(run convert "$T" "$T/o" --max-shard-size 5parsecs)"
+printf 'the cat sat on the mat. the cat ate the rat.\nthe rat sat on the cat\n' > "$T/train.txt"
+check "tokenizer train" 0 "$(run tokenizer train --files "$T/train.txt" --vocab-size 280 --out "$T/tok")"
+check "tokenizer encode" 0 "$(run tokenizer encode "$T/tok" --text "the cat<|endoftext|>")"
+ids=$(cat "$T/out" | tr -d '[]\n')
+check "tokenizer decode" 0 "$(run tokenizer decode "$T/tok" --ids "$ids")"
+expect_grep "decode round trip" "^the cat<|endoftext|>$" "$T/out"
+check "logits on a file, not a dir" 1 "$(run logits "$T/m.safetensors" --ids 1 --out "$T/x.npy")"
+check "generate without a model" 1 "$(run generate "$T/tok" --prompt hi)"
+expect_grep "generate names dir" "tok" "$T/err"
+
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]
