@@ -35,10 +35,64 @@ static void die(const lmio_error *e)
     exit(1);
 }
 
+/* from_pretrained of a directory (config + weights + model ready), and
+ * tokenizer encode throughput: the issue-3 measurements. */
+static int bench_pretrained(const char *dir, int runs)
+{
+    lmio_error err;
+    double t_load[100];
+    for (int r = 0; r < runs; r++) {
+        double t0 = now();
+        lmio_config *cfg;
+        lmio_statedict *w;
+        lmio_gpt2 *m;
+        if (lmio_pretrained_load(dir, &cfg, &w, NULL, &err) || lmio_gpt2_create(cfg, w, &m, &err)) die(&err);
+        t_load[r] = now() - t0;
+        lmio_gpt2_free(m);
+        lmio_statedict_free(w);
+        lmio_config_free(cfg);
+    }
+    printf("{\"from_pretrained\": %.6f}\n", median(t_load, runs));
+    return 0;
+}
+
+static int bench_tokenize(const char *vocab, const char *merges, const char *text_path, int runs)
+{
+    lmio_error err;
+    lmio_tokenizer *tok;
+    static const char *const eot[] = {"<|endoftext|>"};
+    if (lmio_tokenizer_load_files(vocab, merges, eot, 1, &tok, &err)) die(&err);
+    FILE *f = fopen(text_path, "rb");
+    if (!f) return 1;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *text = malloc((size_t)n);
+    if (fread(text, 1, (size_t)n, f) != (size_t)n) return 1;
+    fclose(f);
+    double t[100];
+    size_t count = 0;
+    for (int r = 0; r < runs; r++) {
+        int32_t *ids;
+        double t0 = now();
+        if (lmio_tokenizer_encode(tok, text, (size_t)n, &ids, &count, &err)) die(&err);
+        t[r] = now() - t0;
+        lmio_free(ids);
+    }
+    printf("{\"encode\": %.6f, \"bytes\": %ld, \"tokens\": %zu}\n", median(t, runs), n, count);
+    free(text);
+    lmio_tokenizer_free(tok);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc >= 4 && !strcmp(argv[1], "pretrained")) return bench_pretrained(argv[2], atoi(argv[3]));
+    if (argc >= 6 && !strcmp(argv[1], "tokenize")) return bench_tokenize(argv[2], argv[3], argv[4], atoi(argv[5]));
     if (argc < 4) {
-        fprintf(stderr, "usage: lmio_bench IN.safetensors OUTDIR RUNS\n");
+        fprintf(stderr, "usage: lmio_bench IN.safetensors OUTDIR RUNS\n"
+                        "       lmio_bench pretrained DIR RUNS\n"
+                        "       lmio_bench tokenize VOCAB.json MERGES.txt TEXT RUNS\n");
         return 2;
     }
     const char *in = argv[1], *outdir = argv[2];

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Benchmarks lmio against Python safetensors, torch.save/torch.load and cp in
-# one run: ./bench/run.sh [RUNS]. Needs ~2 GB free disk in bench/out.
+# Benchmarks lmio against Python safetensors, torch.save/torch.load and cp,
+# then from_pretrained and tokenizer encode against Transformers, tokenizers
+# and tiktoken, all in one run: ./bench/run.sh [RUNS]. Needs ~2 GB in bench/out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/setup-venv.sh
 scripts/build.sh build -DCMAKE_BUILD_TYPE=Release
-cc -O2 -std=c11 -Iinclude bench/lmio_bench.c build/liblmio.a $(pkg-config --libs jansson) -lpthread -lm -o build/lmio_bench
+cc -O2 -std=c11 -fopenmp -Iinclude bench/lmio_bench.c build/liblmio.a $(pkg-config --libs jansson libpcre2-8) -lpthread -lm \
+    -o build/lmio_bench
 .venv/bin/python bench/bench.py build/lmio_bench bench/out "${1:-5}"
+echo
+OMP_NUM_THREADS=1 .venv/bin/python bench/bench_model.py build/lmio_bench bench/out "${1:-5}"

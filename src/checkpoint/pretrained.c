@@ -67,7 +67,8 @@ static const char *torch_dtype_name(lmio_dtype d)
 static lmio_status write_json_file(const char *dir, const char *name, json_t *v, int durable, lmio_error *err)
 {
     char path[8192];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
+    lmio_status ps = lmio__path_join(path, sizeof path, dir, name, err);
+    if (ps) return ps;
     char *text = v ? lmio__json_dump(v, JSON_INDENT(2) | JSON_SORT_KEYS, path, err) : NULL;
     if (!text) return err && err->code ? err->code : lmio__fail(err, LMIO_ERR_NOMEM, path, -1, "", "out of memory");
     size_t n = strlen(text);
@@ -133,8 +134,8 @@ static lmio_status commit_dir(const char *tmp, const char *dir, const char *pare
     if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dir, RENAME_EXCHANGE) != 0) {
         /* Filesystems without RENAME_EXCHANGE: move aside, then in. */
         char aside[8192];
-        snprintf(aside, sizeof aside, "%s.lmio-old-%d", tmp, (int)getpid());
-        if (rename(dir, aside) != 0 || rename(tmp, dir) != 0)
+        int an = snprintf(aside, sizeof aside, "%s.lmio-old-%d", tmp, (int)getpid());
+        if (an < 0 || (size_t)an >= sizeof aside || rename(dir, aside) != 0 || rename(tmp, dir) != 0)
             return lmio__fail(err, LMIO_ERR_IO, dir, -1, "", "cannot replace the existing directory: %s", strerror(errno));
         remove_tree(aside);
     } else {
@@ -213,7 +214,7 @@ static lmio_status save_weights(const char *tmp, const lmio_statedict *w, const 
         char name[64], path[8192];
         if (n_shards == 1) snprintf(name, sizeof name, "model.safetensors");
         else snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", k + 1, n_shards);
-        snprintf(path, sizeof path, "%s/%s", tmp, name);
+        if ((s = lmio__path_join(path, sizeof path, tmp, name, err))) break;
         lmio_statedict *sh;
         if ((s = lmio_statedict_create(&sh, err))) break;
         for (size_t i = 0; i < n && !s; i++) {
@@ -270,8 +271,7 @@ static lmio_status save_configs(const char *tmp, const lmio_config *cfg, const l
     }
     if (!s) {
         char path[8192];
-        snprintf(path, sizeof path, "%s/config.json", tmp);
-        s = lmio_config_save(c, path, err);
+        if (!(s = lmio__path_join(path, sizeof path, tmp, "config.json", err))) s = lmio_config_save(c, path, err);
     }
     if (!s) {
         /* generation_config.json as GenerationConfig.from_model_config writes it */
@@ -302,7 +302,7 @@ lmio_status lmio_pretrained_save(const char *dir, const lmio_config *cfg, const 
         return lmio__fail(err, LMIO_ERR_INVALID_ARG, dir, -1, "", "dtype %s; expected F32, F16, BF16 or F64",
                           lmio_dtype_name(o.dtype) ? lmio_dtype_name(o.dtype) : "?");
     /* the temporary directory sits beside the target: same filesystem */
-    char parent[4096], tmp[8192];
+    char parent[4096], tmp[4096], base[4200];
     const char *slash = strrchr(dir, '/');
     size_t pl = slash ? (size_t)(slash - dir) : 0;
     if (pl >= sizeof parent - 64 || strlen(dir) >= sizeof tmp - 64)
@@ -310,7 +310,9 @@ lmio_status lmio_pretrained_save(const char *dir, const lmio_config *cfg, const 
     if (!slash) strcpy(parent, ".");
     else if (pl == 0) strcpy(parent, "/");
     else { memcpy(parent, dir, pl); parent[pl] = 0; }
-    snprintf(tmp, sizeof tmp, "%s/.%s.lmio-tmp-XXXXXX", parent, slash ? slash + 1 : dir);
+    snprintf(base, sizeof base, ".%s.lmio-tmp-XXXXXX", slash ? slash + 1 : dir);
+    lmio_status js = lmio__path_join(tmp, sizeof tmp, parent, base, err);
+    if (js) return js;
     if (!mkdtemp(tmp))
         return lmio__fail(err, LMIO_ERR_IO, dir, -1, "", "cannot create a temporary directory beside it: %s",
                           strerror(errno));
@@ -361,7 +363,7 @@ static lmio_status load_sharded(const char *dir, const char *index, lmio_statedi
         uint32_t k;
         if (lmio__smap_get(&opened, file, strlen(file), &k)) continue;
         char path[4096];
-        snprintf(path, sizeof path, "%s/%s", dir, file);
+        if ((s = lmio__path_join(path, sizeof path, dir, file, err))) break;
         lmio_statedict *sh;
         if ((s = lmio_statedict_open(path, NULL, &sh, err))) {
             if (s == LMIO_ERR_NOT_FOUND)
@@ -379,7 +381,7 @@ static lmio_status load_sharded(const char *dir, const char *index, lmio_statedi
         if (s) break;
         const char *file = json_string_value(v);
         char path[4096];
-        snprintf(path, sizeof path, "%s/%s", dir, file);
+        if ((s = lmio__path_join(path, sizeof path, dir, file, err))) break;
         lmio_tensor t;
         if (lmio__statedict_find_in_child(all, path, name, &t) != LMIO_OK) {
             s = lmio__fail(err, LMIO_ERR_NOT_FOUND, index, -1, name,
@@ -434,11 +436,12 @@ static lmio_status normalize_gpt2(const lmio_config *cfg, lmio_statedict *raw, c
 static lmio_status load_weights(const char *dir, const lmio_config *cfg, lmio_statedict **out, lmio_error *err)
 {
     char index[4096], single[4096], bin[4096];
-    snprintf(index, sizeof index, "%s/model.safetensors.index.json", dir);
-    snprintf(single, sizeof single, "%s/model.safetensors", dir);
-    snprintf(bin, sizeof bin, "%s/pytorch_model.bin", dir);
     lmio_statedict *raw = NULL;
     lmio_status s;
+    if ((s = lmio__path_join(index, sizeof index, dir, "model.safetensors.index.json", err)) ||
+        (s = lmio__path_join(single, sizeof single, dir, "model.safetensors", err)) ||
+        (s = lmio__path_join(bin, sizeof bin, dir, "pytorch_model.bin", err)))
+        return s;
     if (access(index, F_OK) == 0) {
         /* An index decides which files are weights; a stray
          * model.safetensors beside the shards is ignored. */
@@ -475,17 +478,18 @@ lmio_status lmio_pretrained_load(const char *dir, lmio_config **cfg_out, lmio_st
         return lmio__fail(err, LMIO_ERR_NOT_FOUND, dir, -1, "", "not a directory; expected a model directory");
     lmio_config *cfg = NULL;
     char cpath[4096];
-    snprintf(cpath, sizeof cpath, "%s/config.json", dir);
-    lmio_status s = LMIO_OK;
+    lmio_status s = lmio__path_join(cpath, sizeof cpath, dir, "config.json", err);
+    if (s) return s;
     if (access(cpath, F_OK) == 0 || cfg_out) s = lmio_config_load(cpath, &cfg, err);
     lmio_statedict *w = NULL;
     lmio_tokenizer *t = NULL;
     if (!s && weights) s = load_weights(dir, cfg, &w, err);
     if (!s && tok) {
         char p1[4096], p2[4096];
-        snprintf(p1, sizeof p1, "%s/tokenizer.json", dir);
-        snprintf(p2, sizeof p2, "%s/vocab.json", dir);
-        if (access(p1, F_OK) == 0 || access(p2, F_OK) == 0) s = lmio_tokenizer_load(dir, &t, err);
+        if (!(s = lmio__path_join(p1, sizeof p1, dir, "tokenizer.json", err)) &&
+            !(s = lmio__path_join(p2, sizeof p2, dir, "vocab.json", err)) &&
+            (access(p1, F_OK) == 0 || access(p2, F_OK) == 0))
+            s = lmio_tokenizer_load(dir, &t, err);
     }
     if (s) {
         lmio_config_free(cfg);

@@ -242,3 +242,12 @@ lmio_status lmio__json_load_file(const char *path, json_t **out, lmio_error *err
     lmio__file_close(&f);
     return s;
 }
+
+lmio_status lmio__path_join(char *out, size_t cap, const char *dir, const char *name, lmio_error *err)
+{
+    int n = snprintf(out, cap, "%s/%s", dir, name);
+    if (n < 0 || (size_t)n >= cap)
+        return lmio__fail(err, LMIO_ERR_INVALID_ARG, dir, -1, "", "path to \"%s\" is too long; expected under %zu bytes",
+                          name, cap);
+    return LMIO_OK;
+}

@@ -141,6 +141,9 @@ lmio_status lmio__outfile_commit(lmio__outfile *o, int durable, lmio_error *err)
 /* Removes the temporary file; frees o's state. Safe after a failed begin. */
 void lmio__outfile_abort(lmio__outfile *o);
 
+/* dir + "/" + name into out; LMIO_ERR_INVALID_ARG if it does not fit. */
+lmio_status lmio__path_join(char *out, size_t cap, const char *dir, const char *name, lmio_error *err);
+
 /* The last path component, for short messages. */
 const char *lmio__basename(const char *path);
 
