@@ -110,7 +110,7 @@ def hf_logits(model, ids=IDS):
         return model.float()(torch.tensor([ids])).logits[0].numpy()
 
 
-@pytest.mark.parametrize("variant", ["single_f32", "sharded_f32", "single_bf16", "sharded_bf16", "untied"])
+@pytest.mark.parametrize("variant", ["single_f32", "sharded_f32", "single_bf16", "sharded_bf16", "single_f16", "untied"])
 def test_lmio_loads_transformers_output(tmp_path, variant):
     kw = dict(n_embd=64, n_layer=3, n_head=4)
     if variant == "untied":
@@ -118,15 +118,17 @@ def test_lmio_loads_transformers_output(tmp_path, variant):
     model = hf_model(7, **kw)
     if "bf16" in variant:
         model = model.to(torch.bfloat16)
+    elif "f16" in variant:
+        model = model.to(torch.float16)
     d = tmp_path / "hf"
     model.save_pretrained(d, max_shard_size="100KB" if "sharded" in variant else "50GB")
     files = sorted(os.listdir(d))
     if "sharded" in variant:
         assert "model.safetensors.index.json" in files and sum(f.startswith("model-") for f in files) > 2
     info = json.loads(run("inspect", "--json", str(d)))
-    want_dtype = "BF16" if "bf16" in variant else "F32"
+    want_dtype = "BF16" if "bf16" in variant else "F16" if "f16" in variant else "F32"
     assert {t["dtype"] for t in info["tensors"]} == {want_dtype}
-    ref = hf_logits(model)  # bf16 weights, computed in fp32 on both sides
+    ref = hf_logits(model)  # half-precision weights are computed in fp32 on both sides
     ours = lmio_logits(d, IDS, tmp_path)
     assert float(np.abs(ours - ref).max()) <= TOL
     # and lmio's re-save of it loads back in Transformers with equal logits
