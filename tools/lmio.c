@@ -124,17 +124,11 @@ static void print_table(const lmio_statedict *sd, int show_file)
            (unsigned long long)bytes, hb);
 }
 
-static int print_json(const lmio_statedict *sd)
+/* Adds "tensors" (name, dtype, shape, nbytes, offset[, file]) and the totals
+ * to root: the part of --json shared by files and directories. */
+static void add_tensors_json(json_t *root, const lmio_statedict *sd, int with_file)
 {
-    json_t *root = json_object(), *meta = json_object(), *arr = json_array();
-    json_object_set_new(root, "format", json_string(lmio_statedict_format(sd)));
-    json_object_set_new(root, "path", json_string(lmio_statedict_path(sd)));
-    for (size_t i = 0; i < lmio_metadata_count(sd); i++) {
-        const char *k, *v;
-        lmio_metadata_get(sd, i, &k, &v, NULL);
-        json_object_set_new(meta, k, json_string(v));
-    }
-    json_object_set_new(root, "metadata", meta);
+    json_t *arr = json_array();
     uint64_t params = 0, bytes = 0;
     for (size_t i = 0; i < lmio_statedict_count(sd); i++) {
         lmio_tensor t;
@@ -146,6 +140,10 @@ static int print_json(const lmio_statedict *sd)
         json_object_set_new(o, "shape", shape);
         json_object_set_new(o, "nbytes", json_integer((json_int_t)t.nbytes));
         json_object_set_new(o, "offset", json_integer(t.file_offset));
+        if (with_file) {
+            const char *src = t.source ? strrchr(t.source, '/') : NULL;
+            json_object_set_new(o, "file", json_string(src ? src + 1 : t.source ? t.source : ""));
+        }
         json_array_append_new(arr, o);
         params += t.numel;
         bytes += t.nbytes;
@@ -153,6 +151,20 @@ static int print_json(const lmio_statedict *sd)
     json_object_set_new(root, "tensors", arr);
     json_object_set_new(root, "total_parameters", json_integer((json_int_t)params));
     json_object_set_new(root, "total_bytes", json_integer((json_int_t)bytes));
+}
+
+static int print_json(const lmio_statedict *sd)
+{
+    json_t *root = json_object(), *meta = json_object();
+    json_object_set_new(root, "format", json_string(lmio_statedict_format(sd)));
+    json_object_set_new(root, "path", json_string(lmio_statedict_path(sd)));
+    for (size_t i = 0; i < lmio_metadata_count(sd); i++) {
+        const char *k, *v;
+        lmio_metadata_get(sd, i, &k, &v, NULL);
+        json_object_set_new(meta, k, json_string(v));
+    }
+    json_object_set_new(root, "metadata", meta);
+    add_tensors_json(root, sd, 0);
     char *s = json_dumps(root, JSON_INDENT(2));
     json_decref(root);
     if (!s) {
@@ -641,7 +653,7 @@ static int inspect_dir(const char *dir, int json)
     lmio_config_load(dir, &cfg, NULL);
     int rc = EXIT_OK;
     if (json) {
-        json_t *root = json_object(), *arr = json_array();
+        json_t *root = json_object();
         json_object_set_new(root, "format", json_string("hf-directory"));
         json_object_set_new(root, "path", json_string(dir));
         json_object_set_new(root, "config", cj ? cj : json_null());
@@ -655,26 +667,7 @@ static int inspect_dir(const char *dir, int json)
         } else {
             json_object_set_new(root, "tokenizer", json_null());
         }
-        uint64_t params = 0, bytes = 0;
-        for (size_t i = 0; i < lmio_statedict_count(w); i++) {
-            lmio_tensor t;
-            lmio_statedict_get(w, i, &t, NULL);
-            json_t *o = json_object(), *shape = json_array();
-            for (int d = 0; d < t.ndim; d++) json_array_append_new(shape, json_integer((json_int_t)t.shape[d]));
-            json_object_set_new(o, "name", json_string(t.name));
-            json_object_set_new(o, "dtype", json_string(lmio_dtype_name(t.dtype)));
-            json_object_set_new(o, "shape", shape);
-            json_object_set_new(o, "nbytes", json_integer((json_int_t)t.nbytes));
-            json_object_set_new(o, "offset", json_integer(t.file_offset));
-            const char *src = t.source ? strrchr(t.source, '/') : NULL;
-            json_object_set_new(o, "file", json_string(src ? src + 1 : t.source ? t.source : ""));
-            json_array_append_new(arr, o);
-            params += t.numel;
-            bytes += t.nbytes;
-        }
-        json_object_set_new(root, "tensors", arr);
-        json_object_set_new(root, "total_parameters", json_integer((json_int_t)params));
-        json_object_set_new(root, "total_bytes", json_integer((json_int_t)bytes));
+        add_tensors_json(root, w, 1);
         char *out = json_dumps(root, JSON_INDENT(2));
         json_decref(root);
         if (out) puts(out);

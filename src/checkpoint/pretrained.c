@@ -67,15 +67,8 @@ static const char *torch_dtype_name(lmio_dtype d)
 static lmio_status write_json_file(const char *dir, const char *name, json_t *v, int durable, lmio_error *err)
 {
     char path[8192];
-    lmio_status ps = lmio__path_join(path, sizeof path, dir, name, err);
-    if (ps) return ps;
-    char *text = v ? lmio__json_dump(v, JSON_INDENT(2) | JSON_SORT_KEYS, path, err) : NULL;
-    if (!text) return err && err->code ? err->code : lmio__fail(err, LMIO_ERR_NOMEM, path, -1, "", "out of memory");
-    size_t n = strlen(text);
-    text[n] = '\n';
-    lmio_status s = lmio__write_file(path, text, n + 1, durable, err);
-    lmio__free(text);
-    return s;
+    lmio_status s = lmio__path_join(path, sizeof path, dir, name, err);
+    return s ? s : lmio__write_json_python(path, v, durable, err);
 }
 
 static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *f)

@@ -161,6 +161,12 @@ lmio_status lmio__json_parse(const char *text, size_t n, const char *path, int64
 /* Serialises with jansson flags; NULL (err filled) on any allocation failure,
  * including those jansson itself would swallow. Free with lmio__free. */
 char *lmio__json_dump(const json_t *v, size_t flags, const char *path, lmio_error *err);
+/* What Python's json.dumps(v, indent=2, sort_keys=True) + "\n" writes (how
+ * Transformers writes config.json and friends): shortest round-trip floats,
+ * non-ASCII as \uXXXX. */
+lmio_status lmio__json_dump_python(const json_t *v, lmio__buf *out, const char *path, lmio_error *err);
+/* ... and written atomically to path. */
+lmio_status lmio__write_json_python(const char *path, const json_t *v, int durable, lmio_error *err);
 /* Reads a whole small file (config, vocabulary) and parses it as JSON. */
 lmio_status lmio__json_load_file(const char *path, json_t **out, lmio_error *err);
 

@@ -65,3 +65,151 @@ char *lmio__json_dump(const json_t *v, size_t flags, const char *path, lmio_erro
     }
     return s;
 }
+
+/* ---- Python-compatible output ---- */
+
+/* Python's repr(float): the shortest of %.15g..%.17g that reads back as the
+ * same double, with ".0" when it would otherwise look like an integer. */
+static void put_real(lmio__buf *b, double v)
+{
+    char tmp[40];
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(tmp, sizeof tmp, "%.*g", prec, v);
+        if (strtod(tmp, NULL) == v) break;
+    }
+    lmio__buf_puts(b, tmp);
+    if (!strpbrk(tmp, ".eEn")) lmio__buf_puts(b, ".0"); /* "n": inf/nan never reach here */
+}
+
+/* json.dumps(ensure_ascii=True) string escaping: non-ASCII as \uXXXX
+ * (UTF-16 surrogate pairs above U+FFFF), lowercase hex. */
+static void put_string(lmio__buf *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    lmio__buf_put(b, "\"", 1);
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        uint32_t cp = u[i];
+        size_t len = 1;
+        if (cp >= 0x80) { /* jansson strings are valid UTF-8 */
+            len = cp >= 0xF0 ? 4 : cp >= 0xE0 ? 3 : 2;
+            cp &= len == 4 ? 0x07 : len == 3 ? 0x0F : 0x1F;
+            for (size_t k = 1; k < len && i + k < n; k++) cp = (cp << 6) | (u[i + k] & 0x3F);
+        }
+        i += len;
+        char e[13];
+        switch (cp) {
+        case '"': lmio__buf_puts(b, "\\\""); continue;
+        case '\\': lmio__buf_puts(b, "\\\\"); continue;
+        case '\n': lmio__buf_puts(b, "\\n"); continue;
+        case '\r': lmio__buf_puts(b, "\\r"); continue;
+        case '\t': lmio__buf_puts(b, "\\t"); continue;
+        case '\b': lmio__buf_puts(b, "\\b"); continue;
+        case '\f': lmio__buf_puts(b, "\\f"); continue;
+        default: break;
+        }
+        if (cp >= 0x20 && cp < 0x7F) {
+            char c = (char)cp;
+            lmio__buf_put(b, &c, 1);
+            continue;
+        }
+        uint32_t units[2] = {cp, 0};
+        int nu = 1;
+        if (cp > 0xFFFF) {
+            cp -= 0x10000;
+            units[0] = 0xD800 | (cp >> 10);
+            units[1] = 0xDC00 | (cp & 0x3FF);
+            nu = 2;
+        }
+        for (int k = 0; k < nu; k++) {
+            e[0] = '\\'; e[1] = 'u';
+            for (int d = 0; d < 4; d++) e[2 + d] = hex[(units[k] >> (12 - 4 * d)) & 15];
+            lmio__buf_put(b, e, 6);
+        }
+    }
+    lmio__buf_put(b, "\"", 1);
+}
+
+static int cmp_keys(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+
+static void indent(lmio__buf *b, int depth)
+{
+    lmio__buf_put(b, "\n", 1);
+    for (int i = 0; i < depth; i++) lmio__buf_put(b, "  ", 2);
+}
+
+static void put_value(lmio__buf *b, const json_t *v, int depth)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: {
+        size_t n = json_object_size(v);
+        if (!n) { lmio__buf_puts(b, "{}"); return; }
+        const char **keys = lmio__malloc(n * sizeof *keys);
+        if (!keys) { b->oom = true; return; }
+        size_t k = 0;
+        const char *key;
+        json_t *val;
+        json_object_foreach((json_t *)v, key, val) keys[k++] = key;
+        qsort(keys, n, sizeof *keys, cmp_keys);
+        lmio__buf_put(b, "{", 1);
+        for (size_t i = 0; i < n; i++) {
+            if (i) lmio__buf_put(b, ",", 1);
+            indent(b, depth + 1);
+            put_string(b, keys[i], strlen(keys[i]));
+            lmio__buf_puts(b, ": ");
+            put_value(b, json_object_get(v, keys[i]), depth + 1);
+        }
+        lmio__free(keys);
+        indent(b, depth);
+        lmio__buf_put(b, "}", 1);
+        return;
+    }
+    case JSON_ARRAY: {
+        size_t n = json_array_size(v);
+        if (!n) { lmio__buf_puts(b, "[]"); return; }
+        lmio__buf_put(b, "[", 1);
+        for (size_t i = 0; i < n; i++) {
+            if (i) lmio__buf_put(b, ",", 1);
+            indent(b, depth + 1);
+            put_value(b, json_array_get(v, i), depth + 1);
+        }
+        indent(b, depth);
+        lmio__buf_put(b, "]", 1);
+        return;
+    }
+    case JSON_STRING: put_string(b, json_string_value(v), json_string_length(v)); return;
+    case JSON_INTEGER: {
+        char tmp[24];
+        snprintf(tmp, sizeof tmp, "%lld", (long long)json_integer_value(v));
+        lmio__buf_puts(b, tmp);
+        return;
+    }
+    case JSON_REAL: put_real(b, json_real_value(v)); return;
+    case JSON_TRUE: lmio__buf_puts(b, "true"); return;
+    case JSON_FALSE: lmio__buf_puts(b, "false"); return;
+    case JSON_NULL: lmio__buf_puts(b, "null"); return;
+    }
+}
+
+lmio_status lmio__json_dump_python(const json_t *v, lmio__buf *out, const char *path, lmio_error *err)
+{
+    lmio__buf b = {0};
+    put_value(&b, v, 0);
+    lmio__buf_put(&b, "\n", 1);
+    if (b.oom) {
+        lmio__buf_free(&b);
+        return lmio__fail(err, LMIO_ERR_NOMEM, path, -1, "", "out of memory writing JSON");
+    }
+    *out = b;
+    return LMIO_OK;
+}
+
+lmio_status lmio__write_json_python(const char *path, const json_t *v, int durable, lmio_error *err)
+{
+    lmio__buf b;
+    lmio_status s = lmio__json_dump_python(v, &b, path, err);
+    if (s) return s;
+    s = lmio__write_file(path, b.data, b.len, durable, err);
+    lmio__buf_free(&b);
+    return s;
+}

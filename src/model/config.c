@@ -132,13 +132,7 @@ lmio_status lmio_config_save(const lmio_config *c, const char *path, lmio_error 
         path = buf;
     }
     /* json.dumps(indent=2, sort_keys=True) + "\n", as Transformers writes */
-    char *text = lmio__json_dump(c->obj, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_ENSURE_ASCII, path, err);
-    if (!text) return err ? err->code : LMIO_ERR_NOMEM;
-    size_t n = strlen(text);
-    text[n] = '\n';
-    lmio_status s = lmio__write_file(path, text, n + 1, 1, err);
-    lmio__free(text);
-    return s;
+    return lmio__write_json_python(path, c->obj, 1, err);
 }
 
 const char *lmio_config_model_type(const lmio_config *c)

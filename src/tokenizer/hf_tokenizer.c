@@ -358,8 +358,13 @@ lmio_status lmio_tokenizer_save(const lmio_tokenizer *t, const char *dir, lmio_e
             json_object_set_new(map, roles[i], json_string(eos));
         }
     }
-    s = write_json(cfg, JSON_INDENT(2) | JSON_SORT_KEYS, dir, "tokenizer_config.json", err);
-    if (!s) s = write_json(map, JSON_INDENT(2) | JSON_SORT_KEYS, dir, "special_tokens_map.json", err);
-    else json_decref(map);
+    /* these two are written by Python's json.dumps in Transformers */
+    char p1[4096], p2[4096];
+    if (!(s = lmio__path_join(p1, sizeof p1, dir, "tokenizer_config.json", err)) &&
+        !(s = lmio__path_join(p2, sizeof p2, dir, "special_tokens_map.json", err)) &&
+        !(s = lmio__write_json_python(p1, cfg, 1, err)))
+        s = lmio__write_json_python(p2, map, 1, err);
+    json_decref(cfg);
+    json_decref(map);
     return s;
 }

@@ -170,6 +170,10 @@ def test_directory_layout_and_config(tmp_path):
             "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt"} <= set(files)
     shards = [f for f in files if f.startswith("model-")]
     assert shards == [f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)]
+    for name in ("config.json", "generation_config.json", "model.safetensors.index.json", "tokenizer_config.json",
+                 "special_tokens_map.json"):  # written as Transformers writes them, byte for byte
+        text = (d / name).read_text()
+        assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n", name
     c = json.load(open(d / "config.json"))
     assert c["dtype"] == "bfloat16" and c["model_type"] == "gpt2" and c["architectures"] == ["GPT2LMHeadModel"]
     assert c["my_custom_key"] == "kept" and c["lmio_format_version"] == "1.0"
