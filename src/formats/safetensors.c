@@ -397,8 +397,7 @@ lmio_status lmio_safetensors_save(const lmio_statedict *sd, const char *path,
         lmio_statedict_get(sd, i, &ws[i].t, NULL);
         bool conv = o.dtype != LMIO_DTYPE_NONE && lmio_dtype_is_convertible_float(ws[i].t.dtype);
         ws[i].out_dtype = conv ? o.dtype : ws[i].t.dtype;
-        ws[i].out_nbytes = ws[i].t.numel * (conv ? lmio_dtype_bits(o.dtype) / 8 : 0);
-        if (!conv) ws[i].out_nbytes = ws[i].t.nbytes;
+        ws[i].out_nbytes = conv ? ws[i].t.numel * (lmio_dtype_bits(o.dtype) / 8) : ws[i].t.nbytes;
         data_total += ws[i].out_nbytes;
     }
     if (n > 1) qsort(ws, n, sizeof *ws, cmp_write_order);

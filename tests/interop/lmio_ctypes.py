@@ -19,9 +19,11 @@ class Error(ctypes.Structure):
 
 
 class Tensor(ctypes.Structure):
+    # must mirror lmio_tensor in include/lmio.h field for field: lmio writes
+    # sizeof(lmio_tensor) bytes into it (tests/interop/test_abi.py checks)
     _fields_ = [("name", ctypes.c_char_p), ("dtype", ctypes.c_int), ("ndim", ctypes.c_int),
                 ("shape", ctypes.c_uint64 * 16), ("data", ctypes.c_void_p), ("nbytes", ctypes.c_uint64),
-                ("numel", ctypes.c_uint64), ("file_offset", ctypes.c_int64)]
+                ("numel", ctypes.c_uint64), ("file_offset", ctypes.c_int64), ("source", ctypes.c_char_p)]
 
 
 class SaveOpts(ctypes.Structure):
