@@ -159,6 +159,13 @@ static lmio_status load_tokenizer_json(lmio_tokenizer *t, const char *path, lmio
     return s;
 }
 
+static bool is_added(const lmio_tokenizer *t, const char *content)
+{
+    for (size_t i = 0; i < t->n_added; i++)
+        if (!strcmp(t->added[i].content, content)) return true;
+    return false;
+}
+
 static bool exists(const char *p)
 {
     struct stat st;
@@ -234,6 +241,22 @@ lmio_status lmio_tokenizer_load(const char *path, lmio_tokenizer **out, lmio_err
                 break;
         }
     }
+    /* Older directories declare their special tokens only here; each one
+     * in the vocabulary is matched whole, as the slow GPT2Tokenizer does. */
+    char p4[4096];
+    json_t *map = NULL;
+    snprintf(p4, sizeof p4, "%s/special_tokens_map.json", path);
+    if (!s && exists(p4) && !(s = lmio__json_load_file(p4, &map, err))) {
+        const char *k;
+        json_t *val;
+        json_object_foreach(map, k, val)
+        {
+            const char *c = json_is_string(val) ? json_string_value(val) : json_string_value(json_object_get(val, "content"));
+            if (!c || lmio_tokenizer_token_id(t, c) < 0 || is_added(t, c)) continue;
+            if ((s = lmio__tok_add_added(t, c, true, -1, err))) break;
+        }
+    }
+    json_decref(map);
     json_decref(v);
     json_decref(cfg);
     return finish_or_free(t, p1, s, out, err);

@@ -90,8 +90,12 @@ def test_lmio_files_load_in_autotokenizer(tmp_path, text, hf, ours):
     want = hf.encode(text).ids
     assert auto(text)["input_ids"] == want
     assert lm.Tokenizer(path=d).encode(text) == want
-    # vocab.json + merges.txt alone (no tokenizer.json) load in lmio too
+    # vocab.json + merges.txt (no tokenizer.json) load in lmio too, with the
+    # special token from tokenizer_config.json or, in older directories,
+    # from special_tokens_map.json alone
     os.remove(d / "tokenizer.json")
+    assert lm.Tokenizer(path=d).encode(text) == want
+    os.remove(d / "tokenizer_config.json")
     assert lm.Tokenizer(path=d).encode(text) == want
 
 
