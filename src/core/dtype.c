@@ -18,6 +18,9 @@
 
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 static const struct {
     const char *name;
@@ -162,10 +165,20 @@ static const kernels k_portable = {"portable", lmio__cvt_f32_f16_portable,
 #if defined(__x86_64__) || defined(__i386__)
 static const kernels k_avx2 = {"avx2+f16c", lmio__cvt_f32_f16_avx2, lmio__cvt_f32_bf16_avx2,
                                lmio__cvt_f16_f32_avx2, lmio__cvt_bf16_f32_avx2};
+/* CPUID directly rather than __builtin_cpu_supports("f16c"), which older
+ * clang lacks: F16C and AVX in leaf 1, AVX2 in leaf 7, and XGETBV to make
+ * sure the OS saves the YMM registers across context switches. */
 static bool cpu_has_avx2_f16c(void)
 {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+    bool f16c = c & (1u << 29), avx = c & (1u << 28), osxsave = c & (1u << 27);
+    if (!f16c || !avx || !osxsave) return false;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & 6u) != 6u) return false; /* XMM and YMM state enabled */
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    return b & (1u << 5); /* AVX2 */
 }
 #endif
 
