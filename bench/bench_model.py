@@ -70,7 +70,7 @@ def main():
     print(f"{'operation':58s} {'time':>12s}   ratio")
     print(f"{'from_pretrained: lmio (config + weights + model ready)':58s} {lm['from_pretrained'] * 1e3:9.2f} ms")
     print(f"{'from_pretrained: transformers AutoModelForCausalLM':58s} {hf_load * 1e3:9.2f} ms   "
-          f"lmio {hf_load / lm['from_pretrained']:.1f}x faster")
+          f"lmio {hf_load / lm['from_pretrained']:.1f}x as fast")
     print(f"GPT-2 tokenizer, {mb:.2f} MB multilingual corpus, {lt['tokens']} tokens, one thread")
     print(f"{'encode: lmio':58s} {lt['encode'] * 1e3:9.2f} ms   {mb / lt['encode']:.2f} MB/s")
     print(f"{'encode: tokenizers':58s} {hf_enc * 1e3:9.2f} ms   {mb / hf_enc:.2f} MB/s; "

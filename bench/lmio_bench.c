@@ -1,7 +1,7 @@
 /* lmio's side of bench/run.sh: times save, open and conversion on the state
  * dict in IN (copied into ordinary memory first, as a training program would
  * hold it) and prints medians as JSON. Never part of the tests. */
-#define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE /* sync */
 #include "lmio.h"
 
 #include <stdio.h>
@@ -115,12 +115,14 @@ int main(int argc, char **argv)
     double t_save[100], t_save_durable[100], t_open[100], t_read[100], t_bf16_file[100];
     for (int r = 0; r < runs; r++) {
         unlink(out);
+        sync(); /* as the Python side does before each timed write */
         lmio_save_opts o = LMIO_SAVE_OPTS_INIT;
         o.durable = 0;
         double t0 = now();
         if (lmio_safetensors_save(mem, out, &o, &err)) die(&err);
         t_save[r] = now() - t0;
         unlink(out);
+        sync();
         o.durable = 1;
         t0 = now();
         if (lmio_safetensors_save(mem, out, &o, &err)) die(&err);
