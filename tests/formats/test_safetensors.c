@@ -9,7 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static char g_dir[256];
+#define tmp scratch
+#define g_dir g_scratch
 
 static char *slurp(const char *path, size_t *n)
 {
@@ -22,15 +23,6 @@ static char *slurp(const char *path, size_t *n)
     *n = fread(buf, 1, (size_t)len, f);
     fclose(f);
     return buf;
-}
-
-static const char *tmp(const char *name)
-{
-    static char p[4][512];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(p[k], sizeof p[k], "%s/%s", g_dir, name);
-    return p[k];
 }
 
 static int count_temp_files(void)
@@ -270,16 +262,13 @@ static void many_tensors(void)
 
 int main(void)
 {
-    snprintf(g_dir, sizeof g_dir, "/tmp/lmio-test-st-XXXXXX");
-    if (!mkdtemp(g_dir)) return 1;
+    if (scratch_begin("test-st")) return 1;
     reference_bytes();
     write_order();
     round_trip_all_dtypes();
     convert_on_save();
     atomic_replace();
     many_tensors();
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", g_dir);
+    scratch_end();
     return test_result("test_safetensors");
 }

@@ -10,16 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static char g_dir[256];
-
-static const char *tmp(const char *name)
-{
-    static char p[4][512];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(p[k], sizeof p[k], "%s/%s", g_dir, name);
-    return p[k];
-}
+#define tmp scratch
 
 static void write_text(const char *path, const char *s)
 {
@@ -281,21 +272,17 @@ static void pretrained(void)
 
 /* ---- every allocation in from_pretrained + forward fails in turn ---- */
 
-static long g_live, g_countdown;
-static int g_failed;
 /* LMIO_OOM_TRACE=K prints where allocation K is made, to find a site that
  * swallows its failure. */
-static long g_trace = -1, g_index;
-static void maybe_trace(void)
+static long g_trace = -1;
+static void *traced_malloc(void *c, size_t n)
 {
-    if (g_index == g_trace) {
+    if (g_oom_countdown == 0 && g_trace >= 0) {
         void *b[32];
         backtrace_symbols_fd(b, backtrace(b, 32), 2);
     }
+    return oom_malloc(c, n);
 }
-static void *fmalloc(void *c, size_t n) { (void)c; if (g_countdown-- == 0) { g_failed = 1; maybe_trace(); return NULL; } void *p = malloc(n); if (p) g_live++; return p; }
-static void *frealloc(void *c, void *p, size_t n) { (void)c; if (g_countdown-- == 0) { g_failed = 1; maybe_trace(); return NULL; } void *q = realloc(p, n); if (q && !p) g_live++; return q; }
-static void ffree(void *c, void *p) { (void)c; if (p) g_live--; free(p); }
 
 static void oom_pretrained(void)
 {
@@ -310,14 +297,13 @@ static void oom_pretrained(void)
     CHECK_OK(lmio_pretrained_save(tmp("oom"), c, w, tok, &o, &e_));
     lmio__json_init();
     if (getenv("LMIO_OOM_TRACE")) g_trace = atol(getenv("LMIO_OOM_TRACE"));
-    lmio_allocator al = {fmalloc, frealloc, ffree, NULL};
+    lmio_allocator al = {traced_malloc, oom_realloc, oom_free, NULL};
     long sites = 0;
     int wrong = 0;
-    for (long k = 0; k < 200000; k++) {
-        g_live = 0;
-        g_failed = 0;
-        g_countdown = k;
-        g_index = k;
+    for (long k = g_trace >= 0 ? g_trace : 0; k < 200000; k++) { /* trace mode: start there */
+        g_oom_live = 0;
+        g_oom_failed = 0;
+        g_oom_countdown = k;
         lmio_set_allocator(&al);
         lmio_config *c2 = NULL;
         lmio_statedict *w2 = NULL;
@@ -335,8 +321,8 @@ static void oom_pretrained(void)
         lmio_statedict_free(w2);
         lmio_tokenizer_free(t2);
         lmio_set_allocator(NULL);
-        CHECK_MSG(g_live == 0, "allocation %ld failing leaks %ld blocks", k, g_live);
-        if (!g_failed) {
+        CHECK_MSG(g_oom_live == 0, "allocation %ld failing leaks %ld blocks", k, g_oom_live);
+        if (!g_oom_failed) {
             CHECK_MSG(s == LMIO_OK, "%s", err.message);
             break;
         }
@@ -356,15 +342,12 @@ static void oom_pretrained(void)
 
 int main(void)
 {
-    snprintf(g_dir, sizeof g_dir, "/tmp/lmio-test-model-XXXXXX");
-    if (!mkdtemp(g_dir)) return 1;
+    if (scratch_begin("test-model")) return 1;
     sizes();
     config();
     tokenizer();
     pretrained();
     oom_pretrained();
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", g_dir);
+    scratch_end();
     return test_result("test_model");
 }

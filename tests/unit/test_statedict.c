@@ -80,32 +80,7 @@ static void errors(void)
     CHECK(lmio_statedict_open("/nonexistent", NULL, &sd, NULL) == LMIO_ERR_NOT_FOUND);
 }
 
-/* ---- allocation failure injection ---- */
-
-static long g_live, g_countdown;
-static int g_failed;
-static void *fail_malloc(void *ctx, size_t n)
-{
-    (void)ctx;
-    if (g_countdown-- == 0) { g_failed = 1; return NULL; }
-    void *p = malloc(n);
-    if (p) g_live++;
-    return p;
-}
-static void *fail_realloc(void *ctx, void *p, size_t n)
-{
-    (void)ctx;
-    if (g_countdown-- == 0) { g_failed = 1; return NULL; }
-    void *q = realloc(p, n);
-    if (q && !p) g_live++;
-    return q;
-}
-static void fail_free(void *ctx, void *p)
-{
-    (void)ctx;
-    if (p) g_live--;
-    free(p);
-}
+/* ---- allocation failure injection (allocator in test.h) ---- */
 
 static lmio_status open_and_save(const char *in, const char *out, lmio_error *err)
 {
@@ -126,19 +101,19 @@ static void oom_injection(const char *datadir)
     snprintf(in, sizeof in, "%s/good/all_dtypes.safetensors", datadir);
     snprintf(out, sizeof out, "/tmp/lmio-oom-%d.safetensors", (int)getpid());
     lmio__json_init(); /* jansson keeps its hook pointers; set them up before counting */
-    lmio_allocator a = {fail_malloc, fail_realloc, fail_free, NULL};
+    lmio_allocator a = {oom_malloc, oom_realloc, oom_free, NULL};
     int iterations = 0, wrong = 0;
     for (long k = 0; k < 100000; k++) {
-        g_live = 0;
-        g_failed = 0;
-        g_countdown = k;
+        g_oom_live = 0;
+        g_oom_failed = 0;
+        g_oom_countdown = k;
         lmio_set_allocator(&a);
         lmio_error err;
         lmio_status s = open_and_save(in, out, &err);
         lmio_set_allocator(NULL);
         iterations++;
-        CHECK_MSG(g_live == 0, "allocation %ld failing leaks %ld blocks", k, g_live);
-        if (!g_failed) {
+        CHECK_MSG(g_oom_live == 0, "allocation %ld failing leaks %ld blocks", k, g_oom_live);
+        if (!g_oom_failed) {
             CHECK_MSG(s == LMIO_OK, "%s", err.message);
             break;
         }
