@@ -274,10 +274,10 @@ static void pretrained(void)
 
 /* LMIO_OOM_TRACE=K prints where allocation K is made, to find a site that
  * swallows its failure. */
-static long g_trace = -1;
+static long g_trace = -1, g_k;
 static void *traced_malloc(void *c, size_t n)
 {
-    if (g_oom_countdown == 0 && g_trace >= 0) {
+    if (g_oom_countdown == 0 && g_k == g_trace) {
         void *b[32];
         backtrace_symbols_fd(b, backtrace(b, 32), 2);
     }
@@ -304,6 +304,7 @@ static void oom_pretrained(void)
         g_oom_live = 0;
         g_oom_failed = 0;
         g_oom_countdown = k;
+        g_k = k;
         lmio_set_allocator(&al);
         lmio_config *c2 = NULL;
         lmio_statedict *w2 = NULL;
