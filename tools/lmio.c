@@ -606,8 +606,8 @@ static int cmd_tokenizer(int argc, char **argv)
         int32_t *ids;
         size_t n;
         if (lmio_tokenizer_encode(tok, file ? buf : text, file ? len : strlen(text), &ids, &n, &err)) {
-            if (file) snprintf(err.path, sizeof err.path, "%s", file);
-            fprintf(stderr, "%s: error: %s%s%s\n", g_prog, file ? file : "--text", file ? ": " : ": ", err.message);
+            /* the library saw a buffer; name where it came from */
+            fprintf(stderr, "%s: error: %s: %s\n", g_prog, file ? file : "--text", err.message);
             rc = EXIT_BAD_INPUT;
         } else {
             putchar('[');
