@@ -125,5 +125,13 @@ check "logits on a file, not a dir" 1 "$(run logits "$T/m.safetensors" --ids 1 -
 check "generate without a model" 1 "$(run generate "$T/tok" --prompt hi)"
 expect_grep "generate names dir" "tok" "$T/err"
 
+# verify DIR: a directory with only weights, then a broken index
+mkdir "$T/dir"
+cp "$T/m.safetensors" "$T/dir/model.safetensors"
+check "verify dir" 0 "$(run verify "$T/dir")"; expect_grep "verify dir OK" "dir: OK (no config, 1 weight file, 29 tensors" "$T/out"
+printf '{"metadata": {}, "weight_map": {"training.step": "model-00002-of-00002.safetensors"}}' > "$T/dir/model.safetensors.index.json"
+check "verify dir missing shard" 1 "$(run verify "$T/dir")"
+expect_grep "missing shard named" 'names shard "model-00002-of-00002.safetensors"' "$T/err"
+
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -205,11 +205,14 @@ def test_newer_format_and_broken_directories(tmp_path):
     model.save_pretrained(d, max_shard_size="50KB")
 
     def fails(path, *fragments):
-        r = subprocess.run([lm.LMIO_BIN, "logits", str(path), "--ids", "1,2", "--out", str(tmp_path / "x.npy")],
-                           capture_output=True, text=True)
-        assert r.returncode == 1, r.stderr
-        for f in fragments:
-            assert f in r.stderr, r.stderr
+        for cmd in (["logits", str(path), "--ids", "1,2", "--out", str(tmp_path / "x.npy")], ["verify", str(path)]):
+            r = subprocess.run([lm.LMIO_BIN, *cmd], capture_output=True, text=True)
+            assert r.returncode == 1, r.stderr
+            for f in fragments:
+                assert f in r.stderr, r.stderr
+
+    n_shards = sum(f.startswith("model-") for f in os.listdir(d))
+    assert n_shards > 1 and f"OK (config gpt2, {n_shards} weight files" in run("verify", str(d))
 
     import shutil
     newer = tmp_path / "newer"
