@@ -51,3 +51,20 @@ char *lmio__strndup(const char *s, size_t n)
 char *lmio__strdup(const char *s) { return lmio__strndup(s, strlen(s)); }
 
 void lmio_free(void *p) { lmio__free(p); }
+
+bool lmio__grow(void **p, size_t elem, size_t need, size_t *cap)
+{
+    if (need <= *cap) return true;
+    size_t c = *cap ? *cap : 64;
+    while (c < need) {
+        if (c > SIZE_MAX / 2) return false;
+        c *= 2;
+    }
+    size_t bytes;
+    if (__builtin_mul_overflow(c, elem, &bytes)) return false;
+    void *q = lmio__realloc(*p, bytes);
+    if (!q) return false;
+    *p = q;
+    *cap = c;
+    return true;
+}

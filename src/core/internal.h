@@ -27,6 +27,9 @@ void *lmio__realloc(void *p, size_t n);
 void lmio__free(void *p);
 char *lmio__strdup(const char *s);
 char *lmio__strndup(const char *s, size_t n);
+/* Makes room for need elements of elem bytes in *p (capacity *cap, doubled
+ * as needed); false, with *p and *cap unchanged, when out of memory. */
+bool lmio__grow(void **p, size_t elem, size_t need, size_t *cap);
 
 /* ---- checked arithmetic: return false on overflow ---- */
 static inline bool lmio__mul_u64(uint64_t a, uint64_t b, uint64_t *out)

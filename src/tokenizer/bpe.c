@@ -102,25 +102,13 @@ void lmio_tokenizer_free(lmio_tokenizer *t)
     lmio__free(t);
 }
 
-static bool grow(void **p, size_t elem, size_t need, size_t *cap)
-{
-    if (need <= *cap) return true;
-    size_t c = *cap ? *cap : 256;
-    while (c < need) c *= 2;
-    void *q = lmio__realloc(*p, c * elem);
-    if (!q) return false;
-    *p = q;
-    *cap = c;
-    return true;
-}
-
 lmio_status lmio__tok_add_token(lmio_tokenizer *t, const char *s, size_t len, lmio_error *err)
 {
     if (t->n == t->cap) {
         size_t c1 = t->cap, c2 = t->cap, c3 = t->cap;
-        if (!grow((void **)&t->str, sizeof *t->str, t->n + 1, &c1) ||
-            !grow((void **)&t->raw, sizeof *t->raw, t->n + 1, &c2) ||
-            !grow((void **)&t->raw_len, sizeof *t->raw_len, t->n + 1, &c3))
+        if (!lmio__grow((void **)&t->str, sizeof *t->str, t->n + 1, &c1) ||
+            !lmio__grow((void **)&t->raw, sizeof *t->raw, t->n + 1, &c2) ||
+            !lmio__grow((void **)&t->raw_len, sizeof *t->raw_len, t->n + 1, &c3))
             return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
         t->cap = c1 < c2 ? (c1 < c3 ? c1 : c3) : (c2 < c3 ? c2 : c3);
     }
@@ -167,7 +155,7 @@ lmio_status lmio__tok_add_merge(lmio_tokenizer *t, const char *a, size_t alen, c
                           line, (int)alen, a, (int)blen, b);
     if (t->n_merges == t->merge_cap) {
         size_t ca = t->merge_cap, cb = t->merge_cap;
-        if (!grow((void **)&t->merge_a, 4, t->n_merges + 1, &ca) || !grow((void **)&t->merge_b, 4, t->n_merges + 1, &cb))
+        if (!lmio__grow((void **)&t->merge_a, 4, t->n_merges + 1, &ca) || !lmio__grow((void **)&t->merge_b, 4, t->n_merges + 1, &cb))
             return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
         t->merge_cap = ca < cb ? ca : cb;
     }
@@ -260,12 +248,9 @@ typedef struct ids_vec {
 static void ids_push(ids_vec *o, int32_t id)
 {
     if (o->oom) return;
-    if (o->n == o->cap) {
-        size_t c = o->cap ? o->cap * 2 : 1024;
-        int32_t *p = lmio__realloc(o->v, c * sizeof *p);
-        if (!p) { o->oom = true; return; }
-        o->v = p;
-        o->cap = c;
+    if (!lmio__grow((void **)&o->v, sizeof *o->v, o->n + 1, &o->cap)) {
+        o->oom = true;
+        return;
     }
     o->v[o->n++] = id;
 }
@@ -329,14 +314,13 @@ static void encode_word(enc_state *st, const char *w, size_t n, ids_vec *out)
     for (size_t i = 0; i < m; i++) ids_push(out, st->sym[i]);
     /* remember it (bounded, so a huge text cannot grow the cache forever) */
     if (st->c_n < (1u << 20)) {
-        if (st->c_n == st->c_cap) {
-            size_t c = st->c_cap ? st->c_cap * 2 : 4096;
-            uint32_t *o = lmio__realloc(st->c_off, c * 4), *l = o ? lmio__realloc(st->c_len, c * 4) : NULL;
-            if (o) st->c_off = o;
-            if (!o || !l) { st->oom = true; return; }
-            st->c_len = l;
-            st->c_cap = c;
+        size_t c_off_cap = st->c_cap, c_len_cap = st->c_cap;
+        if (!lmio__grow((void **)&st->c_off, sizeof *st->c_off, st->c_n + 1, &c_off_cap) ||
+            !lmio__grow((void **)&st->c_len, sizeof *st->c_len, st->c_n + 1, &c_len_cap)) {
+            st->oom = true;
+            return;
         }
+        st->c_cap = c_off_cap < c_len_cap ? c_off_cap : c_len_cap;
         st->c_off[st->c_n] = (uint32_t)st->pool.n;
         st->c_len[st->c_n] = (uint32_t)m;
         for (size_t i = 0; i < m; i++) ids_push(&st->pool, st->sym[i]);

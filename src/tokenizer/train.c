@@ -28,12 +28,9 @@ static void count_word(trainer *tr, const char *w, size_t n)
         tr->words[i].count++;
         return;
     }
-    if (tr->n_words == tr->cap_words) {
-        size_t c = tr->cap_words ? tr->cap_words * 2 : 4096;
-        word *p = lmio__realloc(tr->words, c * sizeof *p);
-        if (!p) { tr->oom = true; return; }
-        tr->words = p;
-        tr->cap_words = c;
+    if (!lmio__grow((void **)&tr->words, sizeof *tr->words, tr->n_words + 1, &tr->cap_words)) {
+        tr->oom = true;
+        return;
     }
     word *wd = &tr->words[tr->n_words];
     wd->sym = lmio__malloc(n * sizeof *wd->sym);
