@@ -189,13 +189,40 @@ static void logits_of(const lmio_config *c, const lmio_statedict *w, float *out)
     lmio_gpt2_free(m);
 }
 
+/* The tiny model both directory tests start from: a trained tokenizer, a
+ * GPT-2 config sized to it and random weights. */
+typedef struct tiny {
+    lmio_tokenizer *tok;
+    size_t V;
+    float *keep[28];
+    lmio_statedict *w;
+    lmio_config *c;
+} tiny;
+
+static void tiny_begin(tiny *m)
+{
+    m->tok = train_small();
+    m->V = lmio_tokenizer_vocab_size(m->tok);
+    m->w = tiny_weights(m->V, m->keep);
+    m->c = tiny_config(m->V);
+}
+
+static void tiny_end(tiny *m)
+{
+    lmio_config_free(m->c);
+    lmio_statedict_free(m->w);
+    lmio_tokenizer_free(m->tok);
+    for (int i = 0; i < 28; i++) free(m->keep[i]);
+}
+
 static void pretrained(void)
 {
-    lmio_tokenizer *tok = train_small();
-    size_t V = lmio_tokenizer_vocab_size(tok);
-    float *keep[28];
-    lmio_statedict *w = tiny_weights(V, keep);
-    lmio_config *c = tiny_config(V);
+    tiny m;
+    tiny_begin(&m);
+    lmio_tokenizer *tok = m.tok;
+    size_t V = m.V;
+    lmio_statedict *w = m.w;
+    lmio_config *c = m.c;
     float *a = malloc(5 * V * 4), *b = malloc(5 * V * 4);
     logits_of(c, w, a);
 
@@ -262,10 +289,7 @@ static void pretrained(void)
     CHECK(lmio_pretrained_load(tmp("model"), NULL, &w2, NULL, &err) == LMIO_ERR_NOT_FOUND);
     CHECK(strstr(err.message, "lm_head.weight") != NULL);
 
-    lmio_config_free(c);
-    lmio_statedict_free(w);
-    lmio_tokenizer_free(tok);
-    for (int i = 0; i < 28; i++) free(keep[i]);
+    tiny_end(&m);
     free(a);
     free(b);
 }
@@ -286,15 +310,12 @@ static void *traced_malloc(void *c, size_t n)
 
 static void oom_pretrained(void)
 {
-    lmio_tokenizer *tok = train_small();
-    size_t V = lmio_tokenizer_vocab_size(tok);
-    float *keep[28];
-    lmio_statedict *w = tiny_weights(V, keep);
-    lmio_config *c = tiny_config(V);
+    tiny fx;
+    tiny_begin(&fx);
     lmio_pretrained_opts o = LMIO_PRETRAINED_OPTS_INIT;
     o.max_shard_size = 8000;
     o.durable = 0;
-    CHECK_OK(lmio_pretrained_save(tmp("oom"), c, w, tok, &o, &e_));
+    CHECK_OK(lmio_pretrained_save(tmp("oom"), fx.c, fx.w, fx.tok, &o, &e_));
     lmio__json_init();
     if (getenv("LMIO_OOM_TRACE")) g_trace = atol(getenv("LMIO_OOM_TRACE"));
     lmio_allocator al = {traced_malloc, oom_realloc, oom_free, NULL};
@@ -335,10 +356,7 @@ static void oom_pretrained(void)
     }
     CHECK(wrong == 0);
     printf("oom injection (from_pretrained + tokenizer + model): %ld allocation sites failed in turn\n", sites);
-    lmio_config_free(c);
-    lmio_statedict_free(w);
-    lmio_tokenizer_free(tok);
-    for (int i = 0; i < 28; i++) free(keep[i]);
+    tiny_end(&fx);
 }
 
 int main(void)
