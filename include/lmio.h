@@ -12,8 +12,13 @@
  *  - Every *_free accepts NULL.
  *  - Pointers returned by the library are borrowed unless a comment says
  *    otherwise; the comment names how long they stay valid.
- *  - Options structs start from their *_OPTS_INIT macro; new behaviour only
- *    ever arrives as a new field at the end.
+ *  - Options structs start from their *_OPTS_INIT macro, which sets their
+ *    first field, struct_size, to the size of the struct as this header
+ *    declares it. New behaviour only ever arrives as a new field at the end,
+ *    and the library reads only the first struct_size bytes: a program built
+ *    against an older, shorter struct gets the defaults for the fields its
+ *    struct lacks. A struct_size that is not one the library knows (zero, or
+ *    larger than the library's own struct) is LMIO_ERR_INVALID_ARG.
  */
 #ifndef LMIO_H
 #define LMIO_H
@@ -226,10 +231,11 @@ LMIO_API const char *lmio_statedict_format(const lmio_statedict *sd);
 /* ------------------------------------------------------------------------ */
 
 typedef struct lmio_open_opts {
+    size_t struct_size; /* sizeof(lmio_open_opts), set by the INIT macro   */
     int use_mmap; /* 1 (default): map the file and hand out zero-copy views;
                      0: read it into memory with pread                      */
 } lmio_open_opts;
-#define LMIO_OPEN_OPTS_INIT {1}
+#define LMIO_OPEN_OPTS_INIT {sizeof(lmio_open_opts), 1}
 
 /* Opens a model file, detecting its format from its first bytes, and
  * validates every offset, size and count against the file before returning.
@@ -247,13 +253,14 @@ LMIO_API lmio_status lmio_statedict_open(const char *path, const lmio_open_opts 
 typedef int (*lmio_progress_fn)(void *ctx, uint64_t done, uint64_t total);
 
 typedef struct lmio_save_opts {
+    size_t struct_size;      /* sizeof(lmio_save_opts), set by the INIT macro */
     lmio_dtype dtype;        /* LMIO_DTYPE_NONE: keep; F32/F16/BF16/F64:
                                 convert every floating tensor to this      */
     int durable;             /* 1 (default): fsync the file and directory   */
     lmio_progress_fn progress;
     void *progress_ctx;
 } lmio_save_opts;
-#define LMIO_SAVE_OPTS_INIT {LMIO_DTYPE_NONE, 1, NULL, NULL}
+#define LMIO_SAVE_OPTS_INIT {sizeof(lmio_save_opts), LMIO_DTYPE_NONE, 1, NULL, NULL}
 
 /* Writes a state dict as safetensors. The header is computed first, then
  * tensors stream out one by one (converted in bounded chunks when opts asks
@@ -315,13 +322,14 @@ LMIO_API lmio_status lmio_tokenizer_decode(const lmio_tokenizer *tok, const int3
                                            char **text, size_t *len, lmio_error *err);
 
 typedef struct lmio_train_opts {
+    size_t struct_size;             /* sizeof(lmio_train_opts), set by INIT   */
     size_t vocab_size;              /* target, including the 256 byte tokens
                                        and the special tokens                */
     uint32_t min_frequency;         /* a pair seen fewer times is not merged  */
     const char *const *special;     /* added at the end, e.g. "<|endoftext|>" */
     size_t n_special;
 } lmio_train_opts;
-#define LMIO_TRAIN_OPTS_INIT {1000, 2, NULL, 0}
+#define LMIO_TRAIN_OPTS_INIT {sizeof(lmio_train_opts), 1000, 2, NULL, 0}
 
 /* Trains a byte-level BPE on UTF-8 text files: pre-tokenises as encode does,
  * then repeatedly merges the most frequent adjacent pair (ties: the pair of
@@ -395,12 +403,13 @@ LMIO_API lmio_status lmio_gpt2_logits(lmio_gpt2 *model, const int32_t *ids, size
                                       lmio_error *err);
 
 typedef struct lmio_generate_opts {
+    size_t struct_size;  /* sizeof(lmio_generate_opts), set by INIT        */
     int greedy;          /* 1 (default): argmax; 0: sample                 */
     float temperature;   /* sampling temperature, > 0                      */
     uint64_t seed;       /* sampling is reproducible for a seed            */
     int32_t stop_id;     /* stop after generating this id; -1: never       */
 } lmio_generate_opts;
-#define LMIO_GENERATE_OPTS_INIT {1, 1.0f, 0, -1}
+#define LMIO_GENERATE_OPTS_INIT {sizeof(lmio_generate_opts), 1, 1.0f, 0, -1}
 
 /* Appends up to n_new tokens after the prompt into out (n_new slots);
  * *n_out receives how many were generated (fewer when stop_id came). */
@@ -413,11 +422,12 @@ LMIO_API lmio_status lmio_gpt2_generate(lmio_gpt2 *model, const int32_t *prompt,
 /* ------------------------------------------------------------------------ */
 
 typedef struct lmio_pretrained_opts {
+    size_t struct_size;       /* sizeof(lmio_pretrained_opts), set by INIT   */
     lmio_dtype dtype;         /* LMIO_DTYPE_NONE: keep; F32/F16/BF16: convert */
     uint64_t max_shard_size;  /* bytes of tensor data per shard; 0: 5 GB      */
     int durable;              /* 1: fsync every file and directory            */
 } lmio_pretrained_opts;
-#define LMIO_PRETRAINED_OPTS_INIT {LMIO_DTYPE_NONE, 0, 1}
+#define LMIO_PRETRAINED_OPTS_INIT {sizeof(lmio_pretrained_opts), LMIO_DTYPE_NONE, 0, 1}
 
 /* Writes a directory Transformers loads with no flags: config.json (with
  * dtype, architectures, lmio_version and lmio_format_version),

@@ -289,7 +289,8 @@ lmio_status lmio_pretrained_save(const char *dir, const lmio_config *cfg, const 
                                  const lmio_tokenizer *tok, const lmio_pretrained_opts *opts, lmio_error *err)
 {
     lmio_pretrained_opts o = LMIO_PRETRAINED_OPTS_INIT;
-    if (opts) o = *opts;
+    lmio_status opt_status = lmio__opts_read(&o, sizeof o, opts, "lmio_pretrained_opts", err);
+    if (opt_status) return opt_status;
     if (!dir || !*dir) return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "directory path missing");
     if (o.dtype != LMIO_DTYPE_NONE && !torch_dtype_name(o.dtype))
         return lmio__fail(err, LMIO_ERR_INVALID_ARG, dir, -1, "", "dtype %s; expected F32, F16, BF16 or F64",

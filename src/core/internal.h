@@ -20,6 +20,12 @@ lmio_status lmio__fail(lmio_error *err, lmio_status code, const char *path, int6
                        const char *key, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
 
+/* Reads a caller's options struct (first field struct_size) into dst,
+ * which holds the library's defaults and is lib_size bytes: only the
+ * caller's first struct_size bytes are read, so an older, shorter struct
+ * leaves newer fields at their defaults. NULL src keeps every default. */
+lmio_status lmio__opts_read(void *dst, size_t lib_size, const void *src, const char *type, lmio_error *err);
+
 /* ---- allocation (alloc.c) ---- */
 void *lmio__malloc(size_t n);
 void *lmio__calloc(size_t count, size_t size);

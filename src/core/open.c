@@ -8,7 +8,8 @@ lmio_status lmio_statedict_open(const char *path, const lmio_open_opts *opts,
                                 lmio_statedict **out, lmio_error *err)
 {
     lmio_open_opts o = LMIO_OPEN_OPTS_INIT;
-    if (opts) o = *opts;
+    lmio_status opt_status = lmio__opts_read(&o, sizeof o, opts, "lmio_open_opts", err);
+    if (opt_status) return opt_status;
     if (!path || !out)
         return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "path or out is NULL");
     *out = NULL;

@@ -131,3 +131,23 @@ const char *lmio__basename(const char *path)
     const char *s = strrchr(path, '/');
     return s ? s + 1 : path;
 }
+
+lmio_status lmio__opts_read(void *dst, size_t lib_size, const void *src, const char *type, lmio_error *err)
+{
+    if (!src) return LMIO_OK; /* NULL: every default, already in dst */
+    size_t caller_size;
+    memcpy(&caller_size, src, sizeof caller_size);
+    /* A zero or foreign size means the struct was not made with its INIT
+     * macro (or comes from a newer header with fields this library cannot
+     * honour): reading it would guess at memory the caller does not own. */
+    if (caller_size < sizeof(size_t) || caller_size > lib_size)
+        return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "",
+                          "%s.struct_size is %zu; expected %zu or the size of an older %s (initialise it "
+                          "with its _OPTS_INIT macro)",
+                          type, caller_size, lib_size, type);
+    memcpy(dst, src, caller_size);
+    /* dst keeps the library's own size: fields past the caller's struct
+     * hold their defaults */
+    memcpy(dst, &lib_size, sizeof lib_size);
+    return LMIO_OK;
+}

@@ -381,7 +381,8 @@ lmio_status lmio_safetensors_save(const lmio_statedict *sd, const char *path,
                                   const lmio_save_opts *opts, lmio_error *err)
 {
     lmio_save_opts o = LMIO_SAVE_OPTS_INIT;
-    if (opts) o = *opts;
+    lmio_status opt_status = lmio__opts_read(&o, sizeof o, opts, "lmio_save_opts", err);
+    if (opt_status) return opt_status;
     if (!sd || !path || !*path)
         return lmio__fail(err, LMIO_ERR_INVALID_ARG, path ? path : "", -1, "",
                           "state dict or path missing");

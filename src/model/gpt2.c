@@ -358,7 +358,8 @@ lmio_status lmio_gpt2_generate(lmio_gpt2 *m, const int32_t *prompt, size_t n_pro
                                const lmio_generate_opts *opts, int32_t *out, size_t *n_out, lmio_error *err)
 {
     lmio_generate_opts o = LMIO_GENERATE_OPTS_INIT;
-    if (opts) o = *opts;
+    lmio_status opt_status = lmio__opts_read(&o, sizeof o, opts, "lmio_generate_opts", err);
+    if (opt_status) return opt_status;
     if (!m || !prompt || !n_prompt || (n_new && !out) || !n_out)
         return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "NULL or empty argument");
     if (!o.greedy && !(o.temperature > 0))

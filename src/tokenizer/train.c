@@ -107,7 +107,8 @@ lmio_status lmio_tokenizer_train(const char *const *files, size_t n_files, const
                                  lmio_tokenizer **out, lmio_error *err)
 {
     lmio_train_opts o = LMIO_TRAIN_OPTS_INIT;
-    if (opts) o = *opts;
+    lmio_status opt_status = lmio__opts_read(&o, sizeof o, opts, "lmio_train_opts", err);
+    if (opt_status) return opt_status;
     if (!out || (n_files && !files))
         return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "NULL argument");
     if (o.vocab_size < 256 + o.n_special)

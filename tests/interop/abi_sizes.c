@@ -17,10 +17,10 @@ int main(void)
     F(lmio_error, code); F(lmio_error, offset); F(lmio_error, path); F(lmio_error, key); F(lmio_error, message);
     first = 1;
     printf("}, \"SaveOpts\": {\"size\": %zu, ", sizeof(lmio_save_opts));
-    F(lmio_save_opts, dtype); F(lmio_save_opts, durable); F(lmio_save_opts, progress); F(lmio_save_opts, progress_ctx);
+    F(lmio_save_opts, struct_size); F(lmio_save_opts, dtype); F(lmio_save_opts, durable); F(lmio_save_opts, progress); F(lmio_save_opts, progress_ctx);
     first = 1;
     printf("}, \"PretrainedOpts\": {\"size\": %zu, ", sizeof(lmio_pretrained_opts));
-    F(lmio_pretrained_opts, dtype); F(lmio_pretrained_opts, max_shard_size); F(lmio_pretrained_opts, durable);
+    F(lmio_pretrained_opts, struct_size); F(lmio_pretrained_opts, dtype); F(lmio_pretrained_opts, max_shard_size); F(lmio_pretrained_opts, durable);
     printf("}}\n");
     return 0;
 }

@@ -27,7 +27,7 @@ class Tensor(ctypes.Structure):
 
 
 class SaveOpts(ctypes.Structure):
-    _fields_ = [("dtype", ctypes.c_int), ("durable", ctypes.c_int), ("progress", ctypes.c_void_p),
+    _fields_ = [("struct_size", ctypes.c_size_t), ("dtype", ctypes.c_int), ("durable", ctypes.c_int), ("progress", ctypes.c_void_p),
                 ("progress_ctx", ctypes.c_void_p)]
 
 
@@ -74,7 +74,7 @@ def save(path, tensors, metadata=None, dtype=None):
                                           ctypes.byref(err)), err)
         for k, v in (metadata or {}).items():
             _check(LIB.lmio_metadata_set(sd, k.encode(), v.encode(), ctypes.byref(err)), err)
-        opts = SaveOpts(CODE[dtype] if dtype else NONE, 1, None, None)
+        opts = SaveOpts(ctypes.sizeof(SaveOpts), CODE[dtype] if dtype else NONE, 1, None, None)
         _check(LIB.lmio_safetensors_save(sd, os.fsencode(path), ctypes.byref(opts), ctypes.byref(err)), err)
     finally:
         LIB.lmio_statedict_free(sd)
@@ -135,7 +135,7 @@ LIB.lmio_tokenizer_free.argtypes = [P]
 
 
 class PretrainedOpts(ctypes.Structure):
-    _fields_ = [("dtype", ctypes.c_int), ("max_shard_size", ctypes.c_uint64), ("durable", ctypes.c_int)]
+    _fields_ = [("struct_size", ctypes.c_size_t), ("dtype", ctypes.c_int), ("max_shard_size", ctypes.c_uint64), ("durable", ctypes.c_int)]
 
 
 LIB.lmio_pretrained_save.argtypes = [ctypes.c_char_p, P, P, P, ctypes.POINTER(PretrainedOpts), ctypes.POINTER(Error)]
@@ -179,7 +179,7 @@ def save_pretrained(directory, config, tensors, vocab_merges=None, dtype=None, m
             sp = (ctypes.c_char_p * 1)(b"<|endoftext|>")
             _check(LIB.lmio_tokenizer_load_files(os.fsencode(vocab_merges[0]), os.fsencode(vocab_merges[1]), sp, 1,
                                                  ctypes.byref(tok), ctypes.byref(err)), err)
-        opts = PretrainedOpts(CODE[dtype] if dtype else NONE, max_shard_size, 1)
+        opts = PretrainedOpts(ctypes.sizeof(PretrainedOpts), CODE[dtype] if dtype else NONE, max_shard_size, 1)
         _check(LIB.lmio_pretrained_save(os.fsencode(directory), cfg, sd, tok if vocab_merges else None,
                                         ctypes.byref(opts), ctypes.byref(err)), err)
     finally:
