@@ -103,6 +103,83 @@ static bool best_pair(trainer *tr, lmio__umap *counts, int32_t *a, int32_t *b, u
     return true;
 }
 
+/* The 256 byte tokens as ids 0..255, in GPT-2's order: printable bytes
+ * first, then the rest; byte_to_id maps a raw byte to its id. */
+static lmio_status add_byte_tokens(lmio_tokenizer *t, int32_t byte_to_id[256], lmio_error *err)
+{
+    lmio__buf b = {0};
+    int order[256], k = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (int c = 0; c < 256; c++) {
+            bool printable = (c >= '!' && c <= '~') || (c >= 0xA1 && c <= 0xAC) || (c >= 0xAE && c <= 0xFF);
+            if (printable == (pass == 0)) order[k++] = c;
+        }
+    lmio_status s = LMIO_OK;
+    for (int i = 0; i < 256 && !s; i++) {
+        unsigned char byte = (unsigned char)order[i];
+        b.len = 0;
+        lmio__bytes_to_unicode(&b, &byte, 1);
+        if (b.oom) { s = lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory"); break; }
+        s = lmio__tok_add_token(t, b.data, b.len, err);
+        byte_to_id[byte] = i;
+    }
+    lmio__buf_free(&b);
+    return s;
+}
+
+/* Maps every file (kept open in fs until training ends: the word index
+ * borrows their bytes) and counts its pre-tokenised words. */
+static lmio_status count_files(trainer *tr, const lmio_tokenizer *t, const char *const *files, size_t n_files,
+                               lmio__file *fs, const lmio_train_opts *o, lmio_error *err)
+{
+    for (size_t i = 0; i < n_files; i++) {
+        lmio_status s = lmio__file_open(files[i], 0, &fs[i], err);
+        if (s) return s;
+        size_t valid = lmio__utf8_prefix((const char *)fs[i].data, (size_t)fs[i].size);
+        if (valid != fs[i].size)
+            return lmio__fail(err, LMIO_ERR_INVALID_ARG, files[i], (int64_t)valid, "",
+                              "byte 0x%02x is not valid UTF-8; expected UTF-8 text", fs[i].data[valid]);
+        if ((s = pretokenize(tr, t, (const char *)fs[i].data, (size_t)fs[i].size, o, files[i], err))) return s;
+    }
+    return LMIO_OK;
+}
+
+/* Adds the token a+b (its string is the two strings joined) and the merge
+ * rule, and returns the new token's id in *m. */
+static lmio_status add_merge(lmio_tokenizer *t, int32_t a, int32_t b, uint32_t *m, lmio_error *err)
+{
+    size_t la = strlen(t->str[a]), lb = strlen(t->str[b]);
+    char *joined = lmio__malloc(la + lb + 1);
+    if (!joined) return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory training");
+    memcpy(joined, t->str[a], la);
+    memcpy(joined + la, t->str[b], lb + 1);
+    lmio_status s = LMIO_OK;
+    if (!lmio__smap_get(&t->by_str, joined, la + lb, m)) {
+        s = lmio__tok_add_token(t, joined, la + lb, err);
+        *m = (uint32_t)(t->n - 1);
+    }
+    lmio__free(joined);
+    return s ? s : lmio__tok_add_merge(t, t->str[a], la, t->str[b], lb, "", t->n_merges, err);
+}
+
+/* Rewrites every word with each adjacent (a, b) replaced by m. */
+static void apply_merge(trainer *tr, int32_t a, int32_t b, uint32_t m)
+{
+    for (size_t i = 0; i < tr->n_words; i++) {
+        word *w = &tr->words[i];
+        size_t j = 0;
+        for (size_t k = 0; k < w->n;) {
+            if (k + 1 < w->n && w->sym[k] == a && w->sym[k + 1] == b) {
+                w->sym[j++] = (int32_t)m;
+                k += 2;
+            } else {
+                w->sym[j++] = w->sym[k++];
+            }
+        }
+        w->n = j;
+    }
+}
+
 lmio_status lmio_tokenizer_train(const char *const *files, size_t n_files, const lmio_train_opts *opts,
                                  lmio_tokenizer **out, lmio_error *err)
 {
@@ -120,74 +197,21 @@ lmio_status lmio_tokenizer_train(const char *const *files, size_t n_files, const
     lmio__file *fs = lmio__calloc(n_files ? n_files : 1, sizeof *fs);
     trainer tr = {0};
     lmio__umap counts = {0};
-    if (!fs) { s = lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory"); goto done; }
-
-    /* the 256 byte tokens, in GPT-2's id order */
     int32_t byte_to_id[256];
-    {
-        lmio__buf b = {0};
-        int order[256], k = 0;
-        for (int pass = 0; pass < 2; pass++)
-            for (int c = 0; c < 256; c++) {
-                bool printable = (c >= '!' && c <= '~') || (c >= 0xA1 && c <= 0xAC) || (c >= 0xAE && c <= 0xFF);
-                if (printable == (pass == 0)) order[k++] = c;
-            }
-        for (int i = 0; i < 256 && !s; i++) {
-            unsigned char byte = (unsigned char)order[i];
-            b.len = 0;
-            lmio__bytes_to_unicode(&b, &byte, 1);
-            if (b.oom) { s = lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory"); break; }
-            s = lmio__tok_add_token(t, b.data, b.len, err);
-            byte_to_id[byte] = i;
-        }
-        lmio__buf_free(&b);
-        if (s) goto done;
-    }
-
-    for (size_t i = 0; i < n_files; i++) {
-        if ((s = lmio__file_open(files[i], 0, &fs[i], err))) goto done;
-        size_t valid = lmio__utf8_prefix((const char *)fs[i].data, (size_t)fs[i].size);
-        if (valid != fs[i].size) {
-            s = lmio__fail(err, LMIO_ERR_INVALID_ARG, files[i], (int64_t)valid, "",
-                           "byte 0x%02x is not valid UTF-8; expected UTF-8 text", fs[i].data[valid]);
-            goto done;
-        }
-        if ((s = pretokenize(&tr, t, (const char *)fs[i].data, (size_t)fs[i].size, &o, files[i], err))) goto done;
-    }
+    if (!fs) s = lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
+    if (!s) s = add_byte_tokens(t, byte_to_id, err);
+    if (!s) s = count_files(&tr, t, files, n_files, fs, &o, err);
+    if (s) goto done;
     for (size_t i = 0; i < tr.n_words; i++)
         for (size_t k = 0; k < tr.words[i].n; k++) tr.words[i].sym[k] = byte_to_id[tr.words[i].sym[k]];
 
     while (t->n + o.n_special < o.vocab_size) {
         int32_t a, b;
         uint64_t c;
-        if (!best_pair(&tr, &counts, &a, &b, &c)) break;
-        if (c < o.min_frequency) break;
-        /* the new token's byte-level string is the two strings joined */
-        size_t la = strlen(t->str[a]), lb = strlen(t->str[b]);
-        char *joined = lmio__malloc(la + lb + 1);
-        if (!joined) { tr.oom = true; break; }
-        memcpy(joined, t->str[a], la);
-        memcpy(joined + la, t->str[b], lb + 1);
         uint32_t m;
-        if (!lmio__smap_get(&t->by_str, joined, la + lb, &m)) {
-            s = lmio__tok_add_token(t, joined, la + lb, err);
-            m = (uint32_t)(t->n - 1);
-        }
-        lmio__free(joined);
-        if (s || (s = lmio__tok_add_merge(t, t->str[a], la, t->str[b], lb, "", t->n_merges, err))) goto done;
-        for (size_t i = 0; i < tr.n_words; i++) {
-            word *w = &tr.words[i];
-            size_t j = 0;
-            for (size_t k = 0; k < w->n;) {
-                if (k + 1 < w->n && w->sym[k] == a && w->sym[k + 1] == b) {
-                    w->sym[j++] = (int32_t)m;
-                    k += 2;
-                } else {
-                    w->sym[j++] = w->sym[k++];
-                }
-            }
-            w->n = j;
-        }
+        if (!best_pair(&tr, &counts, &a, &b, &c) || c < o.min_frequency) break;
+        if ((s = add_merge(t, a, b, &m, err))) goto done;
+        apply_merge(&tr, a, b, m);
     }
     if (tr.oom) { s = lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory training"); goto done; }
     for (size_t i = 0; i < o.n_special && !s; i++) s = lmio__tok_add_added(t, o.special[i], true, -1, err);
