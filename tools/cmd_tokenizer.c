@@ -89,9 +89,11 @@ static int parse_args(tok_args *a, int argc, char **argv)
  * files it writes, so only this step needs its own message. */
 static int make_dir(const char *path)
 {
-    if (mkdir(path, 0777) == 0 || (errno == EEXIST && is_dir(path))) return EXIT_OK;
-    if (errno == EEXIST) return fail_msg("%s: exists and is not a directory; expected a directory for --out", path);
-    return fail_msg("%s: cannot create the directory: %s", path, strerror(errno));
+    if (mkdir(path, 0777) == 0) return EXIT_OK;
+    int e = errno; /* before is_dir's stat can change it */
+    if (e == EEXIST && is_dir(path)) return EXIT_OK;
+    if (e == EEXIST) return fail_msg("%s: exists and is not a directory; expected a directory for --out", path);
+    return fail_msg("%s: cannot create the directory: %s", path, strerror(e));
 }
 
 static int tokenizer_train(const tok_args *a)
