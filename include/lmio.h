@@ -276,6 +276,38 @@ LMIO_API lmio_status lmio_safetensors_save(const lmio_statedict *sd, const char 
 /* Limits lmio enforces when reading safetensors. */
 #define LMIO_SAFETENSORS_MAX_HEADER 100000000ULL /* as the reference reader */
 
+/* ------------------------------------------------------------------------ */
+/* Utilities                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* Formats a shape as "[2, 3]" ("[]" for a scalar) into buf, always
+ * NUL-terminated when cap > 0 and truncated safely when it does not fit.
+ * Allocates nothing; shape needs ndim entries. */
+LMIO_API void lmio_shape_format(char *buf, size_t cap, int ndim, const uint64_t *shape);
+
+/* A dtype from what a user types: the safetensors names case-insensitively
+ * ("F32", "bf16") and the usual spellings "float32", "fp32", "float16",
+ * "fp16", "half", "bfloat16", "float64", "fp64" (also case-insensitive).
+ * LMIO_DTYPE_NONE when unknown or s is NULL. */
+LMIO_API lmio_dtype lmio_dtype_parse(const char *s);
+
+/* The length of the longest prefix of s[0..n) that is valid UTF-8 (no
+ * overlong forms, no surrogates, nothing above U+10FFFF): n when all of it
+ * is valid. The same rule lmio applies to headers, JSON and tokenizer input.
+ * s may be NULL when n is 0. */
+LMIO_API size_t lmio_utf8_valid_prefix(const char *s, size_t n);
+
+/* Writes len bytes of data to path atomically with lmio's one file writer:
+ * a unique temporary file beside path, then rename over it, so path ends up
+ * holding all of data or stays as it was, and no temporary file is left
+ * behind; the new file gets mode 0666 & ~umask. durable = 1 also fsyncs the
+ * file and its directory. LMIO_ERR_INVALID_ARG when path is a directory or
+ * NULL (or data is NULL with len > 0); creating, writing, fsyncing or
+ * renaming failures are LMIO_ERR_IO with the errno text, naming path.
+ * data is only read and stays the caller's. */
+LMIO_API lmio_status lmio_file_write_atomic(const char *path, const void *data, size_t len, int durable,
+                                            lmio_error *err);
+
 /* Frees memory lmio returned to the caller (encode ids, decode text, ...). */
 LMIO_API void lmio_free(void *ptr);
 

@@ -4,7 +4,7 @@
 # a progress bar only on a terminal, and convert failures that leave an
 # existing OUT untouched with no temporary files.
 # usage: test_cli.sh LMIO_BINARY DATA_DIR   (LMIO_LAUNCHER may prefix runs)
-set -u
+set -uo pipefail
 BIN=$1
 DATA=$2
 LMIO="${LMIO_LAUNCHER:+$LMIO_LAUNCHER }$BIN"
@@ -121,6 +121,27 @@ check "tokenizer encode" 0 "$(run tokenizer encode "$T/tok" --text "the cat<|end
 ids=$(cat "$T/out" | tr -d '[]\n')
 check "tokenizer decode" 0 "$(run tokenizer decode "$T/tok" --ids "$ids")"
 expect_grep "decode round trip" "^the cat<|endoftext|>$" "$T/out"
+# repeated options have no fixed cap; every failure names what failed
+specials=(); for k in $(seq 1 70); do specials+=(--special "<|s$k|>"); done
+check "tokenizer train 70 --special" 0 "$(run tokenizer train --files "$T/train.txt" --vocab-size 400 --out "$T/tok70" "${specials[@]}")"
+check "70th special kept" 0 "$(run tokenizer encode "$T/tok70" --text "<|s70|>")"
+expect_grep "70th special is one token" '^\[[0-9]*\]$' "$T/out"
+mkdir "$T/many"; many=(); for k in $(seq 1 300); do echo "file $k the cat" > "$T/many/$k.txt"; many+=("$T/many/$k.txt"); done
+check "tokenizer train 300 --files" 0 "$(run tokenizer train --files "${many[@]}" --vocab-size 280 --out "$T/tok300")"
+check "tokenizer train into an existing dir" 0 "$(run tokenizer train --files "$T/train.txt" --vocab-size 280 --out "$T/tok")"
+check "tokenizer train --out a file" 1 "$(run tokenizer train --files "$T/train.txt" --vocab-size 280 --out "$T/train.txt")"
+expect_grep "--out a file named" "train.txt: exists and is not a directory" "$T/err"
+check "tokenizer train --out missing parent" 1 "$(run tokenizer train --files "$T/train.txt" --vocab-size 280 --out "$T/no/such")"
+expect_grep "--out missing parent named" "no/such: cannot create the directory" "$T/err"
+check "tokenizer encode --file DIR" 1 "$(run tokenizer encode "$T/tok" --file "$T/many")"
+expect_grep "encode --file DIR named" "many: is a directory" "$T/err"
+[ -s "$T/out" ] && { fail=$((fail + 1)); echo "not ok: encode --file DIR printed ids"; } || pass=$((pass + 1))
+check "tokenizer encode missing --file" 1 "$(run tokenizer encode "$T/tok" --file "$T/none.txt")"
+expect_grep "missing --file named" "none.txt: cannot open" "$T/err"
+check "generate -n huge" 2 "$(run generate "$T/tok" --prompt hi -n 9223372036854775807)"
+expect_grep "generate -n huge names -n" "^lmio generate: -n needs a count" "$T/err"
+check "generate -n negative" 2 "$(run generate "$T/tok" --prompt hi -n -1)"
+check "tokenizer --vocab-size negative" 2 "$(run tokenizer train --files "$T/train.txt" --vocab-size -1 --out "$T/x")"
 check "logits on a file, not a dir" 1 "$(run logits "$T/m.safetensors" --ids 1 --out "$T/x.npy")"
 check "generate without a model" 1 "$(run generate "$T/tok" --prompt hi)"
 expect_grep "generate names dir" "tok" "$T/err"

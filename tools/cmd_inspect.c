@@ -1,0 +1,143 @@
+/* lmio inspect PATH|DIR [--json] */
+#include "cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char k_inspect_help[] =
+    "usage: lmio inspect PATH [--json]\n"
+    "       lmio inspect DIR [--json]   (a Hugging Face model directory)\n"
+    "\n"
+    "Show a model file's format, metadata and tensors (name, dtype, shape,\n"
+    "byte size, file offset) with totals. The file is fully validated first.\n"
+    "\n"
+    "  --json   print {\"format\", \"metadata\", \"tensors\": [{\"name\", \"dtype\",\n"
+    "           \"shape\", \"nbytes\", \"offset\"}], \"total_parameters\", \"total_bytes\"}\n";
+
+static int file_json(const lmio_statedict *sd)
+{
+    json_t *root = json_object(), *meta = json_object();
+    json_object_set_new(root, "format", json_string(lmio_statedict_format(sd)));
+    json_object_set_new(root, "path", json_string(lmio_statedict_path(sd)));
+    for (size_t i = 0; i < lmio_metadata_count(sd); i++) {
+        const char *k, *v;
+        lmio_metadata_get(sd, i, &k, &v, NULL);
+        json_object_set_new(meta, k, json_string(v));
+    }
+    json_object_set_new(root, "metadata", meta);
+    add_tensors_json(root, sd, 0);
+    return print_json_value(root, JSON_INDENT(2));
+}
+
+static void file_text(const char *path, const lmio_statedict *sd)
+{
+    printf("file:     %s\nformat:   %s\n", path, lmio_statedict_format(sd));
+    size_t nm = lmio_metadata_count(sd);
+    printf("metadata:%s\n", nm ? "" : " (none)");
+    for (size_t i = 0; i < nm; i++) {
+        const char *k, *v;
+        lmio_metadata_get(sd, i, &k, &v, NULL);
+        printf("  %s = %s\n", k, v);
+    }
+    print_table(sd, 0);
+}
+
+/* ---- a model directory ---- */
+
+static json_t *tokenizer_json(const lmio_tokenizer *tok)
+{
+    if (!tok) return json_null();
+    json_t *t = json_object();
+    json_object_set_new(t, "vocab_size", json_integer((json_int_t)lmio_tokenizer_vocab_size(tok)));
+    int32_t eos = lmio_tokenizer_eos_id(tok);
+    json_object_set_new(t, "eos_token", eos >= 0 ? json_string(lmio_tokenizer_token(tok, eos)) : json_null());
+    return t;
+}
+
+static int dir_json(const char *dir, const lmio_statedict *w, const lmio_tokenizer *tok)
+{
+    /* config.json as written, unknown keys included, not lmio's view of it */
+    char cpath[4096];
+    json_t *cj = NULL;
+    if ((size_t)snprintf(cpath, sizeof cpath, "%s/config.json", dir) < sizeof cpath)
+        cj = json_load_file(cpath, 0, NULL);
+    json_t *root = json_object();
+    json_object_set_new(root, "format", json_string("hf-directory"));
+    json_object_set_new(root, "path", json_string(dir));
+    json_object_set_new(root, "config", cj ? cj : json_null());
+    json_object_set_new(root, "tokenizer", tokenizer_json(tok));
+    add_tensors_json(root, w, 1);
+    return print_json_value(root, JSON_INDENT(2));
+}
+
+static void config_line(const lmio_config *cfg)
+{
+    if (!cfg) {
+        printf("config:    (none)\n");
+        return;
+    }
+    int64_t v;
+    const char *str;
+    printf("config:    model_type %s", lmio_config_model_type(cfg));
+    static const char *const keys[] = {"vocab_size", "n_layer", "n_head", "n_embd", "n_positions"};
+    for (int k = 0; k < 5; k++)
+        if (lmio_config_get_int(cfg, keys[k], &v, NULL) == LMIO_OK) printf(", %s %lld", keys[k], (long long)v);
+    if (lmio_config_get_string(cfg, "dtype", &str, NULL) == LMIO_OK) printf(", dtype %s", str);
+    int tie;
+    if (lmio_config_get_bool(cfg, "tie_word_embeddings", &tie, NULL) == LMIO_OK) printf(", %s", tie ? "tied" : "untied");
+    putchar('\n');
+}
+
+static void dir_text(const char *dir, const lmio_statedict *w, const lmio_tokenizer *tok)
+{
+    lmio_config *cfg = NULL;
+    lmio_config_load(dir, &cfg, NULL); /* a directory without a config is still shown */
+    printf("directory: %s\n", dir);
+    config_line(cfg);
+    lmio_config_free(cfg);
+    if (tok) {
+        int32_t eos = lmio_tokenizer_eos_id(tok);
+        printf("tokenizer: byte-level BPE, %zu tokens%s%s\n", lmio_tokenizer_vocab_size(tok),
+               eos >= 0 ? ", end of text " : "", eos >= 0 ? lmio_tokenizer_token(tok, eos) : "");
+    } else {
+        printf("tokenizer: (none)\n");
+    }
+    print_table(w, 1);
+}
+
+static int inspect_dir(const char *dir, int json)
+{
+    lmio_error err;
+    lmio_statedict *w;
+    lmio_tokenizer *tok;
+    if (lmio_pretrained_load(dir, NULL, &w, &tok, &err)) return fail(&err);
+    int rc = EXIT_OK;
+    if (json) rc = dir_json(dir, w, tok);
+    else dir_text(dir, w, tok);
+    lmio_statedict_free(w);
+    lmio_tokenizer_free(tok);
+    return rc;
+}
+
+int cmd_inspect(const cli_command *self, int argc, char **argv)
+{
+    const char *path = NULL;
+    int json = 0;
+    for (int i = 1; i < argc; i++) {
+        int rc;
+        if (is_help(argv[i])) return print_help(self);
+        else if (strcmp(argv[i], "--json") == 0) json = 1;
+        else if ((rc = take_positional(self->name, argv[i], (const char **[]){&path}, 1))) return rc;
+    }
+    if (!path) return usage_error(self->name, "%s", "missing PATH");
+    if (is_dir(path)) return inspect_dir(path, json);
+    lmio_error err;
+    lmio_statedict *sd;
+    if (lmio_statedict_open(path, NULL, &sd, &err)) return fail(&err);
+    int rc = EXIT_OK;
+    if (json) rc = file_json(sd);
+    else file_text(path, sd);
+    lmio_statedict_free(sd);
+    return rc;
+}
