@@ -1,7 +1,8 @@
 /* save_pretrained / from_pretrained: the Hugging Face directory layout
  * (shared/reference/safetensors-hf.md §2), committed atomically. */
 #define _GNU_SOURCE /* renameat2, nftw */
-#include "../core/internal.h"
+#include "../core/json.h"
+#include "../model/model.h"
 
 #include <dirent.h>
 #include <errno.h>

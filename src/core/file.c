@@ -1,6 +1,6 @@
 /* Whole-file access (mmap or pread) and crash-safe output files. */
 #define _GNU_SOURCE
-#include "internal.h"
+#include "json.h"
 
 #include <errno.h>
 #include <fcntl.h>

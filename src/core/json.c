@@ -1,6 +1,6 @@
 /* The one place lmio talks to jansson: parsing policy (duplicate keys are an
  * error, positions become file offsets) and compact output. */
-#include "internal.h"
+#include "json.h"
 
 #include <pthread.h>
 #include <string.h>

@@ -5,7 +5,8 @@
  * order (shared/reference/safetensors-hf.md §1.5) and also rejects duplicate
  * keys, which the reference leaves to chance. Nothing in the header is used
  * before it has been checked against the real file size. */
-#include "../core/internal.h"
+#include "../core/json.h"
+#include "formats.h"
 
 #include <stdio.h>
 #include <stdlib.h>

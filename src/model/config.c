@@ -1,6 +1,6 @@
 /* Model config: a JSON object with typed access, model defaults and the
  * aliases Transformers' configs define. */
-#include "../core/internal.h"
+#include "model.h"
 
 #include <math.h>
 #include <stdio.h>

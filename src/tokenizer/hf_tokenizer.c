@@ -1,5 +1,6 @@
 /* Hugging Face tokenizer files: tokenizer.json, vocab.json + merges.txt,
  * tokenizer_config.json, special_tokens_map.json. */
+#include "../core/json.h"
 #include "tokenizer.h"
 
 #include <stdio.h>

@@ -1,7 +1,7 @@
 /* Config, tokenizer, save_pretrained / from_pretrained and the GPT-2 forward
  * pass, from C, so they also run under the sanitizers and valgrind. The
  * comparisons with Transformers and tokenizers live in tests/interop/. */
-#include "../../src/core/internal.h"
+#include "../../src/core/json.h"
 #include "../test.h"
 
 #include <execinfo.h>
