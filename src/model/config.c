@@ -208,4 +208,4 @@ lmio_status lmio_config_set_null(lmio_config *c, const char *key, lmio_error *er
 }
 
 /* For the checkpoint code: the JSON object itself (borrowed). */
-json_t *lmio__config_json(const lmio_config *c) { return c->obj; }
+lmio__json *lmio__config_json(const lmio_config *c) { return c->obj; }

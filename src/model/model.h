@@ -4,6 +4,6 @@
 #include "../core/json.h"
 
 /* The config's JSON object itself (borrowed; valid until lmio_config_free). */
-json_t *lmio__config_json(const lmio_config *c);
+lmio__json *lmio__config_json(const lmio_config *c);
 
 #endif

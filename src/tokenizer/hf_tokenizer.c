@@ -288,11 +288,11 @@ static json_t *byte_level(bool add_prefix_space, bool trim_offsets)
     return o;
 }
 
-static lmio_status write_json(json_t *v, size_t flags, const char *dir, const char *name, lmio_error *err)
+static lmio_status write_json(lmio__json *v, int indent, const char *dir, const char *name, lmio_error *err)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    char *text = v ? lmio__json_dump(v, flags, path, err) : NULL;
+    char *text = v ? lmio__json_dump(v, indent, path, err) : NULL;
     json_decref(v);
     if (!text) return err && err->code ? err->code : lmio__fail(err, LMIO_ERR_NOMEM, path, -1, "", "out of memory");
     size_t n = strlen(text);
@@ -339,8 +339,8 @@ lmio_status lmio_tokenizer_save(const lmio_tokenizer *t, const char *dir, lmio_e
     json_object_set_new(root, "post_processor", byte_level(true, false));
     json_object_set_new(root, "decoder", byte_level(true, true));
     json_object_set_new(root, "model", model);
-    lmio_status s = write_json(root, JSON_INDENT(2), dir, "tokenizer.json", err);
-    if (!s) s = write_json(vocab, JSON_COMPACT, dir, "vocab.json", err);
+    lmio_status s = write_json(root, 2, dir, "tokenizer.json", err);
+    if (!s) s = write_json(vocab, 0, dir, "vocab.json", err);
     else json_decref(vocab);
     json_decref(merges);
     if (s) return s;
