@@ -200,7 +200,7 @@ static lmio_status save_weights(const char *tmp, const lmio_statedict *w, const 
     }
     if (n_shards == 0) n_shards = 1;
     lmio_status s = LMIO_OK;
-    lmio__json *map = json_object();
+    lmio__json *map = lmio__json_object(); /* NULL fails the first lmio__json_set below */
     lmio_save_opts so = LMIO_SAVE_OPTS_INIT;
     so.dtype = o->dtype;
     so.durable = o->durable;
@@ -216,7 +216,7 @@ static lmio_status save_weights(const char *tmp, const lmio_statedict *w, const 
             lmio_tensor t;
             lmio_statedict_get(w, i, &t, NULL);
             s = lmio_statedict_add(sh, t.name, t.dtype, t.ndim, t.shape, t.data, t.nbytes, LMIO_BORROW, err);
-            if (!s && json_object_set_new(map, t.name, json_string(name)))
+            if (!s && !lmio__json_set(map, t.name, lmio__json_string(name)))
                 s = lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
         }
         /* Transformers refuses shards without it (safetensors-hf.md §2.4) */
@@ -225,12 +225,13 @@ static lmio_status save_weights(const char *tmp, const lmio_statedict *w, const 
         lmio_statedict_free(sh);
     }
     if (!s && n_shards > 1) {
-        lmio__json *idx = json_object(), *meta = json_object();
-        json_object_set_new(meta, "total_parameters", json_integer((int64_t)params));
-        json_object_set_new(meta, "total_size", json_integer((int64_t)total));
-        json_object_set_new(idx, "metadata", meta);
-        json_object_set(idx, "weight_map", map);
-        s = write_json_file(tmp, "model.safetensors.index.json", idx, o->durable, err);
+        lmio__json *idx = lmio__json_object(), *meta = lmio__json_object();
+        bool ok = lmio__json_set(meta, "total_parameters", lmio__json_integer((int64_t)params));
+        ok &= lmio__json_set(meta, "total_size", lmio__json_integer((int64_t)total));
+        ok &= lmio__json_set(idx, "metadata", meta);
+        ok &= lmio__json_set(idx, "weight_map", lmio__json_incref(map));
+        s = ok ? write_json_file(tmp, "model.safetensors.index.json", idx, o->durable, err)
+               : lmio__fail(err, LMIO_ERR_NOMEM, "model.safetensors.index.json", -1, "", "out of memory");
         lmio__json_decref(idx);
     }
     lmio__json_decref(map);
@@ -253,15 +254,16 @@ static lmio_status save_configs(const char *tmp, const lmio_config *cfg, const l
     }
     if (d != LMIO_DTYPE_NONE) s = lmio_config_set_string(c, "dtype", torch_dtype_name(d), err);
     lmio__json *obj = lmio__config_json(c);
-    json_object_del(obj, "torch_dtype"); /* superseded by "dtype" (v4.56+) */
+    lmio__json_del(obj, "torch_dtype"); /* superseded by "dtype" (v4.56+) */
     char fv[32];
     snprintf(fv, sizeof fv, "%d.%d", LMIO_FORMAT_VERSION_MAJOR, LMIO_FORMAT_VERSION_MINOR);
     if (!s) s = lmio_config_set_string(c, "lmio_format_version", fv, err);
     if (!s) s = lmio_config_set_string(c, "lmio_version", LMIO_VERSION_STRING, err);
     if (!s && is_gpt2(c) && !lmio__json_get(obj, "architectures")) {
-        lmio__json *a = json_array();
-        json_array_append_new(a, json_string("GPT2LMHeadModel"));
-        json_object_set_new(obj, "architectures", a);
+        lmio__json *a = lmio__json_array();
+        bool ok = lmio__json_append(a, lmio__json_string("GPT2LMHeadModel"));
+        ok &= lmio__json_set(obj, "architectures", a);
+        if (!ok) s = lmio__fail(err, LMIO_ERR_NOMEM, "config.json", -1, "architectures", "out of memory");
     }
     if (!s) {
         char path[8192];
@@ -269,17 +271,18 @@ static lmio_status save_configs(const char *tmp, const lmio_config *cfg, const l
     }
     if (!s) {
         /* generation_config.json as GenerationConfig.from_model_config writes it */
-        lmio__json *g = json_object();
-        json_object_set_new(g, "_from_model_config", json_true());
+        lmio__json *g = lmio__json_object();
+        bool ok = lmio__json_set(g, "_from_model_config", lmio__json_bool(true));
         const char *keys[] = {"bos_token_id", "eos_token_id", "pad_token_id"};
         for (int k = 0; k < 3; k++) {
             lmio__json *v = lmio__json_get(obj, keys[k]);
             int64_t iv;
-            if (v && !lmio__json_is_null(v)) json_object_set(g, keys[k], v);
+            if (v && !lmio__json_is_null(v)) ok &= lmio__json_set(g, keys[k], lmio__json_incref(v));
             else if (is_gpt2(c) && k < 2 && lmio_config_get_int(c, keys[k], &iv, NULL) == LMIO_OK)
-                json_object_set_new(g, keys[k], json_integer((int64_t)iv));
+                ok &= lmio__json_set(g, keys[k], lmio__json_integer(iv));
         }
-        s = write_json_file(tmp, "generation_config.json", g, o->durable, err);
+        s = ok ? write_json_file(tmp, "generation_config.json", g, o->durable, err)
+               : lmio__fail(err, LMIO_ERR_NOMEM, "generation_config.json", -1, "", "out of memory");
         lmio__json_decref(g);
     }
     lmio_config_free(c);

@@ -265,36 +265,47 @@ lmio_status lmio_tokenizer_load(const char *path, lmio_tokenizer **out, lmio_err
 
 /* ---- saving ---- */
 
+/* Each builder returns NULL, never a partial object, when out of memory;
+ * a NULL then fails the lmio__json_set or _append that receives it. */
 static lmio__json *added_json(const lmio__added *a, bool with_id)
 {
-    lmio__json *o = json_object();
-    if (with_id) json_object_set_new(o, "id", json_integer(a->id));
-    json_object_set_new(o, "content", json_string(a->content));
-    json_object_set_new(o, "single_word", json_false());
-    json_object_set_new(o, "lstrip", json_false());
-    json_object_set_new(o, "rstrip", json_false());
-    json_object_set_new(o, "normalized", json_boolean(!a->special));
-    json_object_set_new(o, "special", json_boolean(a->special));
+    lmio__json *o = lmio__json_object();
+    bool ok = !with_id || lmio__json_set(o, "id", lmio__json_integer(a->id));
+    ok &= lmio__json_set(o, "content", lmio__json_string(a->content));
+    ok &= lmio__json_set(o, "single_word", lmio__json_bool(false));
+    ok &= lmio__json_set(o, "lstrip", lmio__json_bool(false));
+    ok &= lmio__json_set(o, "rstrip", lmio__json_bool(false));
+    ok &= lmio__json_set(o, "normalized", lmio__json_bool(!a->special));
+    ok &= lmio__json_set(o, "special", lmio__json_bool(a->special));
+    if (!ok) {
+        lmio__json_decref(o);
+        return NULL;
+    }
     return o;
 }
 
 static lmio__json *byte_level(bool add_prefix_space, bool trim_offsets)
 {
-    lmio__json *o = json_object();
-    json_object_set_new(o, "type", json_string("ByteLevel"));
-    json_object_set_new(o, "add_prefix_space", json_boolean(add_prefix_space));
-    json_object_set_new(o, "trim_offsets", json_boolean(trim_offsets));
-    json_object_set_new(o, "use_regex", json_true());
+    lmio__json *o = lmio__json_object();
+    bool ok = lmio__json_set(o, "type", lmio__json_string("ByteLevel"));
+    ok &= lmio__json_set(o, "add_prefix_space", lmio__json_bool(add_prefix_space));
+    ok &= lmio__json_set(o, "trim_offsets", lmio__json_bool(trim_offsets));
+    ok &= lmio__json_set(o, "use_regex", lmio__json_bool(true));
+    if (!ok) {
+        lmio__json_decref(o);
+        return NULL;
+    }
     return o;
 }
 
+/* Takes v; a NULL v (a failed build) is reported as out of memory. */
 static lmio_status write_json(lmio__json *v, int indent, const char *dir, const char *name, lmio_error *err)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    char *text = v ? lmio__json_dump(v, indent, path, err) : NULL;
+    char *text = lmio__json_dump(v, indent, path, err);
     lmio__json_decref(v);
-    if (!text) return err && err->code ? err->code : lmio__fail(err, LMIO_ERR_NOMEM, path, -1, "", "out of memory");
+    if (!text) return LMIO_ERR_NOMEM;
     size_t n = strlen(text);
     text[n] = '\n'; /* json_dumps leaves room: replace the NUL, write n + 1 */
     lmio_status s = lmio__write_file(path, text, n + 1, 1, err);
@@ -305,40 +316,44 @@ static lmio_status write_json(lmio__json *v, int indent, const char *dir, const 
 lmio_status lmio_tokenizer_save(const lmio_tokenizer *t, const char *dir, lmio_error *err)
 {
     if (!t || !dir) return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "NULL argument");
-    lmio__json_init();
     /* vocabulary without the added tokens that were appended after it */
-    lmio__json *vocab = json_object(), *merges = json_array();
-    for (size_t i = 0; i < t->n; i++) json_object_set_new(vocab, t->str[i], json_integer((int64_t)i));
-    for (size_t r = 0; r < t->n_merges; r++) {
-        lmio__json *pair = json_array();
-        json_array_append_new(pair, json_string(t->str[t->merge_a[r]]));
-        json_array_append_new(pair, json_string(t->str[t->merge_b[r]]));
-        json_array_append_new(merges, pair);
+    lmio__json *vocab = lmio__json_object(), *merges = lmio__json_array();
+    bool ok = vocab && merges;
+    for (size_t i = 0; ok && i < t->n; i++) ok = lmio__json_set(vocab, t->str[i], lmio__json_integer((int64_t)i));
+    for (size_t r = 0; ok && r < t->n_merges; r++) {
+        lmio__json *pair = lmio__json_array();
+        ok = lmio__json_append(pair, lmio__json_string(t->str[t->merge_a[r]]));
+        ok &= lmio__json_append(pair, lmio__json_string(t->str[t->merge_b[r]]));
+        ok &= lmio__json_append(merges, pair);
     }
-    lmio__json *added = json_array();
-    for (size_t i = 0; i < t->n_added; i++) json_array_append_new(added, added_json(&t->added[i], true));
+    lmio__json *added = lmio__json_array();
+    for (size_t i = 0; ok && i < t->n_added; i++) ok = lmio__json_append(added, added_json(&t->added[i], true));
 
-    lmio__json *model = json_object();
-    json_object_set_new(model, "type", json_string("BPE"));
-    json_object_set_new(model, "dropout", json_null());
-    json_object_set_new(model, "unk_token", json_null());
-    json_object_set_new(model, "continuing_subword_prefix", json_string(""));
-    json_object_set_new(model, "end_of_word_suffix", json_string(""));
-    json_object_set_new(model, "fuse_unk", json_false());
-    json_object_set_new(model, "byte_fallback", json_false());
-    json_object_set_new(model, "ignore_merges", json_false());
-    json_object_set(model, "vocab", vocab);
-    json_object_set(model, "merges", merges);
-    lmio__json *root = json_object();
-    json_object_set_new(root, "version", json_string("1.0"));
-    json_object_set_new(root, "truncation", json_null());
-    json_object_set_new(root, "padding", json_null());
-    json_object_set_new(root, "added_tokens", added);
-    json_object_set_new(root, "normalizer", json_null());
-    json_object_set_new(root, "pre_tokenizer", byte_level(false, true));
-    json_object_set_new(root, "post_processor", byte_level(true, false));
-    json_object_set_new(root, "decoder", byte_level(true, true));
-    json_object_set_new(root, "model", model);
+    lmio__json *model = lmio__json_object();
+    ok &= lmio__json_set(model, "type", lmio__json_string("BPE"));
+    ok &= lmio__json_set(model, "dropout", lmio__json_null());
+    ok &= lmio__json_set(model, "unk_token", lmio__json_null());
+    ok &= lmio__json_set(model, "continuing_subword_prefix", lmio__json_string(""));
+    ok &= lmio__json_set(model, "end_of_word_suffix", lmio__json_string(""));
+    ok &= lmio__json_set(model, "fuse_unk", lmio__json_bool(false));
+    ok &= lmio__json_set(model, "byte_fallback", lmio__json_bool(false));
+    ok &= lmio__json_set(model, "ignore_merges", lmio__json_bool(false));
+    ok &= lmio__json_set(model, "vocab", lmio__json_incref(vocab));
+    ok &= lmio__json_set(model, "merges", lmio__json_incref(merges));
+    lmio__json *root = lmio__json_object();
+    ok &= lmio__json_set(root, "version", lmio__json_string("1.0"));
+    ok &= lmio__json_set(root, "truncation", lmio__json_null());
+    ok &= lmio__json_set(root, "padding", lmio__json_null());
+    ok &= lmio__json_set(root, "added_tokens", added);
+    ok &= lmio__json_set(root, "normalizer", lmio__json_null());
+    ok &= lmio__json_set(root, "pre_tokenizer", byte_level(false, true));
+    ok &= lmio__json_set(root, "post_processor", byte_level(true, false));
+    ok &= lmio__json_set(root, "decoder", byte_level(true, true));
+    ok &= lmio__json_set(root, "model", model);
+    if (!ok) { /* an incomplete tokenizer.json must not be written */
+        lmio__json_decref(root);
+        root = NULL;
+    }
     lmio_status s = write_json(root, 2, dir, "tokenizer.json", err);
     if (!s) s = write_json(vocab, 0, dir, "vocab.json", err);
     else lmio__json_decref(vocab);
@@ -363,30 +378,34 @@ lmio_status lmio_tokenizer_save(const lmio_tokenizer *t, const char *dir, lmio_e
     const char *eos = NULL;
     for (size_t i = 0; i < t->n_added && !eos; i++)
         if (t->added[i].special) eos = t->added[i].content;
-    lmio__json *cfg = json_object(), *dec = json_object();
+    lmio__json *cfg = lmio__json_object(), *dec = lmio__json_object();
+    ok = true;
     for (size_t i = 0; i < t->n_added; i++) {
         char id[24];
         snprintf(id, sizeof id, "%d", t->added[i].id);
-        json_object_set_new(dec, id, added_json(&t->added[i], false));
+        ok &= lmio__json_set(dec, id, added_json(&t->added[i], false));
     }
-    json_object_set_new(cfg, "add_prefix_space", json_false());
-    json_object_set_new(cfg, "added_tokens_decoder", dec);
-    json_object_set_new(cfg, "clean_up_tokenization_spaces", json_false());
-    json_object_set_new(cfg, "model_max_length", json_integer((int64_t)t->model_max_length));
-    json_object_set_new(cfg, "tokenizer_class", json_string("GPT2Tokenizer"));
-    lmio__json *map = json_object();
+    ok &= lmio__json_set(cfg, "add_prefix_space", lmio__json_bool(false));
+    ok &= lmio__json_set(cfg, "added_tokens_decoder", dec);
+    ok &= lmio__json_set(cfg, "clean_up_tokenization_spaces", lmio__json_bool(false));
+    ok &= lmio__json_set(cfg, "model_max_length", lmio__json_integer((int64_t)t->model_max_length));
+    ok &= lmio__json_set(cfg, "tokenizer_class", lmio__json_string("GPT2Tokenizer"));
+    lmio__json *map = lmio__json_object();
+    ok &= map != NULL; /* stays empty without an eos: no setter would notice */
     if (eos) {
         const char *roles[] = {"bos_token", "eos_token", "unk_token"};
         for (int i = 0; i < 3; i++) {
-            json_object_set_new(cfg, roles[i], json_string(eos));
-            json_object_set_new(map, roles[i], json_string(eos));
+            ok &= lmio__json_set(cfg, roles[i], lmio__json_string(eos));
+            ok &= lmio__json_set(map, roles[i], lmio__json_string(eos));
         }
     }
     /* these two are written by Python's json.dumps in Transformers */
     char p1[4096], p2[4096];
-    if (!(s = lmio__path_join(p1, sizeof p1, dir, "tokenizer_config.json", err)) &&
-        !(s = lmio__path_join(p2, sizeof p2, dir, "special_tokens_map.json", err)) &&
-        !(s = lmio__write_json_python(p1, cfg, 1, err)))
+    if (!ok)
+        s = lmio__fail(err, LMIO_ERR_NOMEM, dir, -1, "", "out of memory building tokenizer_config.json");
+    else if (!(s = lmio__path_join(p1, sizeof p1, dir, "tokenizer_config.json", err)) &&
+             !(s = lmio__path_join(p2, sizeof p2, dir, "special_tokens_map.json", err)) &&
+             !(s = lmio__write_json_python(p1, cfg, 1, err)))
         s = lmio__write_json_python(p2, map, 1, err);
     lmio__json_decref(cfg);
     lmio__json_decref(map);
