@@ -4,8 +4,6 @@
 #define LMIO_JSON_H
 #include "core.h"
 
-#include <jansson.h>
-
 /* A JSON value. Only json.c sees inside it (it is jansson's json_t); the
  * rest of lmio handles it through the functions below. Values are
  * reference counted: a constructor returns one reference, decref drops it. */
