@@ -1,7 +1,7 @@
 /* Fuzz target for the JSON-driven readers of a model directory: the input
  * is written as tokenizer.json, config.json and model.safetensors.index.json
  * in turn, and each loader must return a status, never crash or leak. */
-#include "../src/core/internal.h"
+#include "../src/core/core.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -2,7 +2,7 @@
  * or a state dict whose every tensor lies inside the input. Built with
  * libFuzzer (clang -fsanitize=fuzzer, LMIO_FUZZ=ON) or, everywhere, with
  * replay.c, which ctest runs over the corpus in tests/data. */
-#include "../src/core/internal.h"
+#include "../src/formats/formats.h"
 
 #include <string.h>
 

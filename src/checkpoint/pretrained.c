@@ -1,7 +1,8 @@
 /* save_pretrained / from_pretrained: the Hugging Face directory layout
  * (shared/reference/safetensors-hf.md §2), committed atomically. */
 #define _GNU_SOURCE /* renameat2, nftw */
-#include "../core/internal.h"
+#include "../core/json.h"
+#include "../model/model.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -64,7 +65,7 @@ static const char *torch_dtype_name(lmio_dtype d)
 
 /* ---- saving ---- */
 
-static lmio_status write_json_file(const char *dir, const char *name, json_t *v, int durable, lmio_error *err)
+static lmio_status write_json_file(const char *dir, const char *name, lmio__json *v, int durable, lmio_error *err)
 {
     char path[8192];
     lmio_status s = lmio__path_join(path, sizeof path, dir, name, err);
@@ -199,7 +200,7 @@ static lmio_status save_weights(const char *tmp, const lmio_statedict *w, const 
     }
     if (n_shards == 0) n_shards = 1;
     lmio_status s = LMIO_OK;
-    json_t *map = json_object();
+    lmio__json *map = lmio__json_object(); /* NULL fails the first lmio__json_set below */
     lmio_save_opts so = LMIO_SAVE_OPTS_INIT;
     so.dtype = o->dtype;
     so.durable = o->durable;
@@ -215,7 +216,7 @@ static lmio_status save_weights(const char *tmp, const lmio_statedict *w, const 
             lmio_tensor t;
             lmio_statedict_get(w, i, &t, NULL);
             s = lmio_statedict_add(sh, t.name, t.dtype, t.ndim, t.shape, t.data, t.nbytes, LMIO_BORROW, err);
-            if (!s && json_object_set_new(map, t.name, json_string(name)))
+            if (!s && !lmio__json_set(map, t.name, lmio__json_string(name)))
                 s = lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
         }
         /* Transformers refuses shards without it (safetensors-hf.md §2.4) */
@@ -224,15 +225,16 @@ static lmio_status save_weights(const char *tmp, const lmio_statedict *w, const 
         lmio_statedict_free(sh);
     }
     if (!s && n_shards > 1) {
-        json_t *idx = json_object(), *meta = json_object();
-        json_object_set_new(meta, "total_parameters", json_integer((json_int_t)params));
-        json_object_set_new(meta, "total_size", json_integer((json_int_t)total));
-        json_object_set_new(idx, "metadata", meta);
-        json_object_set(idx, "weight_map", map);
-        s = write_json_file(tmp, "model.safetensors.index.json", idx, o->durable, err);
-        json_decref(idx);
+        lmio__json *idx = lmio__json_object(), *meta = lmio__json_object();
+        bool ok = lmio__json_set(meta, "total_parameters", lmio__json_integer((int64_t)params));
+        ok &= lmio__json_set(meta, "total_size", lmio__json_integer((int64_t)total));
+        ok &= lmio__json_set(idx, "metadata", meta);
+        ok &= lmio__json_set(idx, "weight_map", lmio__json_incref(map));
+        s = ok ? write_json_file(tmp, "model.safetensors.index.json", idx, o->durable, err)
+               : lmio__fail(err, LMIO_ERR_NOMEM, "model.safetensors.index.json", -1, "", "out of memory");
+        lmio__json_decref(idx);
     }
-    json_decref(map);
+    lmio__json_decref(map);
     lmio__free(shard_of);
     return s;
 }
@@ -251,16 +253,17 @@ static lmio_status save_configs(const char *tmp, const lmio_config *cfg, const l
         if (lmio_dtype_is_convertible_float(t.dtype)) d = t.dtype;
     }
     if (d != LMIO_DTYPE_NONE) s = lmio_config_set_string(c, "dtype", torch_dtype_name(d), err);
-    json_t *obj = lmio__config_json(c);
-    json_object_del(obj, "torch_dtype"); /* superseded by "dtype" (v4.56+) */
+    lmio__json *obj = lmio__config_json(c);
+    lmio__json_del(obj, "torch_dtype"); /* superseded by "dtype" (v4.56+) */
     char fv[32];
     snprintf(fv, sizeof fv, "%d.%d", LMIO_FORMAT_VERSION_MAJOR, LMIO_FORMAT_VERSION_MINOR);
     if (!s) s = lmio_config_set_string(c, "lmio_format_version", fv, err);
     if (!s) s = lmio_config_set_string(c, "lmio_version", LMIO_VERSION_STRING, err);
-    if (!s && is_gpt2(c) && !json_object_get(obj, "architectures")) {
-        json_t *a = json_array();
-        json_array_append_new(a, json_string("GPT2LMHeadModel"));
-        json_object_set_new(obj, "architectures", a);
+    if (!s && is_gpt2(c) && !lmio__json_get(obj, "architectures")) {
+        lmio__json *a = lmio__json_array();
+        bool ok = lmio__json_append(a, lmio__json_string("GPT2LMHeadModel"));
+        ok &= lmio__json_set(obj, "architectures", a);
+        if (!ok) s = lmio__fail(err, LMIO_ERR_NOMEM, "config.json", -1, "architectures", "out of memory");
     }
     if (!s) {
         char path[8192];
@@ -268,18 +271,19 @@ static lmio_status save_configs(const char *tmp, const lmio_config *cfg, const l
     }
     if (!s) {
         /* generation_config.json as GenerationConfig.from_model_config writes it */
-        json_t *g = json_object();
-        json_object_set_new(g, "_from_model_config", json_true());
+        lmio__json *g = lmio__json_object();
+        bool ok = lmio__json_set(g, "_from_model_config", lmio__json_bool(true));
         const char *keys[] = {"bos_token_id", "eos_token_id", "pad_token_id"};
         for (int k = 0; k < 3; k++) {
-            json_t *v = json_object_get(obj, keys[k]);
+            lmio__json *v = lmio__json_get(obj, keys[k]);
             int64_t iv;
-            if (v && !json_is_null(v)) json_object_set(g, keys[k], v);
+            if (v && !lmio__json_is_null(v)) ok &= lmio__json_set(g, keys[k], lmio__json_incref(v));
             else if (is_gpt2(c) && k < 2 && lmio_config_get_int(c, keys[k], &iv, NULL) == LMIO_OK)
-                json_object_set_new(g, keys[k], json_integer((json_int_t)iv));
+                ok &= lmio__json_set(g, keys[k], lmio__json_integer(iv));
         }
-        s = write_json_file(tmp, "generation_config.json", g, o->durable, err);
-        json_decref(g);
+        s = ok ? write_json_file(tmp, "generation_config.json", g, o->durable, err)
+               : lmio__fail(err, LMIO_ERR_NOMEM, "generation_config.json", -1, "", "out of memory");
+        lmio__json_decref(g);
     }
     lmio_config_free(c);
     return s;
@@ -333,21 +337,21 @@ static bool plain_name(const char *n) { return *n && !strchr(n, '/') && strcmp(n
 
 static lmio_status load_sharded(const char *dir, const char *index, lmio_statedict *all, lmio_error *err)
 {
-    json_t *root;
+    lmio__json *root;
     lmio_status s = lmio__json_load_file(index, &root, err);
     if (s) return s;
-    json_t *map = json_object_get(root, "weight_map");
-    if (!json_is_object(map)) {
-        json_decref(root);
+    lmio__json *map = lmio__json_get(root, "weight_map");
+    if (!lmio__json_is_object(map)) {
+        lmio__json_decref(root);
         return lmio__fail(err, LMIO_ERR_FORMAT, index, -1, "weight_map", "no \"weight_map\" object; expected {tensor: shard}");
     }
     /* open every shard the index names, once */
     lmio__smap opened = {0};
     const char *name;
-    json_t *v;
-    json_object_foreach(map, name, v)
-    {
-        const char *file = json_string_value(v);
+    lmio__json *v;
+    lmio__json_iter it = lmio__json_iter_begin(map);
+    while (lmio__json_iter_next(&it, &name, &v)) {
+        const char *file = lmio__json_string_value(v);
         if (!file || !plain_name(file)) {
             s = lmio__fail(err, LMIO_ERR_FORMAT, index, -1, name,
                            "tensor \"%s\" maps to %s%s%s; expected a shard file name in the directory", name,
@@ -370,10 +374,10 @@ static lmio_status load_sharded(const char *dir, const char *index, lmio_statedi
         if (!lmio__smap_put(&opened, file, strlen(file), 0)) { s = lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory"); break; }
     }
     /* every tensor must be in the shard the index names for it */
-    json_object_foreach(map, name, v)
-    {
+    it = lmio__json_iter_begin(map);
+    while (lmio__json_iter_next(&it, &name, &v)) {
         if (s) break;
-        const char *file = json_string_value(v);
+        const char *file = lmio__json_string_value(v);
         char path[4096];
         if ((s = lmio__path_join(path, sizeof path, dir, file, err))) break;
         lmio_tensor t;
@@ -386,7 +390,7 @@ static lmio_status load_sharded(const char *dir, const char *index, lmio_statedi
                                      t.file_offset, t.source, err);
     }
     lmio__smap_free(&opened);
-    json_decref(root);
+    lmio__json_decref(root);
     return s;
 }
 

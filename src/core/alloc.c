@@ -1,6 +1,6 @@
 /* The allocator hook: every allocation lmio makes passes through here, so a
  * host can account for memory and tests can inject failures. */
-#include "internal.h"
+#include "core.h"
 
 #include <stdlib.h>
 #include <string.h>

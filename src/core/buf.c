@@ -1,7 +1,7 @@
 /* A growable byte buffer with sticky out-of-memory state, and the JSON
  * string encoding safetensors headers use. Writers append freely and check
  * once at the end, so no failure can be forgotten halfway. */
-#include "internal.h"
+#include "core.h"
 
 #include <stdio.h>
 #include <string.h>

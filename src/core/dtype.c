@@ -14,7 +14,7 @@
  *  f32 <-> f64 the C conversion, i.e. CVTSS2SD / CVTSD2SS under RNE.
  * The SIMD kernels in dtype_x86.c must give the same bits; tests compare the
  * two over all 2^32 inputs and both against torch. */
-#include "internal.h"
+#include "core.h"
 
 #include <stdlib.h>
 #include <string.h>

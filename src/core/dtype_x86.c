@@ -7,7 +7,7 @@
  * shared/reference/perf-reliability.md §2.5), and AVX512_BF16's VCVTNE2PS2BF16
  * flushes subnormal inputs, which would break bit equality with torch. */
 #if defined(__x86_64__) || defined(__i386__)
-#include "internal.h"
+#include "core.h"
 
 #include <immintrin.h>
 

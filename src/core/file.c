@@ -1,6 +1,6 @@
 /* Whole-file access (mmap or pread) and crash-safe output files. */
 #define _GNU_SOURCE
-#include "internal.h"
+#include "json.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -227,7 +227,7 @@ lmio_status lmio__write_file(const char *path, const void *data, size_t len, int
     return lmio__outfile_commit(&o, durable, err);
 }
 
-lmio_status lmio__json_load_file(const char *path, json_t **out, lmio_error *err)
+lmio_status lmio__json_load_file(const char *path, lmio__json **out, lmio_error *err)
 {
     lmio__file f;
     lmio_status s = lmio__file_open(path, 0, &f, err);

@@ -1,7 +1,7 @@
 /* Open-addressing hash maps used by the tokenizer and checkpoint code:
  * byte-string keys -> u32 values, and u64 keys -> u64 values. Both grow at
  * half load and never shrink; keys of the string map are borrowed. */
-#include "internal.h"
+#include "core.h"
 
 #include <string.h>
 

@@ -1,7 +1,8 @@
 /* The one place lmio talks to jansson: parsing policy (duplicate keys are an
  * error, positions become file offsets) and compact output. */
-#include "internal.h"
+#include "json.h"
 
+#include <jansson.h>
 #include <pthread.h>
 #include <string.h>
 
@@ -22,8 +23,101 @@ static void json_init_once(void) { json_set_alloc_funcs(json_malloc_hook, json_f
 
 void lmio__json_init(void) { pthread_once(&g_json_once, json_init_once); }
 
+/* ---- building ---- */
+
+/* Constructors route through the hook like everything else; init first so
+ * a value built before any parse is still allocated by lmio. */
+lmio__json *lmio__json_object(void) { lmio__json_init(); return json_object(); }
+lmio__json *lmio__json_array(void) { lmio__json_init(); return json_array(); }
+lmio__json *lmio__json_string(const char *s) { lmio__json_init(); return s ? json_string(s) : NULL; }
+lmio__json *lmio__json_integer(int64_t v) { lmio__json_init(); return json_integer((json_int_t)v); }
+lmio__json *lmio__json_real(double v) { lmio__json_init(); return json_real(v); }
+lmio__json *lmio__json_bool(bool v) { return json_boolean(v); } /* singletons: never allocate */
+lmio__json *lmio__json_null(void) { return json_null(); }
+lmio__json *lmio__json_deep_copy(const lmio__json *v)
+{
+    lmio__json_init();
+    t_json_oom = false;
+    lmio__json *d = v ? json_deep_copy(v) : NULL;
+    /* jansson before 2.13 ignores a member that fails to copy and returns
+     * the rest: an incomplete copy must not pass for the original */
+    if (d && t_json_oom) {
+        json_decref(d);
+        return NULL;
+    }
+    return d;
+}
+lmio__json *lmio__json_incref(lmio__json *v) { return json_incref(v); }
+void lmio__json_decref(lmio__json *v) { json_decref(v); }
+
+bool lmio__json_set(lmio__json *obj, const char *key, lmio__json *v)
+{
+    /* checked here rather than trusted to jansson, so the rule "v is
+     * always taken" holds whichever jansson version is linked */
+    if (!v || !key || !json_is_object(obj)) {
+        json_decref(v);
+        return false;
+    }
+    return json_object_set_new(obj, key, v) == 0;
+}
+
+bool lmio__json_append(lmio__json *arr, lmio__json *v)
+{
+    if (!v || !json_is_array(arr)) {
+        json_decref(v);
+        return false;
+    }
+    return json_array_append_new(arr, v) == 0;
+}
+
+void lmio__json_del(lmio__json *obj, const char *key)
+{
+    if (json_is_object(obj) && key) json_object_del(obj, key);
+}
+
+/* ---- reading: jansson's accessors already treat NULL as absent ---- */
+
+lmio__json *lmio__json_get(const lmio__json *obj, const char *key) { return key ? json_object_get(obj, key) : NULL; }
+size_t lmio__json_object_size(const lmio__json *obj) { return json_object_size(obj); }
+size_t lmio__json_array_size(const lmio__json *arr) { return json_array_size(arr); }
+lmio__json *lmio__json_array_get(const lmio__json *arr, size_t i) { return json_array_get(arr, i); }
+
+bool lmio__json_is_object(const lmio__json *v) { return json_is_object(v); }
+bool lmio__json_is_array(const lmio__json *v) { return json_is_array(v); }
+bool lmio__json_is_string(const lmio__json *v) { return json_is_string(v); }
+bool lmio__json_is_integer(const lmio__json *v) { return json_is_integer(v); }
+bool lmio__json_is_real(const lmio__json *v) { return json_is_real(v); }
+bool lmio__json_is_number(const lmio__json *v) { return json_is_number(v); }
+bool lmio__json_is_bool(const lmio__json *v) { return json_is_boolean(v); }
+bool lmio__json_is_true(const lmio__json *v) { return json_is_true(v); }
+bool lmio__json_is_false(const lmio__json *v) { return json_is_false(v); }
+bool lmio__json_is_null(const lmio__json *v) { return json_is_null(v); }
+
+const char *lmio__json_string_value(const lmio__json *v) { return json_string_value(v); }
+int64_t lmio__json_integer_value(const lmio__json *v) { return (int64_t)json_integer_value(v); }
+double lmio__json_real_value(const lmio__json *v) { return json_real_value(v); }
+double lmio__json_number_value(const lmio__json *v) { return json_number_value(v); }
+
+lmio__json_iter lmio__json_iter_begin(const lmio__json *obj)
+{
+    /* jansson's iterators take a non-const object but do not modify it */
+    lmio__json *o = (lmio__json *)obj;
+    return (lmio__json_iter){o, json_object_iter(o)};
+}
+
+bool lmio__json_iter_next(lmio__json_iter *it, const char **key, lmio__json **value)
+{
+    if (!it->pos) return false;
+    *key = json_object_iter_key(it->pos);
+    *value = json_object_iter_value(it->pos);
+    it->pos = json_object_iter_next(it->obj, it->pos);
+    return true;
+}
+
+/* ---- text ---- */
+
 lmio_status lmio__json_parse(const char *text, size_t n, const char *path, int64_t base_offset,
-                             json_t **out, lmio_error *err)
+                             lmio__json **out, lmio_error *err)
 {
     lmio__json_init();
     json_error_t jerr;
@@ -51,11 +145,11 @@ lmio_status lmio__json_parse(const char *text, size_t n, const char *path, int64
     return LMIO_OK;
 }
 
-char *lmio__json_dump(const json_t *v, size_t flags, const char *path, lmio_error *err)
+char *lmio__json_dump(const lmio__json *v, int indent, const char *path, lmio_error *err)
 {
     lmio__json_init();
     t_json_oom = false;
-    char *s = json_dumps(v, flags);
+    char *s = v ? json_dumps(v, indent > 0 ? JSON_INDENT(indent) : JSON_COMPACT) : NULL;
     /* jansson can lose an allocation failure inside json_dumps and still
      * return text; the hook saw it, so trust the hook. */
     if (!s || t_json_oom) {
@@ -140,6 +234,12 @@ static void indent(lmio__buf *b, int depth)
 
 static void put_value(lmio__buf *b, const json_t *v, int depth)
 {
+    /* a NULL is a value whose construction failed: the document is
+     * incomplete, which is reported as the out-of-memory it was */
+    if (!v) {
+        b->oom = true;
+        return;
+    }
     switch (json_typeof(v)) {
     case JSON_OBJECT: {
         size_t n = json_object_size(v);
@@ -191,7 +291,7 @@ static void put_value(lmio__buf *b, const json_t *v, int depth)
     }
 }
 
-lmio_status lmio__json_dump_python(const json_t *v, lmio__buf *out, const char *path, lmio_error *err)
+lmio_status lmio__json_dump_python(const lmio__json *v, lmio__buf *out, const char *path, lmio_error *err)
 {
     lmio__buf b = {0};
     put_value(&b, v, 0);
@@ -204,7 +304,7 @@ lmio_status lmio__json_dump_python(const json_t *v, lmio__buf *out, const char *
     return LMIO_OK;
 }
 
-lmio_status lmio__write_json_python(const char *path, const json_t *v, int durable, lmio_error *err)
+lmio_status lmio__write_json_python(const char *path, const lmio__json *v, int durable, lmio_error *err)
 {
     lmio__buf b;
     lmio_status s = lmio__json_dump_python(v, &b, path, err);

@@ -1,6 +1,6 @@
 /* The one place lmio talks to PCRE2: compile a UTF-8 pattern with Unicode
  * properties (JIT when available) and find successive matches. */
-#include "internal.h"
+#include "core.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>

@@ -1,7 +1,7 @@
 /* The state dict: an ordered set of named tensors plus string metadata.
  * Names are indexed in an open-addressing hash table so lookups and the
  * duplicate check stay O(1) for models with tens of thousands of tensors. */
-#include "internal.h"
+#include "core.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -1,5 +1,5 @@
 /* Status codes, error filling and small shared helpers. */
-#include "internal.h"
+#include "core.h"
 
 #include <stdio.h>
 #include <string.h>

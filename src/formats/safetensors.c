@@ -5,7 +5,8 @@
  * order (shared/reference/safetensors-hf.md §1.5) and also rejects duplicate
  * keys, which the reference leaves to chance. Nothing in the header is used
  * before it has been checked against the real file size. */
-#include "../core/internal.h"
+#include "../core/json.h"
+#include "formats.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,64 +25,64 @@ typedef struct tinfo {
 
 /* A JSON integer that fits a u64 and is >= 0; jansson keeps integers and
  * reals apart, so 2.0 or 1e3 are rejected here as the reference does. */
-static bool json_u64(const json_t *v, uint64_t *out)
+static bool json_u64(const lmio__json *v, uint64_t *out)
 {
-    if (!json_is_integer(v)) return false;
-    json_int_t i = json_integer_value(v);
+    if (!lmio__json_is_integer(v)) return false;
+    int64_t i = lmio__json_integer_value(v);
     if (i < 0) return false;
     *out = (uint64_t)i;
     return true;
 }
 
-static lmio_status parse_tensor(const char *path, const char *name, const json_t *info, tinfo *t,
+static lmio_status parse_tensor(const char *path, const char *name, const lmio__json *info, tinfo *t,
                                 lmio_error *err)
 {
     const int64_t hoff = 8; /* header problems are reported at the header start */
-    if (!json_is_object(info))
+    if (!lmio__json_is_object(info))
         return lmio__fail(err, LMIO_ERR_FORMAT, path, hoff, name,
                           "tensor \"%s\": entry is not an object; expected {\"dtype\", \"shape\", \"data_offsets\"}",
                           name);
     const char *k;
-    json_t *v;
-    json_object_foreach((json_t *)info, k, v)
-    {
+    lmio__json *v;
+    lmio__json_iter it = lmio__json_iter_begin(info);
+    while (lmio__json_iter_next(&it, &k, &v)) {
         if (strcmp(k, "dtype") && strcmp(k, "shape") && strcmp(k, "data_offsets"))
             return lmio__fail(err, LMIO_ERR_FORMAT, path, hoff, name,
                               "tensor \"%s\": unknown field \"%s\"; expected only dtype, shape, data_offsets",
                               name, k);
     }
-    json_t *dt = json_object_get(info, "dtype");
-    json_t *sh = json_object_get(info, "shape");
-    json_t *off = json_object_get(info, "data_offsets");
+    lmio__json *dt = lmio__json_get(info, "dtype");
+    lmio__json *sh = lmio__json_get(info, "shape");
+    lmio__json *off = lmio__json_get(info, "data_offsets");
     if (!dt || !sh || !off)
         return lmio__fail(err, LMIO_ERR_FORMAT, path, hoff, name,
                           "tensor \"%s\": missing \"%s\"; expected dtype, shape and data_offsets", name,
                           !dt ? "dtype" : !sh ? "shape" : "data_offsets");
-    if (!json_is_string(dt))
+    if (!lmio__json_is_string(dt))
         return lmio__fail(err, LMIO_ERR_FORMAT, path, hoff, name,
                           "tensor \"%s\": dtype is not a string; expected a name such as \"F32\"", name);
-    t->dtype = lmio_dtype_from_name(json_string_value(dt));
+    t->dtype = lmio_dtype_from_name(lmio__json_string_value(dt));
     if (t->dtype == LMIO_DTYPE_NONE)
         return lmio__fail(err, LMIO_ERR_FORMAT, path, hoff, name,
                           "tensor \"%s\": unknown dtype \"%.64s\"; expected one of BOOL, U8, I8, I16, U16, "
                           "I32, U32, I64, U64, F16, BF16, F32, F64, C64, F8_E4M3, F8_E5M2, F8_E8M0, "
                           "F8_E4M3FNUZ, F8_E5M2FNUZ, F6_E2M3, F6_E3M2, F4",
-                          name, json_string_value(dt));
-    if (!json_is_array(sh))
+                          name, lmio__json_string_value(dt));
+    if (!lmio__json_is_array(sh))
         return lmio__fail(err, LMIO_ERR_FORMAT, path, hoff, name,
                           "tensor \"%s\": shape is not an array; expected a list of sizes", name);
-    size_t nd = json_array_size(sh);
+    size_t nd = lmio__json_array_size(sh);
     if (nd > LMIO_MAX_DIMS)
         return lmio__fail(err, LMIO_ERR_LIMIT, path, hoff, name,
                           "tensor \"%s\": %zu dimensions; expected at most %d", name, nd, LMIO_MAX_DIMS);
     t->ndim = (int)nd;
     for (size_t i = 0; i < nd; i++)
-        if (!json_u64(json_array_get(sh, i), &t->shape[i]))
+        if (!json_u64(lmio__json_array_get(sh, i), &t->shape[i]))
             return lmio__fail(err, LMIO_ERR_FORMAT, path, hoff, name,
                               "tensor \"%s\": shape[%zu] is not a non-negative integer; expected a size",
                               name, i);
-    if (!json_is_array(off) || json_array_size(off) != 2 ||
-        !json_u64(json_array_get(off, 0), &t->begin) || !json_u64(json_array_get(off, 1), &t->end))
+    if (!lmio__json_is_array(off) || lmio__json_array_size(off) != 2 ||
+        !json_u64(lmio__json_array_get(off, 0), &t->begin) || !json_u64(lmio__json_array_get(off, 1), &t->end))
         return lmio__fail(err, LMIO_ERR_FORMAT, path, hoff, name,
                           "tensor \"%s\": data_offsets is not two non-negative integers; expected [begin, end]",
                           name);
@@ -124,38 +125,38 @@ static lmio_status check_header_length(const char *path, const lmio__file *f, ui
     return LMIO_OK;
 }
 
-static lmio_status read_metadata(lmio_statedict *sd, const char *path, json_t *m, lmio_error *err)
+static lmio_status read_metadata(lmio_statedict *sd, const char *path, lmio__json *m, lmio_error *err)
 {
-    if (!json_is_object(m))
+    if (!lmio__json_is_object(m))
         return lmio__fail(err, LMIO_ERR_FORMAT, path, 8, "__metadata__",
                           "__metadata__ is not an object; expected a string-to-string map");
     const char *k;
-    json_t *v;
-    json_object_foreach(m, k, v)
-    {
-        if (!json_is_string(v))
+    lmio__json *v;
+    lmio__json_iter it = lmio__json_iter_begin(m);
+    while (lmio__json_iter_next(&it, &k, &v)) {
+        if (!lmio__json_is_string(v))
             return lmio__fail(err, LMIO_ERR_FORMAT, path, 8, k,
                               "__metadata__ key \"%s\" has a non-string value; expected a string", k);
-        lmio_status s = lmio_metadata_set(sd, k, json_string_value(v), err);
+        lmio_status s = lmio_metadata_set(sd, k, lmio__json_string_value(v), err);
         if (s) return s;
     }
     return LMIO_OK;
 }
 
 /* Validates a parsed header against the data section and fills sd. */
-static lmio_status read_tensors(lmio_statedict *sd, const char *path, json_t *root,
+static lmio_status read_tensors(lmio_statedict *sd, const char *path, lmio__json *root,
                                 const unsigned char *data, uint64_t data_len, uint64_t data_start,
                                 lmio_error *err)
 {
-    size_t count = json_object_size(root);
+    size_t count = lmio__json_object_size(root);
     tinfo *ts = count ? lmio__calloc(count, sizeof *ts) : NULL;
     if (count && !ts) return lmio__fail(err, LMIO_ERR_NOMEM, path, -1, "", "out of memory");
     size_t nt = 0;
     lmio_status s = LMIO_OK;
     const char *k;
-    json_t *v;
-    json_object_foreach(root, k, v)
-    {
+    lmio__json *v;
+    lmio__json_iter it = lmio__json_iter_begin(root);
+    while (lmio__json_iter_next(&it, &k, &v)) {
         if (strcmp(k, "__metadata__") == 0) {
             if ((s = read_metadata(sd, path, v, err))) goto out;
             continue;
@@ -260,28 +261,28 @@ lmio_status lmio__safetensors_open(const char *path, lmio__file *f, lmio_statedi
         return lmio__fail(err, LMIO_ERR_FORMAT, path, (int64_t)(8 + valid), "",
                           "header byte 0x%02x is not valid UTF-8; expected a UTF-8 JSON header",
                           (unsigned char)hdr[valid]);
-    json_t *root;
+    lmio__json *root;
     if ((s = lmio__json_parse(hdr, (size_t)n, path, 8, &root, err))) return s;
-    if (!json_is_object(root)) {
-        const char *kind = json_is_array(root) ? "array" : json_is_string(root) ? "string" : "scalar";
-        json_decref(root);
+    if (!lmio__json_is_object(root)) {
+        const char *kind = lmio__json_is_array(root) ? "array" : lmio__json_is_string(root) ? "string" : "scalar";
+        lmio__json_decref(root);
         return lmio__fail(err, LMIO_ERR_FORMAT, path, 8, "",
                           "header is a JSON %s; expected a JSON object", kind);
     }
     lmio_statedict *sd;
     if ((s = lmio_statedict_create(&sd, err))) {
-        json_decref(root);
+        lmio__json_decref(root);
         return s;
     }
     if ((s = lmio__statedict_set_source(sd, path, "safetensors", NULL, err))) {
         lmio_statedict_free(sd);
-        json_decref(root);
+        lmio__json_decref(root);
         return s;
     }
     uint64_t data_start = 8 + n;
     s = read_tensors(sd, path, root, f->data ? f->data + data_start : NULL, f->size - data_start,
                      data_start, err);
-    json_decref(root);
+    lmio__json_decref(root);
     if (s) {
         lmio_statedict_free(sd);
         return s;

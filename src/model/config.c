@@ -1,6 +1,6 @@
 /* Model config: a JSON object with typed access, model defaults and the
  * aliases Transformers' configs define. */
-#include "../core/internal.h"
+#include "model.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 
 struct lmio_config {
-    json_t *obj;
+    lmio__json *obj;
     char *path; /* where it was loaded from, for messages */
 };
 
@@ -22,10 +22,10 @@ static const char k_gpt2_defaults[] =
     " \"summary_first_dropout\": 0.1, \"summary_proj_to_labels\": true, \"summary_type\": \"cls_index\","
     " \"summary_use_proj\": true, \"tie_word_embeddings\": true, \"use_cache\": true, \"vocab_size\": 50257}";
 
-static json_t *gpt2_defaults(void)
+static lmio__json *gpt2_defaults(void)
 {
-    static json_t *d;
-    if (!d) d = json_loads(k_gpt2_defaults, 0, NULL); /* process lifetime; tiny */
+    static lmio__json *d;
+    if (!d) lmio__json_parse(k_gpt2_defaults, sizeof k_gpt2_defaults - 1, "", 0, &d, NULL); /* process lifetime; tiny */
     return d;
 }
 
@@ -41,11 +41,11 @@ static const char *alias(const lmio_config *c, const char *key)
 }
 
 /* The value for key: the config's own, else the model's default. */
-static json_t *lookup(const lmio_config *c, const char *key)
+static lmio__json *lookup(const lmio_config *c, const char *key)
 {
     key = alias(c, key);
-    json_t *v = json_object_get(c->obj, key);
-    if (!v && !strcmp(lmio_config_model_type(c), "gpt2")) v = json_object_get(gpt2_defaults(), key);
+    lmio__json *v = lmio__json_get(c->obj, key);
+    if (!v && !strcmp(lmio_config_model_type(c), "gpt2")) v = lmio__json_get(gpt2_defaults(), key);
     return v;
 }
 
@@ -55,8 +55,8 @@ lmio_status lmio_config_create_gpt2(lmio_config **out, lmio_error *err)
 {
     lmio__json_init();
     lmio_config *c = lmio__calloc(1, sizeof *c);
-    json_t *d = gpt2_defaults();
-    if (!c || !d || !(c->obj = json_deep_copy(d))) {
+    lmio__json *d = gpt2_defaults();
+    if (!c || !d || !(c->obj = lmio__json_deep_copy(d))) {
         lmio__free(c);
         return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
     }
@@ -73,29 +73,29 @@ lmio_status lmio_config_load(const char *path, lmio_config **out, lmio_error *er
         snprintf(buf, sizeof buf, "%s/config.json", path);
         path = buf;
     }
-    json_t *obj;
+    lmio__json *obj;
     lmio_status s = lmio__json_load_file(path, &obj, err);
     if (s) return s;
-    if (!json_is_object(obj)) {
-        json_decref(obj);
+    if (!lmio__json_is_object(obj)) {
+        lmio__json_decref(obj);
         return lmio__fail(err, LMIO_ERR_FORMAT, path, 0, "", "not a JSON object; expected a model config");
     }
     /* Refuse what a newer lmio wrote in an incompatible way, before any
      * field is interpreted. */
-    const char *fv = json_string_value(json_object_get(obj, "lmio_format_version"));
+    const char *fv = lmio__json_string_value(lmio__json_get(obj, "lmio_format_version"));
     int major = 0, minor = 0;
     if (fv && (sscanf(fv, "%d.%d", &major, &minor) < 1 || major > LMIO_FORMAT_VERSION_MAJOR)) {
         lmio_status st2 = lmio__fail(err, LMIO_ERR_UNSUPPORTED, path, -1, "lmio_format_version",
                                      "written in lmio format %s by a newer lmio; expected format %d.x or older "
                                      "(upgrade lmio)",
                                      fv, LMIO_FORMAT_VERSION_MAJOR);
-        json_decref(obj);
+        lmio__json_decref(obj);
         return st2;
     }
     lmio_config *c = lmio__calloc(1, sizeof *c);
     if (!c || !(c->path = lmio__strdup(path))) {
         lmio__free(c);
-        json_decref(obj);
+        lmio__json_decref(obj);
         return lmio__fail(err, LMIO_ERR_NOMEM, path, -1, "", "out of memory");
     }
     c->obj = obj;
@@ -106,7 +106,7 @@ lmio_status lmio_config_load(const char *path, lmio_config **out, lmio_error *er
 void lmio_config_free(lmio_config *c)
 {
     if (!c) return;
-    json_decref(c->obj);
+    lmio__json_decref(c->obj);
     lmio__free(c->path);
     lmio__free(c);
 }
@@ -114,8 +114,8 @@ void lmio_config_free(lmio_config *c)
 lmio_status lmio_config_copy(const lmio_config *c, lmio_config **out, lmio_error *err)
 {
     lmio_config *d = lmio__calloc(1, sizeof *d);
-    if (!d || !(d->obj = json_deep_copy(c->obj)) || (c->path && !(d->path = lmio__strdup(c->path)))) {
-        if (d) json_decref(d->obj);
+    if (!d || !(d->obj = lmio__json_deep_copy(c->obj)) || (c->path && !(d->path = lmio__strdup(c->path)))) {
+        if (d) lmio__json_decref(d->obj);
         lmio__free(d);
         return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
     }
@@ -137,75 +137,78 @@ lmio_status lmio_config_save(const lmio_config *c, const char *path, lmio_error 
 
 const char *lmio_config_model_type(const lmio_config *c)
 {
-    const char *s = c ? json_string_value(json_object_get(c->obj, "model_type")) : NULL;
+    const char *s = c ? lmio__json_string_value(lmio__json_get(c->obj, "model_type")) : NULL;
     return s ? s : "";
 }
 
 lmio_status lmio_config_get_int(const lmio_config *c, const char *key, int64_t *out, lmio_error *err)
 {
-    json_t *v = lookup(c, key);
+    lmio__json *v = lookup(c, key);
     if (!v) return lmio__fail(err, LMIO_ERR_NOT_FOUND, cpath(c), -1, key, "no \"%s\"; expected an integer", key);
-    if (json_is_integer(v)) { *out = json_integer_value(v); return LMIO_OK; }
-    if (json_is_real(v) && json_real_value(v) == floor(json_real_value(v))) { *out = (int64_t)json_real_value(v); return LMIO_OK; }
+    if (lmio__json_is_integer(v)) { *out = lmio__json_integer_value(v); return LMIO_OK; }
+    if (lmio__json_is_real(v) && lmio__json_real_value(v) == floor(lmio__json_real_value(v))) { *out = (int64_t)lmio__json_real_value(v); return LMIO_OK; }
     return lmio__fail(err, LMIO_ERR_FORMAT, cpath(c), -1, key, "\"%s\" is not an integer; expected one", key);
 }
 
 lmio_status lmio_config_get_float(const lmio_config *c, const char *key, double *out, lmio_error *err)
 {
-    json_t *v = lookup(c, key);
+    lmio__json *v = lookup(c, key);
     if (!v) return lmio__fail(err, LMIO_ERR_NOT_FOUND, cpath(c), -1, key, "no \"%s\"; expected a number", key);
-    if (!json_is_number(v)) return lmio__fail(err, LMIO_ERR_FORMAT, cpath(c), -1, key, "\"%s\" is not a number", key);
-    *out = json_number_value(v);
+    if (!lmio__json_is_number(v)) return lmio__fail(err, LMIO_ERR_FORMAT, cpath(c), -1, key, "\"%s\" is not a number", key);
+    *out = lmio__json_number_value(v);
     return LMIO_OK;
 }
 
 lmio_status lmio_config_get_bool(const lmio_config *c, const char *key, int *out, lmio_error *err)
 {
-    json_t *v = lookup(c, key);
+    lmio__json *v = lookup(c, key);
     if (!v) return lmio__fail(err, LMIO_ERR_NOT_FOUND, cpath(c), -1, key, "no \"%s\"; expected true or false", key);
-    if (!json_is_boolean(v)) return lmio__fail(err, LMIO_ERR_FORMAT, cpath(c), -1, key, "\"%s\" is not a boolean", key);
-    *out = json_is_true(v);
+    if (!lmio__json_is_bool(v)) return lmio__fail(err, LMIO_ERR_FORMAT, cpath(c), -1, key, "\"%s\" is not a boolean", key);
+    *out = lmio__json_is_true(v);
     return LMIO_OK;
 }
 
 lmio_status lmio_config_get_string(const lmio_config *c, const char *key, const char **out, lmio_error *err)
 {
-    json_t *v = lookup(c, key);
+    lmio__json *v = lookup(c, key);
     if (!v) return lmio__fail(err, LMIO_ERR_NOT_FOUND, cpath(c), -1, key, "no \"%s\"; expected a string", key);
-    if (!json_is_string(v)) return lmio__fail(err, LMIO_ERR_FORMAT, cpath(c), -1, key, "\"%s\" is not a string", key);
-    *out = json_string_value(v);
+    if (!lmio__json_is_string(v)) return lmio__fail(err, LMIO_ERR_FORMAT, cpath(c), -1, key, "\"%s\" is not a string", key);
+    *out = lmio__json_string_value(v);
     return LMIO_OK;
 }
 
-static lmio_status set(lmio_config *c, const char *key, json_t *v, lmio_error *err)
+/* Takes v (NULL: its constructor failed) in every case. */
+static lmio_status set(lmio_config *c, const char *key, lmio__json *v, lmio_error *err)
 {
-    if (!c || !key || !v || json_object_set_new(c->obj, alias(c, key), v)) {
-        return lmio__fail(err, v ? LMIO_ERR_INVALID_ARG : LMIO_ERR_NOMEM, "", -1, key ? key : "",
-                          "cannot set config key");
+    if (!c || !key) {
+        lmio__json_decref(v);
+        return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, key ? key : "", "cannot set config key");
     }
+    if (!lmio__json_set(c->obj, alias(c, key), v))
+        return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, key, "cannot set config key");
     return LMIO_OK;
 }
 
 lmio_status lmio_config_set_int(lmio_config *c, const char *key, int64_t v, lmio_error *err)
 {
-    return set(c, key, json_integer((json_int_t)v), err);
+    return set(c, key, lmio__json_integer(v), err);
 }
 lmio_status lmio_config_set_float(lmio_config *c, const char *key, double v, lmio_error *err)
 {
-    return set(c, key, json_real(v), err);
+    return set(c, key, lmio__json_real(v), err);
 }
 lmio_status lmio_config_set_bool(lmio_config *c, const char *key, int v, lmio_error *err)
 {
-    return set(c, key, json_boolean(v), err);
+    return set(c, key, lmio__json_bool(v), err);
 }
 lmio_status lmio_config_set_string(lmio_config *c, const char *key, const char *v, lmio_error *err)
 {
-    return set(c, key, v ? json_string(v) : NULL, err);
+    return set(c, key, lmio__json_string(v), err);
 }
 lmio_status lmio_config_set_null(lmio_config *c, const char *key, lmio_error *err)
 {
-    return set(c, key, json_null(), err);
+    return set(c, key, lmio__json_null(), err);
 }
 
 /* For the checkpoint code: the JSON object itself (borrowed). */
-json_t *lmio__config_json(const lmio_config *c) { return c->obj; }
+lmio__json *lmio__config_json(const lmio_config *c) { return c->obj; }

@@ -4,7 +4,7 @@
  * Shapes in comments: T tokens in this call, C = n_embd, H heads of D = C/H,
  * I = n_inner, V = vocab, S = positions so far (KV cache). Matches
  * Transformers' GPT2LMHeadModel (Conv1D weights are stored [in, out]). */
-#include "../core/internal.h"
+#include "../core/core.h"
 
 #include <math.h>
 #include <stdio.h>

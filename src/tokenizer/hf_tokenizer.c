@@ -1,5 +1,6 @@
 /* Hugging Face tokenizer files: tokenizer.json, vocab.json + merges.txt,
  * tokenizer_config.json, special_tokens_map.json. */
+#include "../core/json.h"
 #include "tokenizer.h"
 
 #include <stdio.h>
@@ -10,7 +11,7 @@
 typedef struct vent {
     const char *s;
     size_t len;
-    json_int_t id;
+    int64_t id;
 } vent;
 
 static int cmp_vent(const void *a, const void *b)
@@ -20,28 +21,28 @@ static int cmp_vent(const void *a, const void *b)
 }
 
 /* A vocabulary object {token: id} with ids exactly 0..n-1. */
-static lmio_status load_vocab(lmio_tokenizer *t, json_t *vocab, const char *path, lmio_error *err)
+static lmio_status load_vocab(lmio_tokenizer *t, lmio__json *vocab, const char *path, lmio_error *err)
 {
-    if (!json_is_object(vocab))
+    if (!lmio__json_is_object(vocab))
         return lmio__fail(err, LMIO_ERR_FORMAT, path, -1, "", "vocabulary is not a JSON object; expected {token: id}");
-    size_t n = json_object_size(vocab);
+    size_t n = lmio__json_object_size(vocab);
     vent *v = lmio__calloc(n ? n : 1, sizeof *v);
     if (!v) return lmio__fail(err, LMIO_ERR_NOMEM, path, -1, "", "out of memory");
     size_t i = 0;
     const char *k;
-    json_t *val;
-    json_object_foreach(vocab, k, val)
-    {
-        if (!json_is_integer(val)) {
+    lmio__json *val;
+    lmio__json_iter it = lmio__json_iter_begin(vocab);
+    while (lmio__json_iter_next(&it, &k, &val)) {
+        if (!lmio__json_is_integer(val)) {
             lmio__free(v);
             return lmio__fail(err, LMIO_ERR_FORMAT, path, -1, k, "token \"%s\" has a non-integer id; expected an integer", k);
         }
-        v[i++] = (vent){k, strlen(k), json_integer_value(val)};
+        v[i++] = (vent){k, strlen(k), lmio__json_integer_value(val)};
     }
     qsort(v, n, sizeof *v, cmp_vent);
     lmio_status s = LMIO_OK;
     for (i = 0; i < n && !s; i++) {
-        if (v[i].id != (json_int_t)i) {
+        if (v[i].id != (int64_t)i) {
             s = lmio__fail(err, LMIO_ERR_FORMAT, path, -1, v[i].s,
                            "token \"%s\" has id %lld; expected ids 0..%zu, each once", v[i].s, (long long)v[i].id, n - 1);
             break;
@@ -52,26 +53,26 @@ static lmio_status load_vocab(lmio_tokenizer *t, json_t *vocab, const char *path
     return s;
 }
 
-static lmio_status load_merges_json(lmio_tokenizer *t, json_t *merges, const char *path, lmio_error *err)
+static lmio_status load_merges_json(lmio_tokenizer *t, lmio__json *merges, const char *path, lmio_error *err)
 {
-    if (!json_is_array(merges))
+    if (!lmio__json_is_array(merges))
         return lmio__fail(err, LMIO_ERR_FORMAT, path, -1, "", "model.merges is not an array");
-    for (size_t i = 0; i < json_array_size(merges); i++) {
-        json_t *m = json_array_get(merges, i);
+    for (size_t i = 0; i < lmio__json_array_size(merges); i++) {
+        lmio__json *m = lmio__json_array_get(merges, i);
         const char *a, *b;
         size_t al, bl;
-        if (json_is_string(m)) { /* "a b" (tokenizers < 0.20) */
-            a = json_string_value(m);
+        if (lmio__json_is_string(m)) { /* "a b" (tokenizers < 0.20) */
+            a = lmio__json_string_value(m);
             const char *sp = strchr(a, ' ');
             if (!sp || strchr(sp + 1, ' '))
                 return lmio__fail(err, LMIO_ERR_FORMAT, path, -1, "", "merge %zu \"%s\"; expected \"left right\"", i, a);
             al = (size_t)(sp - a);
             b = sp + 1;
             bl = strlen(b);
-        } else if (json_is_array(m) && json_array_size(m) == 2 && json_is_string(json_array_get(m, 0)) &&
-                   json_is_string(json_array_get(m, 1))) { /* ["a", "b"] */
-            a = json_string_value(json_array_get(m, 0));
-            b = json_string_value(json_array_get(m, 1));
+        } else if (lmio__json_is_array(m) && lmio__json_array_size(m) == 2 && lmio__json_is_string(lmio__json_array_get(m, 0)) &&
+                   lmio__json_is_string(lmio__json_array_get(m, 1))) { /* ["a", "b"] */
+            a = lmio__json_string_value(lmio__json_array_get(m, 0));
+            b = lmio__json_string_value(lmio__json_array_get(m, 1));
             al = strlen(a);
             bl = strlen(b);
         } else {
@@ -110,52 +111,52 @@ static lmio_status load_merges_txt(lmio_tokenizer *t, const char *path, lmio_err
     return s;
 }
 
-static lmio_status load_added_array(lmio_tokenizer *t, json_t *arr, const char *path, lmio_error *err)
+static lmio_status load_added_array(lmio_tokenizer *t, lmio__json *arr, const char *path, lmio_error *err)
 {
-    for (size_t i = 0; json_is_array(arr) && i < json_array_size(arr); i++) {
-        json_t *a = json_array_get(arr, i);
-        json_t *c = json_object_get(a, "content"), *id = json_object_get(a, "id");
-        if (!json_is_string(c) || !json_is_integer(id))
+    for (size_t i = 0; lmio__json_is_array(arr) && i < lmio__json_array_size(arr); i++) {
+        lmio__json *a = lmio__json_array_get(arr, i);
+        lmio__json *c = lmio__json_get(a, "content"), *id = lmio__json_get(a, "id");
+        if (!lmio__json_is_string(c) || !lmio__json_is_integer(id))
             return lmio__fail(err, LMIO_ERR_FORMAT, path, -1, "", "added_tokens[%zu]; expected {\"id\", \"content\"}", i);
-        lmio_status s = lmio__tok_add_added(t, json_string_value(c), json_is_true(json_object_get(a, "special")),
-                                            (int32_t)json_integer_value(id), err);
+        lmio_status s = lmio__tok_add_added(t, lmio__json_string_value(c), lmio__json_is_true(lmio__json_get(a, "special")),
+                                            (int32_t)lmio__json_integer_value(id), err);
         if (s) return s;
     }
     return LMIO_OK;
 }
 
 /* Only GPT-2-style byte-level BPE is implemented; say so plainly otherwise. */
-static lmio_status check_pipeline(json_t *root, const char *path, lmio_error *err)
+static lmio_status check_pipeline(lmio__json *root, const char *path, lmio_error *err)
 {
-    json_t *model = json_object_get(root, "model");
-    const char *type = json_string_value(json_object_get(model, "type"));
+    lmio__json *model = lmio__json_get(root, "model");
+    const char *type = lmio__json_string_value(lmio__json_get(model, "type"));
     if (!type || strcmp(type, "BPE"))
         return lmio__fail(err, LMIO_ERR_UNSUPPORTED, path, -1, "model.type",
                           "model.type is \"%s\"; expected \"BPE\" (only byte-level BPE is supported)", type ? type : "?");
-    json_t *pre = json_object_get(root, "pre_tokenizer");
-    const char *pt = json_string_value(json_object_get(pre, "type"));
-    if (!pt || strcmp(pt, "ByteLevel") || json_is_true(json_object_get(pre, "add_prefix_space")) ||
-        json_is_false(json_object_get(pre, "use_regex")))
+    lmio__json *pre = lmio__json_get(root, "pre_tokenizer");
+    const char *pt = lmio__json_string_value(lmio__json_get(pre, "type"));
+    if (!pt || strcmp(pt, "ByteLevel") || lmio__json_is_true(lmio__json_get(pre, "add_prefix_space")) ||
+        lmio__json_is_false(lmio__json_get(pre, "use_regex")))
         return lmio__fail(err, LMIO_ERR_UNSUPPORTED, path, -1, "pre_tokenizer",
                           "pre_tokenizer is not GPT-2's (ByteLevel, no prefix space, with regex); expected that");
-    json_t *norm = json_object_get(root, "normalizer");
-    if (norm && !json_is_null(norm))
+    lmio__json *norm = lmio__json_get(root, "normalizer");
+    if (norm && !lmio__json_is_null(norm))
         return lmio__fail(err, LMIO_ERR_UNSUPPORTED, path, -1, "normalizer", "a normalizer is set; expected none");
     return LMIO_OK;
 }
 
 static lmio_status load_tokenizer_json(lmio_tokenizer *t, const char *path, lmio_error *err)
 {
-    json_t *root;
+    lmio__json *root;
     lmio_status s = lmio__json_load_file(path, &root, err);
     if (s) return s;
     if (!(s = check_pipeline(root, path, err))) {
-        json_t *model = json_object_get(root, "model");
-        if (!(s = load_vocab(t, json_object_get(model, "vocab"), path, err)) &&
-            !(s = load_merges_json(t, json_object_get(model, "merges"), path, err)))
-            s = load_added_array(t, json_object_get(root, "added_tokens"), path, err);
+        lmio__json *model = lmio__json_get(root, "model");
+        if (!(s = load_vocab(t, lmio__json_get(model, "vocab"), path, err)) &&
+            !(s = load_merges_json(t, lmio__json_get(model, "merges"), path, err)))
+            s = load_added_array(t, lmio__json_get(root, "added_tokens"), path, err);
     }
-    json_decref(root);
+    lmio__json_decref(root);
     return s;
 }
 
@@ -192,11 +193,11 @@ lmio_status lmio_tokenizer_load_files(const char *vocab_json, const char *merges
     lmio_tokenizer *t;
     lmio_status s = lmio__tok_new(&t, err);
     if (s) return s;
-    json_t *v = NULL;
+    lmio__json *v = NULL;
     if (!(s = lmio__json_load_file(vocab_json, &v, err)) && !(s = load_vocab(t, v, vocab_json, err)) &&
         !(s = load_merges_txt(t, merges_txt, err)))
         for (size_t i = 0; i < n_special && !s; i++) s = lmio__tok_add_added(t, special[i], true, -1, err);
-    json_decref(v);
+    lmio__json_decref(v);
     return finish_or_free(t, vocab_json, s, out, err);
 }
 
@@ -227,73 +228,84 @@ lmio_status lmio_tokenizer_load(const char *path, lmio_tokenizer **out, lmio_err
         return lmio__fail(err, LMIO_ERR_NOT_FOUND, path, -1, "",
                           "no tokenizer.json and no vocab.json + merges.txt; expected a tokenizer directory");
     }
-    json_t *v = NULL, *cfg = NULL;
+    lmio__json *v = NULL, *cfg = NULL;
     if (!(s = lmio__json_load_file(p1, &v, err)) && !(s = load_vocab(t, v, p1, err)) &&
         !(s = load_merges_txt(t, p2, err)) && exists(p3) && !(s = lmio__json_load_file(p3, &cfg, err))) {
-        json_t *dec = json_object_get(cfg, "added_tokens_decoder");
+        lmio__json *dec = lmio__json_get(cfg, "added_tokens_decoder");
         const char *k;
-        json_t *a;
-        json_object_foreach(dec, k, a)
-        {
-            const char *c = json_string_value(json_object_get(a, "content"));
+        lmio__json *a;
+        lmio__json_iter it = lmio__json_iter_begin(dec);
+        while (lmio__json_iter_next(&it, &k, &a)) {
+            const char *c = lmio__json_string_value(lmio__json_get(a, "content"));
             if (!c) continue;
-            if ((s = lmio__tok_add_added(t, c, json_is_true(json_object_get(a, "special")), (int32_t)atol(k), err)))
+            if ((s = lmio__tok_add_added(t, c, lmio__json_is_true(lmio__json_get(a, "special")), (int32_t)atol(k), err)))
                 break;
         }
     }
     /* Older directories declare their special tokens only here; each one
      * in the vocabulary is matched whole, as the slow GPT2Tokenizer does. */
     char p4[4096];
-    json_t *map = NULL;
+    lmio__json *map = NULL;
     snprintf(p4, sizeof p4, "%s/special_tokens_map.json", path);
     if (!s && exists(p4) && !(s = lmio__json_load_file(p4, &map, err))) {
         const char *k;
-        json_t *val;
-        json_object_foreach(map, k, val)
-        {
-            const char *c = json_is_string(val) ? json_string_value(val) : json_string_value(json_object_get(val, "content"));
+        lmio__json *val;
+        lmio__json_iter it = lmio__json_iter_begin(map);
+        while (lmio__json_iter_next(&it, &k, &val)) {
+            const char *c = lmio__json_is_string(val) ? lmio__json_string_value(val) : lmio__json_string_value(lmio__json_get(val, "content"));
             if (!c || lmio_tokenizer_token_id(t, c) < 0 || is_added(t, c)) continue;
             if ((s = lmio__tok_add_added(t, c, true, -1, err))) break;
         }
     }
-    json_decref(map);
-    json_decref(v);
-    json_decref(cfg);
+    lmio__json_decref(map);
+    lmio__json_decref(v);
+    lmio__json_decref(cfg);
     return finish_or_free(t, p1, s, out, err);
 }
 
 /* ---- saving ---- */
 
-static json_t *added_json(const lmio__added *a, bool with_id)
+/* Each builder returns NULL, never a partial object, when out of memory;
+ * a NULL then fails the lmio__json_set or _append that receives it. */
+static lmio__json *added_json(const lmio__added *a, bool with_id)
 {
-    json_t *o = json_object();
-    if (with_id) json_object_set_new(o, "id", json_integer(a->id));
-    json_object_set_new(o, "content", json_string(a->content));
-    json_object_set_new(o, "single_word", json_false());
-    json_object_set_new(o, "lstrip", json_false());
-    json_object_set_new(o, "rstrip", json_false());
-    json_object_set_new(o, "normalized", json_boolean(!a->special));
-    json_object_set_new(o, "special", json_boolean(a->special));
+    lmio__json *o = lmio__json_object();
+    bool ok = !with_id || lmio__json_set(o, "id", lmio__json_integer(a->id));
+    ok &= lmio__json_set(o, "content", lmio__json_string(a->content));
+    ok &= lmio__json_set(o, "single_word", lmio__json_bool(false));
+    ok &= lmio__json_set(o, "lstrip", lmio__json_bool(false));
+    ok &= lmio__json_set(o, "rstrip", lmio__json_bool(false));
+    ok &= lmio__json_set(o, "normalized", lmio__json_bool(!a->special));
+    ok &= lmio__json_set(o, "special", lmio__json_bool(a->special));
+    if (!ok) {
+        lmio__json_decref(o);
+        return NULL;
+    }
     return o;
 }
 
-static json_t *byte_level(bool add_prefix_space, bool trim_offsets)
+static lmio__json *byte_level(bool add_prefix_space, bool trim_offsets)
 {
-    json_t *o = json_object();
-    json_object_set_new(o, "type", json_string("ByteLevel"));
-    json_object_set_new(o, "add_prefix_space", json_boolean(add_prefix_space));
-    json_object_set_new(o, "trim_offsets", json_boolean(trim_offsets));
-    json_object_set_new(o, "use_regex", json_true());
+    lmio__json *o = lmio__json_object();
+    bool ok = lmio__json_set(o, "type", lmio__json_string("ByteLevel"));
+    ok &= lmio__json_set(o, "add_prefix_space", lmio__json_bool(add_prefix_space));
+    ok &= lmio__json_set(o, "trim_offsets", lmio__json_bool(trim_offsets));
+    ok &= lmio__json_set(o, "use_regex", lmio__json_bool(true));
+    if (!ok) {
+        lmio__json_decref(o);
+        return NULL;
+    }
     return o;
 }
 
-static lmio_status write_json(json_t *v, size_t flags, const char *dir, const char *name, lmio_error *err)
+/* Takes v; a NULL v (a failed build) is reported as out of memory. */
+static lmio_status write_json(lmio__json *v, int indent, const char *dir, const char *name, lmio_error *err)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    char *text = v ? lmio__json_dump(v, flags, path, err) : NULL;
-    json_decref(v);
-    if (!text) return err && err->code ? err->code : lmio__fail(err, LMIO_ERR_NOMEM, path, -1, "", "out of memory");
+    char *text = lmio__json_dump(v, indent, path, err);
+    lmio__json_decref(v);
+    if (!text) return LMIO_ERR_NOMEM;
     size_t n = strlen(text);
     text[n] = '\n'; /* json_dumps leaves room: replace the NUL, write n + 1 */
     lmio_status s = lmio__write_file(path, text, n + 1, 1, err);
@@ -304,44 +316,48 @@ static lmio_status write_json(json_t *v, size_t flags, const char *dir, const ch
 lmio_status lmio_tokenizer_save(const lmio_tokenizer *t, const char *dir, lmio_error *err)
 {
     if (!t || !dir) return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "NULL argument");
-    lmio__json_init();
     /* vocabulary without the added tokens that were appended after it */
-    json_t *vocab = json_object(), *merges = json_array();
-    for (size_t i = 0; i < t->n; i++) json_object_set_new(vocab, t->str[i], json_integer((json_int_t)i));
-    for (size_t r = 0; r < t->n_merges; r++) {
-        json_t *pair = json_array();
-        json_array_append_new(pair, json_string(t->str[t->merge_a[r]]));
-        json_array_append_new(pair, json_string(t->str[t->merge_b[r]]));
-        json_array_append_new(merges, pair);
+    lmio__json *vocab = lmio__json_object(), *merges = lmio__json_array();
+    bool ok = vocab && merges;
+    for (size_t i = 0; ok && i < t->n; i++) ok = lmio__json_set(vocab, t->str[i], lmio__json_integer((int64_t)i));
+    for (size_t r = 0; ok && r < t->n_merges; r++) {
+        lmio__json *pair = lmio__json_array();
+        ok = lmio__json_append(pair, lmio__json_string(t->str[t->merge_a[r]]));
+        ok &= lmio__json_append(pair, lmio__json_string(t->str[t->merge_b[r]]));
+        ok &= lmio__json_append(merges, pair);
     }
-    json_t *added = json_array();
-    for (size_t i = 0; i < t->n_added; i++) json_array_append_new(added, added_json(&t->added[i], true));
+    lmio__json *added = lmio__json_array();
+    for (size_t i = 0; ok && i < t->n_added; i++) ok = lmio__json_append(added, added_json(&t->added[i], true));
 
-    json_t *model = json_object();
-    json_object_set_new(model, "type", json_string("BPE"));
-    json_object_set_new(model, "dropout", json_null());
-    json_object_set_new(model, "unk_token", json_null());
-    json_object_set_new(model, "continuing_subword_prefix", json_string(""));
-    json_object_set_new(model, "end_of_word_suffix", json_string(""));
-    json_object_set_new(model, "fuse_unk", json_false());
-    json_object_set_new(model, "byte_fallback", json_false());
-    json_object_set_new(model, "ignore_merges", json_false());
-    json_object_set(model, "vocab", vocab);
-    json_object_set(model, "merges", merges);
-    json_t *root = json_object();
-    json_object_set_new(root, "version", json_string("1.0"));
-    json_object_set_new(root, "truncation", json_null());
-    json_object_set_new(root, "padding", json_null());
-    json_object_set_new(root, "added_tokens", added);
-    json_object_set_new(root, "normalizer", json_null());
-    json_object_set_new(root, "pre_tokenizer", byte_level(false, true));
-    json_object_set_new(root, "post_processor", byte_level(true, false));
-    json_object_set_new(root, "decoder", byte_level(true, true));
-    json_object_set_new(root, "model", model);
-    lmio_status s = write_json(root, JSON_INDENT(2), dir, "tokenizer.json", err);
-    if (!s) s = write_json(vocab, JSON_COMPACT, dir, "vocab.json", err);
-    else json_decref(vocab);
-    json_decref(merges);
+    lmio__json *model = lmio__json_object();
+    ok &= lmio__json_set(model, "type", lmio__json_string("BPE"));
+    ok &= lmio__json_set(model, "dropout", lmio__json_null());
+    ok &= lmio__json_set(model, "unk_token", lmio__json_null());
+    ok &= lmio__json_set(model, "continuing_subword_prefix", lmio__json_string(""));
+    ok &= lmio__json_set(model, "end_of_word_suffix", lmio__json_string(""));
+    ok &= lmio__json_set(model, "fuse_unk", lmio__json_bool(false));
+    ok &= lmio__json_set(model, "byte_fallback", lmio__json_bool(false));
+    ok &= lmio__json_set(model, "ignore_merges", lmio__json_bool(false));
+    ok &= lmio__json_set(model, "vocab", lmio__json_incref(vocab));
+    ok &= lmio__json_set(model, "merges", lmio__json_incref(merges));
+    lmio__json *root = lmio__json_object();
+    ok &= lmio__json_set(root, "version", lmio__json_string("1.0"));
+    ok &= lmio__json_set(root, "truncation", lmio__json_null());
+    ok &= lmio__json_set(root, "padding", lmio__json_null());
+    ok &= lmio__json_set(root, "added_tokens", added);
+    ok &= lmio__json_set(root, "normalizer", lmio__json_null());
+    ok &= lmio__json_set(root, "pre_tokenizer", byte_level(false, true));
+    ok &= lmio__json_set(root, "post_processor", byte_level(true, false));
+    ok &= lmio__json_set(root, "decoder", byte_level(true, true));
+    ok &= lmio__json_set(root, "model", model);
+    if (!ok) { /* an incomplete tokenizer.json must not be written */
+        lmio__json_decref(root);
+        root = NULL;
+    }
+    lmio_status s = write_json(root, 2, dir, "tokenizer.json", err);
+    if (!s) s = write_json(vocab, 0, dir, "vocab.json", err);
+    else lmio__json_decref(vocab);
+    lmio__json_decref(merges);
     if (s) return s;
 
     /* merges.txt */
@@ -362,32 +378,36 @@ lmio_status lmio_tokenizer_save(const lmio_tokenizer *t, const char *dir, lmio_e
     const char *eos = NULL;
     for (size_t i = 0; i < t->n_added && !eos; i++)
         if (t->added[i].special) eos = t->added[i].content;
-    json_t *cfg = json_object(), *dec = json_object();
+    lmio__json *cfg = lmio__json_object(), *dec = lmio__json_object();
+    ok = true;
     for (size_t i = 0; i < t->n_added; i++) {
         char id[24];
         snprintf(id, sizeof id, "%d", t->added[i].id);
-        json_object_set_new(dec, id, added_json(&t->added[i], false));
+        ok &= lmio__json_set(dec, id, added_json(&t->added[i], false));
     }
-    json_object_set_new(cfg, "add_prefix_space", json_false());
-    json_object_set_new(cfg, "added_tokens_decoder", dec);
-    json_object_set_new(cfg, "clean_up_tokenization_spaces", json_false());
-    json_object_set_new(cfg, "model_max_length", json_integer((json_int_t)t->model_max_length));
-    json_object_set_new(cfg, "tokenizer_class", json_string("GPT2Tokenizer"));
-    json_t *map = json_object();
+    ok &= lmio__json_set(cfg, "add_prefix_space", lmio__json_bool(false));
+    ok &= lmio__json_set(cfg, "added_tokens_decoder", dec);
+    ok &= lmio__json_set(cfg, "clean_up_tokenization_spaces", lmio__json_bool(false));
+    ok &= lmio__json_set(cfg, "model_max_length", lmio__json_integer((int64_t)t->model_max_length));
+    ok &= lmio__json_set(cfg, "tokenizer_class", lmio__json_string("GPT2Tokenizer"));
+    lmio__json *map = lmio__json_object();
+    ok &= map != NULL; /* stays empty without an eos: no setter would notice */
     if (eos) {
         const char *roles[] = {"bos_token", "eos_token", "unk_token"};
         for (int i = 0; i < 3; i++) {
-            json_object_set_new(cfg, roles[i], json_string(eos));
-            json_object_set_new(map, roles[i], json_string(eos));
+            ok &= lmio__json_set(cfg, roles[i], lmio__json_string(eos));
+            ok &= lmio__json_set(map, roles[i], lmio__json_string(eos));
         }
     }
     /* these two are written by Python's json.dumps in Transformers */
     char p1[4096], p2[4096];
-    if (!(s = lmio__path_join(p1, sizeof p1, dir, "tokenizer_config.json", err)) &&
-        !(s = lmio__path_join(p2, sizeof p2, dir, "special_tokens_map.json", err)) &&
-        !(s = lmio__write_json_python(p1, cfg, 1, err)))
+    if (!ok)
+        s = lmio__fail(err, LMIO_ERR_NOMEM, dir, -1, "", "out of memory building tokenizer_config.json");
+    else if (!(s = lmio__path_join(p1, sizeof p1, dir, "tokenizer_config.json", err)) &&
+             !(s = lmio__path_join(p2, sizeof p2, dir, "special_tokens_map.json", err)) &&
+             !(s = lmio__write_json_python(p1, cfg, 1, err)))
         s = lmio__write_json_python(p2, map, 1, err);
-    json_decref(cfg);
-    json_decref(map);
+    lmio__json_decref(cfg);
+    lmio__json_decref(map);
     return s;
 }

@@ -2,7 +2,7 @@
  * hf_tokenizer.c (the Hugging Face files). */
 #ifndef LMIO_TOKENIZER_INTERNAL_H
 #define LMIO_TOKENIZER_INTERNAL_H
-#include "../core/internal.h"
+#include "../core/core.h"
 
 typedef struct lmio__added {
     char *content;

@@ -1,7 +1,7 @@
 /* Replays tests/data: every corrupt file must fail with its expected status,
  * offset and message (naming the file); every good file must open, survive a
  * save, and reopen identical. */
-#include "../../src/core/internal.h"
+#include "../../src/core/core.h"
 #include "../test.h"
 
 #include <dirent.h>

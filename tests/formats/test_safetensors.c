@@ -1,7 +1,7 @@
 /* safetensors writer and reader: exact bytes from the reference
  * implementation's own tests, round trips of every dtype, ordering,
  * determinism, and the atomic-replace guarantees. */
-#include "../../src/core/internal.h"
+#include "../../src/core/core.h"
 #include "../test.h"
 
 #include <dirent.h>

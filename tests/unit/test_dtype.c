@@ -1,7 +1,7 @@
 /* Dtype conversion: the SIMD kernels against the portable ones over every
  * f32 bit pattern, known values, and the paths that go through f32.
  * Agreement with torch itself is tested in tests/interop/. */
-#include "../../src/core/internal.h"
+#include "../../src/core/core.h"
 #include "../test.h"
 
 #include <math.h>

@@ -1,7 +1,7 @@
 /* Config, tokenizer, save_pretrained / from_pretrained and the GPT-2 forward
  * pass, from C, so they also run under the sanitizers and valgrind. The
  * comparisons with Transformers and tokenizers live in tests/interop/. */
-#include "../../src/core/internal.h"
+#include "../../src/core/json.h"
 #include "../test.h"
 
 #include <execinfo.h>
@@ -359,6 +359,71 @@ static void oom_pretrained(void)
     tiny_end(&fx);
 }
 
+/* ---- every allocation in save_pretrained fails in turn ---- */
+
+static bool same_file(const char *a, const char *b)
+{
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    bool same = fa && fb;
+    for (int ca = 0, cb = 0; same && ca != EOF; same = ca == cb) {
+        ca = fgetc(fa);
+        cb = fgetc(fb);
+    }
+    if (fa) fclose(fa);
+    if (fb) fclose(fb);
+    return same;
+}
+
+/* The JSON documents (config, generation config, shard index, tokenizer
+ * files) are built in memory before they are written; a failed allocation
+ * while building one must fail the save, never write it incomplete. */
+static void oom_save(void)
+{
+    tiny fx;
+    tiny_begin(&fx);
+    lmio_pretrained_opts o = LMIO_PRETRAINED_OPTS_INIT;
+    o.max_shard_size = 8000; /* an index too */
+    o.durable = 0;
+    CHECK_OK(lmio_pretrained_save(tmp("oom-save-ref"), fx.c, fx.w, fx.tok, &o, &e_));
+    lmio__json_init();
+    lmio_allocator al = {oom_malloc, oom_realloc, oom_free, NULL};
+    long sites = 0;
+    int wrong = 0;
+    for (long k = 0; k < 200000; k++) {
+        g_oom_live = 0;
+        g_oom_failed = 0;
+        g_oom_countdown = k;
+        lmio_set_allocator(&al);
+        lmio_error err;
+        lmio_status s = lmio_pretrained_save(tmp("oom-save"), fx.c, fx.w, fx.tok, &o, &err);
+        lmio_set_allocator(NULL);
+        CHECK_MSG(g_oom_live == 0, "allocation %ld failing leaks %ld blocks", k, g_oom_live);
+        if (!g_oom_failed) {
+            CHECK_MSG(s == LMIO_OK, "%s", err.message);
+            break;
+        }
+        sites++;
+        if (s != LMIO_ERR_NOMEM) {
+            wrong++;
+            if (wrong < 5)
+                fprintf(stderr, "allocation %ld failing gave %s: %s\n", k, lmio_status_str(s),
+                        s ? err.message : "(saved anyway)");
+        }
+    }
+    CHECK(wrong == 0);
+    const char *files[] = {"config.json", "generation_config.json", "model.safetensors.index.json",
+                           "tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json",
+                           "special_tokens_map.json"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char a[700], b[700];
+        snprintf(a, sizeof a, "%s/%s", tmp("oom-save-ref"), files[i]);
+        snprintf(b, sizeof b, "%s/%s", tmp("oom-save"), files[i]);
+        CHECK_MSG(same_file(a, b), "%s differs after the oom runs", files[i]);
+    }
+    printf("oom injection (save_pretrained): %ld allocation sites failed in turn\n", sites);
+    tiny_end(&fx);
+}
+
 int main(void)
 {
     if (scratch_begin("test-model")) return 1;
@@ -367,6 +432,7 @@ int main(void)
     tokenizer();
     pretrained();
     oom_pretrained();
+    oom_save();
     scratch_end();
     return test_result("test_model");
 }

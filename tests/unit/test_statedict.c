@@ -1,7 +1,7 @@
 /* State dict behaviour, argument checks, and allocation-failure injection:
  * every allocation in open + save is made to fail in turn, and each failure
  * must come back as LMIO_ERR_NOMEM with nothing leaked. */
-#include "../../src/core/internal.h"
+#include "../../src/core/json.h"
 #include "../test.h"
 
 #include <stdlib.h>

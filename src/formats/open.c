@@ -1,6 +1,6 @@
 /* lmio_statedict_open: sniff the format from the first bytes and hand the
  * file to that format's reader. */
-#include "internal.h"
+#include "formats.h"
 
 #include <string.h>
 

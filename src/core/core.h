@@ -1,6 +1,8 @@
-/* Internal interfaces shared by lmio's sources; never installed. */
-#ifndef LMIO_INTERNAL_H
-#define LMIO_INTERNAL_H
+/* The bottom layer's internal interfaces: everything in src/core except the
+ * JSON wrapper (json.h). Shared by every layer above; never installed.
+ * Nothing here may know about formats, tokenizers, models or checkpoints. */
+#ifndef LMIO_CORE_H
+#define LMIO_CORE_H
 
 #include "lmio.h"
 
@@ -156,29 +158,6 @@ lmio_status lmio__path_join(char *out, size_t cap, const char *dir, const char *
 /* The last path component, for short messages. */
 const char *lmio__basename(const char *path);
 
-/* ---- JSON (json.c): the one place that talks to jansson ---- */
-#include <jansson.h>
-
-/* Routes jansson's allocations through lmio's allocator; idempotent. */
-void lmio__json_init(void);
-/* Parses exactly n bytes as one JSON value, rejecting duplicate keys and NUL
- * bytes. On failure fills err naming path and the absolute file offset
- * (base_offset + position of the problem). */
-lmio_status lmio__json_parse(const char *text, size_t n, const char *path, int64_t base_offset,
-                             json_t **out, lmio_error *err);
-
-/* Serialises with jansson flags; NULL (err filled) on any allocation failure,
- * including those jansson itself would swallow. Free with lmio__free. */
-char *lmio__json_dump(const json_t *v, size_t flags, const char *path, lmio_error *err);
-/* What Python's json.dumps(v, indent=2, sort_keys=True) + "\n" writes (how
- * Transformers writes config.json and friends): shortest round-trip floats,
- * non-ASCII as \uXXXX. */
-lmio_status lmio__json_dump_python(const json_t *v, lmio__buf *out, const char *path, lmio_error *err);
-/* ... and written atomically to path. */
-lmio_status lmio__write_json_python(const char *path, const json_t *v, int durable, lmio_error *err);
-/* Reads a whole small file (config, vocabulary) and parses it as JSON. */
-lmio_status lmio__json_load_file(const char *path, json_t **out, lmio_error *err);
-
 /* Writes a whole file atomically (temporary file, fsync, rename). */
 lmio_status lmio__write_file(const char *path, const void *data, size_t len, int durable, lmio_error *err);
 
@@ -221,15 +200,5 @@ void lmio__cvt_f32_f16_avx2(void *dst, const void *src, size_t n);
 void lmio__cvt_f32_bf16_avx2(void *dst, const void *src, size_t n);
 void lmio__cvt_f16_f32_avx2(void *dst, const void *src, size_t n);
 void lmio__cvt_bf16_f32_avx2(void *dst, const void *src, size_t n);
-
-/* ---- model config internals (src/model/config.c) ---- */
-json_t *lmio__config_json(const lmio_config *c);
-
-/* ---- format readers (src/formats/) ---- */
-
-/* Each reader takes an opened file; on success ownership of the file moves
- * to the new state dict, on failure the caller still owns it. */
-lmio_status lmio__safetensors_open(const char *path, lmio__file *f, lmio_statedict **out,
-                                   lmio_error *err);
 
 #endif

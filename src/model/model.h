@@ -1,0 +1,9 @@
+/* The model layer's internal interfaces, for the checkpoint code. */
+#ifndef LMIO_MODEL_H
+#define LMIO_MODEL_H
+#include "../core/json.h"
+
+/* The config's JSON object itself (borrowed; valid until lmio_config_free). */
+lmio__json *lmio__config_json(const lmio_config *c);
+
+#endif
