@@ -1,6 +1,6 @@
 /* Small public helpers over what the library already does internally, so a
  * program (the CLI first) does not grow its own copies that drift. */
-#include "internal.h"
+#include "core.h"
 
 #include <strings.h>
 
