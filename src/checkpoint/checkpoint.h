@@ -1,0 +1,28 @@
+/* Internal interface of the checkpoint layer (Hugging Face directories). */
+#ifndef LMIO_CHECKPOINT_H
+#define LMIO_CHECKPOINT_H
+
+#include "../core/json.h"
+#include "../model/model.h"
+
+/* A directory being built beside its destination (dircommit.c). */
+typedef struct lmio__stage {
+    char dir[4096];    /* the destination */
+    char parent[4096]; /* its parent directory */
+    char tmp[4096];    /* the directory being built; "" when none */
+    int durable;       /* fsync files' directory and the parent on commit */
+} lmio__stage;
+
+/* Creates the temporary directory beside dir. */
+lmio_status lmio__stage_begin(lmio__stage *st, const char *dir, int durable, lmio_error *err);
+/* Moves the finished directory into place: renamed if dir is absent,
+ * swapped in one step with an existing model directory (or an empty one),
+ * refused for any other directory. On failure the staged files are gone. */
+lmio_status lmio__stage_commit(lmio__stage *st, lmio_error *err);
+/* Removes the staged directory; safe after a failed begin or a commit. */
+void lmio__stage_abort(lmio__stage *st);
+
+/* Removes a tree without following symlinks. */
+void lmio__remove_tree(const char *dir);
+
+#endif

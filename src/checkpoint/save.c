@@ -1,0 +1,241 @@
+/* save_pretrained: the Hugging Face directory layout
+ * (shared/reference/safetensors-hf.md §2), committed atomically. */
+#include "checkpoint.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define DEFAULT_SHARD_SIZE 5000000000ULL /* Transformers v4's "5GB" */
+
+lmio_status lmio_parse_size(const char *text, uint64_t *out, lmio_error *err)
+{
+    if (!text || !out) return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "NULL argument");
+    char *end;
+    double v = strtod(text, &end);
+    static const struct { const char *u; double m; } units[] = {
+        {"", 1}, {"B", 1}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
+        {"KIB", 1024.0}, {"MIB", 1048576.0}, {"GIB", 1073741824.0}, {"TIB", 1099511627776.0}};
+    for (size_t i = 0; end != text && v >= 0 && i < sizeof units / sizeof units[0]; i++)
+        if (!strcasecmp(end, units[i].u)) {
+            double b = v * units[i].m;
+            if (b >= 1 && b < 1.8e19) {
+                *out = (uint64_t)b;
+                return LMIO_OK;
+            }
+        }
+    return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "size \"%s\"; expected a number with KB, MB, GB "
+                      "(decimal) or KiB, MiB, GiB (binary), at least 1 byte", text);
+}
+
+static bool is_gpt2(const lmio_config *cfg) { return cfg && !strcmp(lmio_config_model_type(cfg), "gpt2"); }
+
+static bool gpt2_tied(const lmio_config *cfg)
+{
+    int tie = 1;
+    lmio_config_get_bool(cfg, "tie_word_embeddings", &tie, NULL);
+    return tie;
+}
+
+static bool ends_with(const char *s, const char *suf)
+{
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && !strcmp(s + a - b, suf);
+}
+
+static const char *torch_dtype_name(lmio_dtype d)
+{
+    switch (d) {
+    case LMIO_DTYPE_F32: return "float32";
+    case LMIO_DTYPE_F16: return "float16";
+    case LMIO_DTYPE_BF16: return "bfloat16";
+    case LMIO_DTYPE_F64: return "float64";
+    default: return NULL;
+    }
+}
+
+static lmio_status write_json_file(const char *dir, const char *name, lmio__json *v, int durable, lmio_error *err)
+{
+    char path[8192];
+    lmio_status s = lmio__path_join(path, sizeof path, dir, name, err);
+    return s ? s : lmio__write_json_python(path, v, durable, err);
+}
+
+/* The tensors to write: for GPT-2 a tied lm_head is left out (Transformers
+ * re-ties it on load), as are the legacy mask buffers. */
+static lmio_status select_weights(const lmio_config *cfg, const lmio_statedict *w, lmio_statedict **out,
+                                  lmio_error *err)
+{
+    lmio_statedict *sel;
+    lmio_status s = lmio_statedict_create(&sel, err);
+    if (s) return s;
+    bool drop_head = is_gpt2(cfg) && gpt2_tied(cfg);
+    for (size_t i = 0; i < lmio_statedict_count(w) && !s; i++) {
+        lmio_tensor t;
+        lmio_statedict_get(w, i, &t, NULL);
+        if (is_gpt2(cfg) && (ends_with(t.name, ".attn.bias") || ends_with(t.name, ".attn.masked_bias"))) continue;
+        if (drop_head && !strcmp(t.name, "lm_head.weight")) {
+            lmio_tensor e;
+            if (lmio_tensor_find(w, "transformer.wte.weight", &e, NULL) == LMIO_OK &&
+                (e.nbytes != t.nbytes || e.dtype != t.dtype || (t.nbytes && memcmp(e.data, t.data, t.nbytes))))
+                s = lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "lm_head.weight",
+                               "lm_head.weight differs from transformer.wte.weight but tie_word_embeddings is true; "
+                               "expected equal tensors, or set tie_word_embeddings to false");
+            continue;
+        }
+        s = lmio_statedict_add(sel, t.name, t.dtype, t.ndim, t.shape, t.data, t.nbytes, LMIO_BORROW, err);
+    }
+    if (s) {
+        lmio_statedict_free(sel);
+        return s;
+    }
+    *out = sel;
+    return LMIO_OK;
+}
+
+static lmio_status save_weights(const char *tmp, const lmio_statedict *w, const lmio_pretrained_opts *o,
+                                 lmio_error *err)
+{
+    size_t n = lmio_statedict_count(w);
+    uint64_t max = o->max_shard_size ? o->max_shard_size : DEFAULT_SHARD_SIZE;
+    size_t *shard_of = lmio__calloc(n ? n : 1, sizeof *shard_of);
+    if (!shard_of) return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
+    /* Greedy in state-dict order, as huggingface_hub splits: a new shard
+     * when the next tensor would overflow this one; a tensor larger than
+     * the limit gets a shard of its own. */
+    size_t n_shards = 0;
+    uint64_t cur = 0, total = 0, params = 0;
+    for (size_t i = 0; i < n; i++) {
+        lmio_tensor t;
+        lmio_statedict_get(w, i, &t, NULL);
+        uint64_t sz = t.nbytes;
+        if (o->dtype != LMIO_DTYPE_NONE && lmio_dtype_is_convertible_float(t.dtype))
+            sz = t.numel * (lmio_dtype_bits(o->dtype) / 8);
+        if (n_shards == 0 || (cur + sz > max && cur > 0)) {
+            n_shards++;
+            cur = 0;
+        }
+        cur += sz;
+        total += sz;
+        params += t.numel;
+        shard_of[i] = n_shards - 1;
+    }
+    if (n_shards == 0) n_shards = 1;
+    lmio_status s = LMIO_OK;
+    lmio__json *map = lmio__json_object(); /* NULL fails the first lmio__json_set below */
+    lmio_save_opts so = LMIO_SAVE_OPTS_INIT;
+    so.dtype = o->dtype;
+    so.durable = o->durable;
+    for (size_t k = 0; k < n_shards && !s; k++) {
+        char name[64], path[8192];
+        if (n_shards == 1) snprintf(name, sizeof name, "model.safetensors");
+        else snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", k + 1, n_shards);
+        if ((s = lmio__path_join(path, sizeof path, tmp, name, err))) break;
+        lmio_statedict *sh;
+        if ((s = lmio_statedict_create(&sh, err))) break;
+        for (size_t i = 0; i < n && !s; i++) {
+            if (shard_of[i] != k) continue;
+            lmio_tensor t;
+            lmio_statedict_get(w, i, &t, NULL);
+            s = lmio_statedict_add(sh, t.name, t.dtype, t.ndim, t.shape, t.data, t.nbytes, LMIO_BORROW, err);
+            if (!s && !lmio__json_set(map, t.name, lmio__json_string(name)))
+                s = lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
+        }
+        /* Transformers refuses shards without it (safetensors-hf.md §2.4) */
+        if (!s) s = lmio_metadata_set(sh, "format", "pt", err);
+        if (!s) s = lmio_safetensors_save(sh, path, &so, err);
+        lmio_statedict_free(sh);
+    }
+    if (!s && n_shards > 1) {
+        lmio__json *idx = lmio__json_object(), *meta = lmio__json_object();
+        bool ok = lmio__json_set(meta, "total_parameters", lmio__json_integer((int64_t)params));
+        ok &= lmio__json_set(meta, "total_size", lmio__json_integer((int64_t)total));
+        ok &= lmio__json_set(idx, "metadata", meta);
+        ok &= lmio__json_set(idx, "weight_map", lmio__json_incref(map));
+        s = ok ? write_json_file(tmp, "model.safetensors.index.json", idx, o->durable, err)
+               : lmio__fail(err, LMIO_ERR_NOMEM, "model.safetensors.index.json", -1, "", "out of memory");
+        lmio__json_decref(idx);
+    }
+    lmio__json_decref(map);
+    lmio__free(shard_of);
+    return s;
+}
+
+static lmio_status save_configs(const char *tmp, const lmio_config *cfg, const lmio_statedict *w,
+                                const lmio_pretrained_opts *o, lmio_error *err)
+{
+    lmio_config *c;
+    lmio_status s = lmio_config_copy(cfg, &c, err);
+    if (s) return s;
+    /* dtype must describe the tensors: Transformers v5 loads in it */
+    lmio_dtype d = o->dtype;
+    for (size_t i = 0; w && d == LMIO_DTYPE_NONE && i < lmio_statedict_count(w); i++) {
+        lmio_tensor t;
+        lmio_statedict_get(w, i, &t, NULL);
+        if (lmio_dtype_is_convertible_float(t.dtype)) d = t.dtype;
+    }
+    if (d != LMIO_DTYPE_NONE) s = lmio_config_set_string(c, "dtype", torch_dtype_name(d), err);
+    lmio__json *obj = lmio__config_json(c);
+    lmio__json_del(obj, "torch_dtype"); /* superseded by "dtype" (v4.56+) */
+    char fv[32];
+    snprintf(fv, sizeof fv, "%d.%d", LMIO_FORMAT_VERSION_MAJOR, LMIO_FORMAT_VERSION_MINOR);
+    if (!s) s = lmio_config_set_string(c, "lmio_format_version", fv, err);
+    if (!s) s = lmio_config_set_string(c, "lmio_version", LMIO_VERSION_STRING, err);
+    if (!s && is_gpt2(c) && !lmio__json_get(obj, "architectures")) {
+        lmio__json *a = lmio__json_array();
+        bool ok = lmio__json_append(a, lmio__json_string("GPT2LMHeadModel"));
+        ok &= lmio__json_set(obj, "architectures", a);
+        if (!ok) s = lmio__fail(err, LMIO_ERR_NOMEM, "config.json", -1, "architectures", "out of memory");
+    }
+    if (!s) {
+        char path[8192];
+        if (!(s = lmio__path_join(path, sizeof path, tmp, "config.json", err))) s = lmio_config_save(c, path, err);
+    }
+    if (!s) {
+        /* generation_config.json as GenerationConfig.from_model_config writes it */
+        lmio__json *g = lmio__json_object();
+        bool ok = lmio__json_set(g, "_from_model_config", lmio__json_bool(true));
+        const char *keys[] = {"bos_token_id", "eos_token_id", "pad_token_id"};
+        for (int k = 0; k < 3; k++) {
+            lmio__json *v = lmio__json_get(obj, keys[k]);
+            int64_t iv;
+            if (v && !lmio__json_is_null(v)) ok &= lmio__json_set(g, keys[k], lmio__json_incref(v));
+            else if (is_gpt2(c) && k < 2 && lmio_config_get_int(c, keys[k], &iv, NULL) == LMIO_OK)
+                ok &= lmio__json_set(g, keys[k], lmio__json_integer(iv));
+        }
+        s = ok ? write_json_file(tmp, "generation_config.json", g, o->durable, err)
+               : lmio__fail(err, LMIO_ERR_NOMEM, "generation_config.json", -1, "", "out of memory");
+        lmio__json_decref(g);
+    }
+    lmio_config_free(c);
+    return s;
+}
+
+lmio_status lmio_pretrained_save(const char *dir, const lmio_config *cfg, const lmio_statedict *weights,
+                                 const lmio_tokenizer *tok, const lmio_pretrained_opts *opts, lmio_error *err)
+{
+    lmio_pretrained_opts o = LMIO_PRETRAINED_OPTS_INIT;
+    lmio_status opt_status = lmio__opts_read(&o, sizeof o, opts, "lmio_pretrained_opts", err);
+    if (opt_status) return opt_status;
+    if (!dir || !*dir) return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "directory path missing");
+    if (o.dtype != LMIO_DTYPE_NONE && !torch_dtype_name(o.dtype))
+        return lmio__fail(err, LMIO_ERR_INVALID_ARG, dir, -1, "", "dtype %s; expected F32, F16, BF16 or F64",
+                          lmio_dtype_name(o.dtype) ? lmio_dtype_name(o.dtype) : "?");
+    lmio__stage st;
+    lmio_status s = lmio__stage_begin(&st, dir, o.durable, err);
+    if (s) return s;
+    lmio_statedict *sel = NULL;
+    if (weights) s = select_weights(cfg, weights, &sel, err);
+    if (!s && cfg) s = save_configs(st.tmp, cfg, sel, &o, err);
+    if (!s && sel) s = save_weights(st.tmp, sel, &o, err);
+    if (!s && tok) s = lmio_tokenizer_save(tok, st.tmp, err);
+    if (!s) s = lmio__stage_commit(&st, err);
+    lmio_statedict_free(sel);
+    lmio__stage_abort(&st);
+    return s;
+}
+
