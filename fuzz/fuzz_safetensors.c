@@ -18,7 +18,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     lmio__file f = {copy, size, 0};
     lmio_statedict *sd = NULL;
     lmio_error err;
-    if (lmio__safetensors_open("fuzz-input", &f, &sd, &err) != LMIO_OK) {
+    if (lmio__format_safetensors.open("fuzz-input", &f, &sd, &err) != LMIO_OK) {
         lmio__file_close(&f);
         return 0;
     }

@@ -223,7 +223,8 @@ LMIO_API const char *lmio_metadata_find(const lmio_statedict *sd, const char *ke
 
 /* The file the state dict was opened from, or NULL. Borrowed. */
 LMIO_API const char *lmio_statedict_path(const lmio_statedict *sd);
-/* "safetensors" for an opened file, NULL for a built one. Static storage. */
+/* The format an opened file was read in ("safetensors", as
+ * lmio_format_name spells it), NULL for a built one. Static storage. */
 LMIO_API const char *lmio_statedict_format(const lmio_statedict *sd);
 
 /* ------------------------------------------------------------------------ */
@@ -262,7 +263,24 @@ typedef struct lmio_save_opts {
 } lmio_save_opts;
 #define LMIO_SAVE_OPTS_INIT {sizeof(lmio_save_opts), LMIO_DTYPE_NONE, 1, NULL, NULL}
 
-/* Writes a state dict as safetensors. The header is computed first, then
+/* Writes a state dict in the named format ("safetensors"; NULL means
+ * safetensors; lmio_format_can_save tells which names work), atomically:
+ * a temporary file beside path, fsynced when opts->durable, renamed over
+ * path. An unknown name is LMIO_ERR_INVALID_ARG, a format lmio only reads
+ * LMIO_ERR_UNSUPPORTED; both name the formats that can be written. */
+LMIO_API lmio_status lmio_statedict_save(const lmio_statedict *sd, const char *path, const char *format,
+                                         const lmio_save_opts *opts, lmio_error *err);
+
+/* The formats lmio knows, by index from 0 ("safetensors", "torch-zip",
+ * "gguf"); NULL past the last. Static storage. Files are recognised by
+ * their bytes, never by their names. */
+LMIO_API const char *lmio_format_name(size_t i);
+/* 1 if lmio reads / writes the named format, else 0. */
+LMIO_API int lmio_format_can_read(const char *name);
+LMIO_API int lmio_format_can_save(const char *name);
+
+/* lmio_statedict_save(sd, path, "safetensors", opts, err).
+ * Writes a state dict as safetensors. The header is computed first, then
  * tensors stream out one by one (converted in bounded chunks when opts asks
  * for a dtype): memory use does not grow with the model. Tensors are ordered
  * as the reference writer orders them (descending dtype alignment, then
@@ -458,8 +476,10 @@ typedef struct lmio_pretrained_opts {
     lmio_dtype dtype;         /* LMIO_DTYPE_NONE: keep; F32/F16/BF16: convert */
     uint64_t max_shard_size;  /* bytes of tensor data per shard; 0: 5 GB      */
     int durable;              /* 1: fsync every file and directory            */
+    const char *format;       /* weights format by name (lmio_format_name);
+                                 NULL: "safetensors"                          */
 } lmio_pretrained_opts;
-#define LMIO_PRETRAINED_OPTS_INIT {sizeof(lmio_pretrained_opts), LMIO_DTYPE_NONE, 0, 1}
+#define LMIO_PRETRAINED_OPTS_INIT {sizeof(lmio_pretrained_opts), LMIO_DTYPE_NONE, 0, 1, NULL}
 
 /* Writes a directory Transformers loads with no flags: config.json (with
  * dtype, architectures, lmio_version and lmio_format_version),

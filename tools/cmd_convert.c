@@ -5,8 +5,12 @@
 #include <string.h>
 
 const char k_convert_help[] =
-    "usage: lmio convert IN OUT [--dtype f32|f16|bf16|f64]\n"
+    "usage: lmio convert IN OUT [--dtype f32|f16|bf16|f64] [--format NAME]\n"
     "       lmio convert SRC_DIR DST_DIR [--dtype f32|f16|bf16] [--max-shard-size SIZE]\n"
+    "                    [--format NAME]\n"
+    "\n"
+    "--format names the output's format (default safetensors); inputs are\n"
+    "recognised by their bytes, whatever their names.\n"
     "\n"
     "Directories: from_pretrained then save_pretrained (config, generation\n"
     "config, weights single or sharded at SIZE like 500MB or 2GB, tokenizer);\n"
@@ -26,7 +30,7 @@ static void print_wrote(const char *out, size_t n, lmio_dtype dt)
            dt != LMIO_DTYPE_NONE ? lmio_dtype_name(dt) : "");
 }
 
-static int convert_dir(const char *in, const char *out, lmio_dtype dt, uint64_t shard)
+static int convert_dir(const char *in, const char *out, lmio_dtype dt, uint64_t shard, const char *format)
 {
     lmio_error err;
     lmio_config *cfg;
@@ -36,6 +40,7 @@ static int convert_dir(const char *in, const char *out, lmio_dtype dt, uint64_t 
     lmio_pretrained_opts o = LMIO_PRETRAINED_OPTS_INIT;
     o.dtype = dt;
     o.max_shard_size = shard;
+    o.format = format;
     lmio_status s = lmio_pretrained_save(out, cfg, w, tok, &o, &err);
     size_t n = lmio_statedict_count(w);
     lmio_config_free(cfg);
@@ -46,7 +51,7 @@ static int convert_dir(const char *in, const char *out, lmio_dtype dt, uint64_t 
     return EXIT_OK;
 }
 
-static int convert_file(const char *in, const char *out, lmio_dtype dt)
+static int convert_file(const char *in, const char *out, lmio_dtype dt, const char *format)
 {
     lmio_error err;
     lmio_statedict *sd;
@@ -55,7 +60,7 @@ static int convert_file(const char *in, const char *out, lmio_dtype dt)
     so.dtype = dt;
     progress p;
     attach_progress(&so, &p, "converting");
-    lmio_status s = lmio_safetensors_save(sd, out, &so, &err);
+    lmio_status s = lmio_statedict_save(sd, out, format, &so, &err);
     progress_end(&p);
     size_t n = lmio_statedict_count(sd);
     lmio_statedict_free(sd);
@@ -66,7 +71,7 @@ static int convert_file(const char *in, const char *out, lmio_dtype dt)
 
 int cmd_convert(const cli_command *self, int argc, char **argv)
 {
-    const char *in = NULL, *out = NULL, *v;
+    const char *in = NULL, *out = NULL, *format = NULL, *v;
     lmio_dtype dt = LMIO_DTYPE_NONE;
     uint64_t shard = 0;
     for (int i = 1; i < argc; i++) {
@@ -81,10 +86,19 @@ int cmd_convert(const cli_command *self, int argc, char **argv)
             dt = lmio_dtype_parse(v);
             if (!lmio_dtype_is_convertible_float(dt))
                 return usage_error(self->name, "unknown dtype '%s'; expected f32, f16, bf16 or f64", v);
+        } else if (strcmp(argv[i], "--format") == 0) {
+            if (opt_value(argc, argv, &i, &format)) return usage_error(self->name, "%s", "--format needs a value");
+            if (!lmio_format_can_save(format)) {
+                char names[256] = "";
+                for (size_t k = 0, n = 0; lmio_format_name(k) && n < sizeof names; k++)
+                    if (lmio_format_can_save(lmio_format_name(k)))
+                        n += (size_t)snprintf(names + n, sizeof names - n, "%s%s", n ? ", " : "", lmio_format_name(k));
+                return usage_error(self->name, "lmio cannot write format '%s'; expected one of: %s", format, names);
+            }
         } else if ((rc = take_positional(self->name, argv[i], (const char **[]){&in, &out}, 2))) return rc;
     }
     if (!in || !out) return usage_error(self->name, "%s", "needs IN and OUT");
-    if (is_dir(in)) return convert_dir(in, out, dt, shard);
+    if (is_dir(in)) return convert_dir(in, out, dt, shard, format);
     if (shard) return usage_error(self->name, "%s", "--max-shard-size applies to directories");
-    return convert_file(in, out, dt);
+    return convert_file(in, out, dt, format);
 }

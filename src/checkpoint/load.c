@@ -1,5 +1,6 @@
 /* from_pretrained: Hugging Face directories written by Transformers or
  * lmio (shared/reference/safetensors-hf.md §2). */
+#include "../formats/formats.h"
 #include "checkpoint.h"
 
 #include <errno.h>
@@ -125,32 +126,56 @@ static lmio_status normalize_gpt2(const lmio_config *cfg, lmio_statedict *raw, c
     return LMIO_OK;
 }
 
+/* The first format, in the table's order, with an index or a single
+ * weights file in dir. An index decides which files are weights: a stray
+ * single file beside the shards is ignored. */
+static lmio_status find_weights(const char *dir, const lmio__format **fmt, char *path, size_t cap, bool *sharded,
+                                lmio_error *err)
+{
+    char names[512];
+    size_t nl = 0;
+    names[0] = 0;
+    for (size_t i = 0; i < lmio__format_count(); i++) {
+        const lmio__format *f = lmio__format_at(i);
+        if (!f->dir_file) continue;
+        const char *cand[2] = {f->dir_index, f->dir_file};
+        for (int k = 0; k < 2; k++) {
+            if (!cand[k]) continue;
+            lmio_status s = lmio__path_join(path, cap, dir, cand[k], err);
+            if (s) return s;
+            if (access(path, F_OK) != 0) {
+                if (nl < sizeof names)
+                    nl += (size_t)snprintf(names + nl, sizeof names - nl, "%s%s", nl ? ", " : "", cand[k]);
+                continue;
+            }
+            if (!f->open)
+                return lmio__fail(err, LMIO_ERR_UNSUPPORTED, path, -1, "", "%s weights; lmio cannot read %s files yet",
+                                  f->description, f->name);
+            *fmt = f;
+            *sharded = k == 0;
+            return LMIO_OK;
+        }
+    }
+    return lmio__fail(err, LMIO_ERR_NOT_FOUND, dir, -1, "", "no weights; expected one of %s", names);
+}
+
 static lmio_status load_weights(const char *dir, const lmio_config *cfg, lmio_statedict **out, lmio_error *err)
 {
-    char index[4096], single[4096], bin[4096];
+    char path[4096];
+    const lmio__format *fmt = NULL;
+    bool sharded = false;
     lmio_statedict *raw = NULL;
-    lmio_status s;
-    if ((s = lmio__path_join(index, sizeof index, dir, "model.safetensors.index.json", err)) ||
-        (s = lmio__path_join(single, sizeof single, dir, "model.safetensors", err)) ||
-        (s = lmio__path_join(bin, sizeof bin, dir, "pytorch_model.bin", err)))
-        return s;
-    if (access(index, F_OK) == 0) {
-        /* An index decides which files are weights; a stray
-         * model.safetensors beside the shards is ignored. */
+    lmio_status s = find_weights(dir, &fmt, path, sizeof path, &sharded, err);
+    if (s) return s;
+    if (sharded) {
         if ((s = lmio_statedict_create(&raw, err))) return s;
-        if ((s = lmio__statedict_set_source(raw, index, "safetensors", NULL, err)) ||
-            (s = load_sharded(dir, index, raw, err))) {
+        if ((s = lmio__statedict_set_source(raw, path, fmt->name, NULL, err)) ||
+            (s = load_sharded(dir, path, raw, err))) {
             lmio_statedict_free(raw);
             return s;
         }
-    } else if (access(single, F_OK) == 0) {
-        if ((s = lmio_statedict_open(single, NULL, &raw, err))) return s;
-    } else if (access(bin, F_OK) == 0) {
-        return lmio__fail(err, LMIO_ERR_UNSUPPORTED, bin, -1, "",
-                          "PyTorch .bin weights; expected model.safetensors (torch.save files are not supported yet)");
-    } else {
-        return lmio__fail(err, LMIO_ERR_NOT_FOUND, dir, -1, "",
-                          "no model.safetensors or model.safetensors.index.json; expected weights");
+    } else if ((s = lmio_statedict_open(path, NULL, &raw, err))) {
+        return s;
     }
     if (!is_gpt2(cfg)) {
         *out = raw;

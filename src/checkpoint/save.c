@@ -1,5 +1,6 @@
 /* save_pretrained: the Hugging Face directory layout
  * (shared/reference/safetensors-hf.md §2), committed atomically. */
+#include "../formats/formats.h"
 #include "checkpoint.h"
 
 #include <errno.h>
@@ -98,7 +99,7 @@ static lmio_status select_weights(const lmio_config *cfg, const lmio_statedict *
 }
 
 static lmio_status save_weights(const char *tmp, const lmio_statedict *w, const lmio_pretrained_opts *o,
-                                 lmio_error *err)
+                                 const lmio__format *fmt, lmio_error *err)
 {
     size_t n = lmio_statedict_count(w);
     uint64_t max = o->max_shard_size ? o->max_shard_size : DEFAULT_SHARD_SIZE;
@@ -132,8 +133,8 @@ static lmio_status save_weights(const char *tmp, const lmio_statedict *w, const 
     so.durable = o->durable;
     for (size_t k = 0; k < n_shards && !s; k++) {
         char name[64], path[8192];
-        if (n_shards == 1) snprintf(name, sizeof name, "model.safetensors");
-        else snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", k + 1, n_shards);
+        if (n_shards == 1) snprintf(name, sizeof name, "%s", fmt->dir_file);
+        else snprintf(name, sizeof name, "%s-%05zu-of-%05zu%s", fmt->dir_shard_stem, k + 1, n_shards, fmt->dir_shard_ext);
         if ((s = lmio__path_join(path, sizeof path, tmp, name, err))) break;
         lmio_statedict *sh;
         if ((s = lmio_statedict_create(&sh, err))) break;
@@ -145,9 +146,8 @@ static lmio_status save_weights(const char *tmp, const lmio_statedict *w, const 
             if (!s && !lmio__json_set(map, t.name, lmio__json_string(name)))
                 s = lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
         }
-        /* Transformers refuses shards without it (safetensors-hf.md §2.4) */
-        if (!s) s = lmio_metadata_set(sh, "format", "pt", err);
-        if (!s) s = lmio_safetensors_save(sh, path, &so, err);
+        for (const char *const *m = fmt->dir_metadata; !s && m && m[0]; m += 2) s = lmio_metadata_set(sh, m[0], m[1], err);
+        if (!s) s = lmio_statedict_save(sh, path, fmt->name, &so, err);
         lmio_statedict_free(sh);
     }
     if (!s && n_shards > 1) {
@@ -156,8 +156,8 @@ static lmio_status save_weights(const char *tmp, const lmio_statedict *w, const 
         ok &= lmio__json_set(meta, "total_size", lmio__json_integer((int64_t)total));
         ok &= lmio__json_set(idx, "metadata", meta);
         ok &= lmio__json_set(idx, "weight_map", lmio__json_incref(map));
-        s = ok ? write_json_file(tmp, "model.safetensors.index.json", idx, o->durable, err)
-               : lmio__fail(err, LMIO_ERR_NOMEM, "model.safetensors.index.json", -1, "", "out of memory");
+        s = ok ? write_json_file(tmp, fmt->dir_index, idx, o->durable, err)
+               : lmio__fail(err, LMIO_ERR_NOMEM, fmt->dir_index, -1, "", "out of memory");
         lmio__json_decref(idx);
     }
     lmio__json_decref(map);
@@ -225,13 +225,18 @@ lmio_status lmio_pretrained_save(const char *dir, const lmio_config *cfg, const 
     if (o.dtype != LMIO_DTYPE_NONE && !torch_dtype_name(o.dtype))
         return lmio__fail(err, LMIO_ERR_INVALID_ARG, dir, -1, "", "dtype %s; expected F32, F16, BF16 or F64",
                           lmio_dtype_name(o.dtype) ? lmio_dtype_name(o.dtype) : "?");
+    const lmio__format *fmt = lmio__format_find(o.format ? o.format : "safetensors");
+    if (!fmt || !fmt->save || !fmt->dir_file)
+        return lmio__fail(err, fmt ? LMIO_ERR_UNSUPPORTED : LMIO_ERR_INVALID_ARG, dir, -1, "",
+                          "weights format \"%s\"; expected a format lmio writes into model directories (safetensors)",
+                          o.format);
     lmio__stage st;
     lmio_status s = lmio__stage_begin(&st, dir, o.durable, err);
     if (s) return s;
     lmio_statedict *sel = NULL;
     if (weights) s = select_weights(cfg, weights, &sel, err);
     if (!s && cfg) s = save_configs(st.tmp, cfg, sel, &o, err);
-    if (!s && sel) s = save_weights(st.tmp, sel, &o, err);
+    if (!s && sel) s = save_weights(st.tmp, sel, &o, fmt, err);
     if (!s && tok) s = lmio_tokenizer_save(tok, st.tmp, err);
     if (!s) s = lmio__stage_commit(&st, err);
     lmio_statedict_free(sel);

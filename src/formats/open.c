@@ -1,7 +1,8 @@
-/* lmio_statedict_open: sniff the format from the first bytes and hand the
- * file to that format's reader. */
+/* lmio_statedict_open and lmio_statedict_save: the format table's two
+ * doors. A file's format is judged by its bytes, never by its name. */
 #include "formats.h"
 
+#include <stdio.h>
 #include <string.h>
 
 lmio_status lmio_statedict_open(const char *path, const lmio_open_opts *opts,
@@ -16,14 +17,46 @@ lmio_status lmio_statedict_open(const char *path, const lmio_open_opts *opts,
     lmio__file f;
     lmio_status s = lmio__file_open(path, o.use_mmap, &f, err);
     if (s) return s;
-    if (f.size >= 4 && memcmp(f.data, "GGUF", 4) == 0)
-        s = lmio__fail(err, LMIO_ERR_UNSUPPORTED, path, 0, "",
-                       "GGUF file; expected safetensors (GGUF is not supported yet)");
-    else if (f.size >= 4 && memcmp(f.data, "PK\x03\x04", 4) == 0)
-        s = lmio__fail(err, LMIO_ERR_UNSUPPORTED, path, 0, "",
-                       "zip archive (torch.save?); expected safetensors (not supported yet)");
+    size_t head = f.size < 64 ? (size_t)f.size : 64;
+    const lmio__format *fmt = lmio__format_sniff(f.data, head, f.size);
+    if (!fmt->open)
+        s = lmio__fail(err, LMIO_ERR_UNSUPPORTED, path, 0, "", "%s file; lmio cannot read %s files yet",
+                       fmt->description, fmt->name);
     else
-        s = lmio__safetensors_open(path, &f, out, err);
+        s = fmt->open(path, &f, out, err);
     if (s) lmio__file_close(&f);
     return s;
+}
+
+/* Names of the formats that can save, for a message. */
+static void writable_names(char *buf, size_t cap)
+{
+    size_t n = 0;
+    buf[0] = 0;
+    for (size_t i = 0; i < lmio__format_count() && n < cap; i++) {
+        const lmio__format *f = lmio__format_at(i);
+        if (f->save) n += (size_t)snprintf(buf + n, cap - n, "%s%s", n ? ", " : "", f->name);
+    }
+}
+
+lmio_status lmio_statedict_save(const lmio_statedict *sd, const char *path, const char *format,
+                                const lmio_save_opts *opts, lmio_error *err)
+{
+    lmio_save_opts o = LMIO_SAVE_OPTS_INIT;
+    lmio_status opt_status = lmio__opts_read(&o, sizeof o, opts, "lmio_save_opts", err);
+    if (opt_status) return opt_status;
+    if (!sd || !path || !*path)
+        return lmio__fail(err, LMIO_ERR_INVALID_ARG, path ? path : "", -1, "", "state dict or path missing");
+    const lmio__format *fmt = lmio__format_find(format ? format : "safetensors");
+    if (!fmt || !fmt->save) {
+        char names[256];
+        writable_names(names, sizeof names);
+        return lmio__fail(err, fmt ? LMIO_ERR_UNSUPPORTED : LMIO_ERR_INVALID_ARG, path, -1, "",
+                          "format \"%s\" %s; expected one of: %s", format,
+                          fmt ? "cannot be written by lmio yet" : "is unknown", names);
+    }
+    if (o.dtype != LMIO_DTYPE_NONE && !lmio_dtype_is_convertible_float(o.dtype))
+        return lmio__fail(err, LMIO_ERR_INVALID_ARG, path, -1, "", "target dtype %s; expected F32, F16, BF16 or F64",
+                          lmio_dtype_name(o.dtype) ? lmio_dtype_name(o.dtype) : "?");
+    return fmt->save(sd, path, &o, err);
 }

@@ -249,8 +249,7 @@ out:
     return s;
 }
 
-lmio_status lmio__safetensors_open(const char *path, lmio__file *f, lmio_statedict **out,
-                                   lmio_error *err)
+static lmio_status st_open(const char *path, lmio__file *f, lmio_statedict **out, lmio_error *err)
 {
     uint64_t n = 0;
     lmio_status s = check_header_length(path, f, &n, err);
@@ -378,19 +377,11 @@ static lmio_status report(const lmio_save_opts *o, uint64_t done, uint64_t total
     return LMIO_OK;
 }
 
-lmio_status lmio_safetensors_save(const lmio_statedict *sd, const char *path,
-                                  const lmio_save_opts *opts, lmio_error *err)
+/* o is complete and checked (lmio_statedict_save). */
+static lmio_status st_save(const lmio_statedict *sd, const char *path, const lmio_save_opts *opts,
+                           lmio_error *err)
 {
-    lmio_save_opts o = LMIO_SAVE_OPTS_INIT;
-    lmio_status opt_status = lmio__opts_read(&o, sizeof o, opts, "lmio_save_opts", err);
-    if (opt_status) return opt_status;
-    if (!sd || !path || !*path)
-        return lmio__fail(err, LMIO_ERR_INVALID_ARG, path ? path : "", -1, "",
-                          "state dict or path missing");
-    if (o.dtype != LMIO_DTYPE_NONE && !lmio_dtype_is_convertible_float(o.dtype))
-        return lmio__fail(err, LMIO_ERR_INVALID_ARG, path, -1, "",
-                          "target dtype %s; expected F32, F16, BF16 or F64",
-                          lmio_dtype_name(o.dtype) ? lmio_dtype_name(o.dtype) : "?");
+    const lmio_save_opts o = *opts;
     size_t n = lmio_statedict_count(sd);
     wentry *ws = n ? lmio__calloc(n, sizeof *ws) : NULL;
     if (n && !ws) return lmio__fail(err, LMIO_ERR_NOMEM, path, -1, "", "out of memory");
@@ -449,3 +440,33 @@ fail_nofile:
     lmio__free(ws);
     return s;
 }
+
+lmio_status lmio_safetensors_save(const lmio_statedict *sd, const char *path, const lmio_save_opts *opts,
+                                  lmio_error *err)
+{
+    return lmio_statedict_save(sd, path, "safetensors", opts, err);
+}
+
+/* No magic number: a plausible header length followed by '{'. */
+static lmio__sniff st_sniff(const unsigned char *head, size_t n, uint64_t file_size)
+{
+    if (n < 9 || file_size < 10) return LMIO__SNIFF_NO;
+    uint64_t len = lmio__le64(head);
+    return len >= 2 && len <= file_size - 8 && head[8] == '{' ? LMIO__SNIFF_MAYBE : LMIO__SNIFF_NO;
+}
+
+/* Transformers refuses shards without it (safetensors-hf.md §2.4) */
+static const char *const k_dir_metadata[] = {"format", "pt", NULL};
+
+const lmio__format lmio__format_safetensors = {
+    .name = "safetensors",
+    .description = "safetensors",
+    .sniff = st_sniff,
+    .open = st_open,
+    .save = st_save,
+    .dir_file = "model.safetensors",
+    .dir_index = "model.safetensors.index.json",
+    .dir_shard_stem = "model",
+    .dir_shard_ext = ".safetensors",
+    .dir_metadata = k_dir_metadata,
+};

@@ -31,6 +31,7 @@ check "inspect bad option" 2 "$(run inspect --bogus x)"
 check "convert one arg" 2 "$(run convert a)"
 check "convert bad dtype" 2 "$(run convert a b --dtype f8)"; expect_grep "bad dtype" "unknown dtype 'f8'" "$T/err"
 check "convert dtype missing value" 2 "$(run convert a b --dtype)"
+check "convert unknown format" 2 "$(run convert a b --format gguf)"; expect_grep "format named" "cannot write format 'gguf'; expected one of: safetensors" "$T/err"
 check "verify extra arg" 2 "$(run verify a b)"
 
 # --help on every command exits 0 on stdout

@@ -96,7 +96,7 @@ CORRUPT = [
     ("metadata_int_value", st({"__metadata__": {"unquoted_int": 0}}), "FORMAT", 8, "non-string value"),
     ("integer_too_big", st(None, raw_header=b'{"w":{"dtype":"U8","shape":[99999999999999999999999],"data_offsets":[0,1]}}'), "FORMAT", -2, "invalid JSON"),
     ("gguf_magic", b"GGUF\x03\x00\x00\x00" + b"\0" * 16, "UNSUPPORTED", 0, "GGUF file"),
-    ("zip_magic", b"PK\x03\x04" + b"\0" * 26, "UNSUPPORTED", 0, "zip archive"),
+    ("zip_magic", b"PK\x03\x04\x14\x00" + b"\0" * 24, "UNSUPPORTED", 0, "zip archive"),
 ]
 
 

@@ -1,0 +1,134 @@
+/* The format table: files are recognised by their bytes, never by their
+ * names; saves pick a writer by name; directories find their weights
+ * through the same table. */
+#include "lmio.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "../test.h"
+
+static void write_bytes(const char *path, const void *p, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(p, 1, n, f) != n) CHECK(0);
+    if (f) fclose(f);
+}
+
+static lmio_statedict *small_sd(void)
+{
+    lmio_statedict *sd = NULL;
+    static const float v[4] = {1, 2, 3, 4};
+    uint64_t shape[1] = {4};
+    CHECK_OK(lmio_statedict_create(&sd, &e_));
+    CHECK_OK(lmio_statedict_add(sd, "w", LMIO_DTYPE_F32, 1, shape, v, sizeof v, LMIO_BORROW, &e_));
+    return sd;
+}
+
+static void table(void)
+{
+    size_t n = 0;
+    int st = 0;
+    while (lmio_format_name(n)) {
+        st |= !strcmp(lmio_format_name(n), "safetensors");
+        n++;
+    }
+    CHECK(n >= 3 && st);
+    CHECK(lmio_format_can_read("safetensors") && lmio_format_can_save("safetensors"));
+    CHECK(!lmio_format_can_read("nonsense") && !lmio_format_can_save(NULL));
+    CHECK(!lmio_format_can_save("gguf")); /* recognised, not written yet */
+}
+
+static void by_content(void)
+{
+    lmio_statedict *sd = small_sd(), *back = NULL;
+    lmio_error err;
+    /* a safetensors file under names that suggest other formats */
+    const char *names[] = {"weights.gguf", "pytorch_model.bin", "model.onnx", "noext"};
+    for (size_t i = 0; i < 4; i++) {
+        CHECK_OK(lmio_statedict_save(sd, scratch(names[i]), NULL, NULL, &e_));
+        CHECK_MSG(lmio_statedict_open(scratch(names[i]), NULL, &back, &err) == LMIO_OK, "%s", err.message);
+        CHECK(back && !strcmp(lmio_statedict_format(back), "safetensors"));
+        lmio_statedict_free(back);
+        back = NULL;
+    }
+    /* and other formats under a safetensors name: named for what they are */
+    static const unsigned char gguf[24] = {'G', 'G', 'U', 'F', 3};
+    write_bytes(scratch("a.safetensors"), gguf, sizeof gguf);
+    CHECK(lmio_statedict_open(scratch("a.safetensors"), NULL, &back, &err) == LMIO_ERR_UNSUPPORTED);
+    CHECK_MSG(strstr(err.message, "GGUF file") != NULL, "%s", err.message);
+    static const unsigned char zip[30] = {'P', 'K', 3, 4, 20, 0};
+    write_bytes(scratch("b.safetensors"), zip, sizeof zip);
+    CHECK(lmio_statedict_open(scratch("b.safetensors"), NULL, &back, &err) == LMIO_ERR_UNSUPPORTED);
+    CHECK_MSG(strstr(err.message, "zip archive") != NULL, "%s", err.message);
+    lmio_statedict_free(sd);
+}
+
+static void save_by_name(void)
+{
+    lmio_statedict *sd = small_sd();
+    lmio_error err;
+    CHECK_OK(lmio_statedict_save(sd, scratch("x.st"), "safetensors", NULL, &e_));
+    CHECK(lmio_statedict_save(sd, scratch("y.st"), "frobnicate", NULL, &err) == LMIO_ERR_INVALID_ARG);
+    CHECK_MSG(strstr(err.message, "\"frobnicate\" is unknown") && strstr(err.message, "safetensors"), "%s",
+              err.message);
+    CHECK(lmio_statedict_save(sd, scratch("y.st"), "gguf", NULL, &err) == LMIO_ERR_UNSUPPORTED);
+    struct stat st;
+    CHECK(stat(scratch("y.st"), &st) != 0);
+    /* the old entry point is the same writer: same bytes */
+    CHECK_OK(lmio_safetensors_save(sd, scratch("z.st"), NULL, &e_));
+    FILE *a = fopen(scratch("x.st"), "rb"), *b = fopen(scratch("z.st"), "rb");
+    char ba[4096], bb[4096];
+    size_t na = a ? fread(ba, 1, sizeof ba, a) : 0, nb = b ? fread(bb, 1, sizeof bb, b) : 1;
+    CHECK(na == nb && !memcmp(ba, bb, na));
+    if (a) fclose(a);
+    if (b) fclose(b);
+    lmio_statedict_free(sd);
+}
+
+static void directories(void)
+{
+    lmio_statedict *sd = small_sd(), *w = NULL;
+    lmio_error err;
+    /* torch weights in a directory: recognised by the table, named */
+    mkdir(scratch("bin"), 0777);
+    static const unsigned char zip[30] = {'P', 'K', 3, 4, 20, 0};
+    write_bytes(scratch("bin/pytorch_model.bin"), zip, sizeof zip);
+    CHECK(lmio_pretrained_load(scratch("bin"), NULL, &w, NULL, &err) == LMIO_ERR_UNSUPPORTED);
+    CHECK_MSG(strstr(err.message, "pytorch_model.bin") != NULL, "%s", err.message);
+    /* safetensors beside it wins, as in Transformers */
+    CHECK_OK(lmio_statedict_save(sd, scratch("bin/model.safetensors"), NULL, NULL, &e_));
+    CHECK_MSG(lmio_pretrained_load(scratch("bin"), NULL, &w, NULL, &err) == LMIO_OK, "%s", err.message);
+    lmio_statedict_free(w);
+    /* saving a directory by format name */
+    lmio_pretrained_opts o = LMIO_PRETRAINED_OPTS_INIT;
+    o.format = "gguf";
+    CHECK(lmio_pretrained_save(scratch("out"), NULL, sd, NULL, &o, &err) == LMIO_ERR_UNSUPPORTED);
+    o.format = "safetensors";
+    o.max_shard_size = 8;
+    lmio_tensor t;
+    static const float v2[4] = {5, 6, 7, 8};
+    uint64_t shape[1] = {4};
+    CHECK_OK(lmio_statedict_add(sd, "v", LMIO_DTYPE_F32, 1, shape, v2, sizeof v2, LMIO_BORROW, &e_));
+    CHECK_MSG(lmio_pretrained_save(scratch("out"), NULL, sd, NULL, &o, &err) == LMIO_OK, "%s", err.message);
+    struct stat st;
+    CHECK(stat(scratch("out/model-00001-of-00002.safetensors"), &st) == 0);
+    CHECK(stat(scratch("out/model.safetensors.index.json"), &st) == 0);
+    CHECK_MSG(lmio_pretrained_load(scratch("out"), NULL, &w, NULL, &err) == LMIO_OK, "%s", err.message);
+    CHECK(w && lmio_tensor_find(w, "v", &t, NULL) == LMIO_OK && ((const float *)t.data)[3] == 8);
+    CHECK(w && lmio_metadata_find(w, "format") == NULL); /* shards' metadata is not the model's */
+    lmio_statedict_free(w);
+    lmio_statedict_free(sd);
+}
+
+int main(void)
+{
+    if (scratch_begin("formats")) return 1;
+    table();
+    by_content();
+    save_by_name();
+    directories();
+    scratch_end();
+    return test_result("test_formats");
+}
