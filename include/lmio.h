@@ -414,6 +414,9 @@ LMIO_API lmio_status lmio_config_save(const lmio_config *cfg, const char *path, 
 LMIO_API void lmio_config_free(lmio_config *cfg);
 /* A deep copy. */
 LMIO_API lmio_status lmio_config_copy(const lmio_config *cfg, lmio_config **out, lmio_error *err);
+/* The config as JSON text, exactly as lmio_config_save would write it.
+ * *text is allocated (free with lmio_free); *len excludes the final NUL. */
+LMIO_API lmio_status lmio_config_to_json(const lmio_config *cfg, char **text, size_t *len, lmio_error *err);
 
 /* "gpt2", or "" when absent. Borrowed: valid until the config changes. */
 LMIO_API const char *lmio_config_model_type(const lmio_config *cfg);
@@ -478,8 +481,17 @@ typedef struct lmio_pretrained_opts {
     int durable;              /* 1: fsync every file and directory            */
     const char *format;       /* weights format by name (lmio_format_name);
                                  NULL: "safetensors"                          */
+    const char *source_dir;   /* a model directory whose other files are
+                                 copied unchanged into the new one: all but
+                                 config.json, weights and .git (tokenizer
+                                 files of any kind, README.md, modules.json,
+                                 1_Pooling/, ...). A file lmio writes itself
+                                 (generation_config.json, tokenizer files when
+                                 tok is given) replaces the carried one,
+                                 except generation_config.json, which is kept
+                                 as carried. NULL: none.                      */
 } lmio_pretrained_opts;
-#define LMIO_PRETRAINED_OPTS_INIT {sizeof(lmio_pretrained_opts), LMIO_DTYPE_NONE, 0, 1, NULL}
+#define LMIO_PRETRAINED_OPTS_INIT {sizeof(lmio_pretrained_opts), LMIO_DTYPE_NONE, 0, 1, NULL, NULL}
 
 /* Writes a directory Transformers loads with no flags: config.json (with
  * dtype, architectures, lmio_version and lmio_format_version),
@@ -500,11 +512,23 @@ LMIO_API lmio_status lmio_pretrained_save(const char *dir, const lmio_config *cf
  * it is named for), any float dtype. For GPT-2, names are normalised to
  * GPT2LMHeadModel's ("transformer." prefix added where absent), the legacy
  * attn.bias / attn.masked_bias buffers are dropped, and a tied lm_head is
- * dropped (the model uses wte). Pass NULL for parts not wanted; *tok is set
- * to NULL when the directory has no tokenizer files. The state dict's tensors
+ * dropped (the model uses wte). Pass NULL for parts not wanted; *cfg is set
+ * to NULL when the directory has no config.json, *tok to NULL when it has no
+ * tokenizer files (a tokenizer of a kind lmio does not read, such as
+ * WordPiece, is LMIO_ERR_UNSUPPORTED: pass tok = NULL to load the rest). The state dict's tensors
  * are zero-copy views into the mapped shards. */
 LMIO_API lmio_status lmio_pretrained_load(const char *dir, lmio_config **cfg, lmio_statedict **weights,
                                           lmio_tokenizer **tok, lmio_error *err);
+
+/* Rewrites a model directory of any architecture with new weight options
+ * (dtype, sharding, format): from_pretrained's checks on src_dir, then a
+ * save_pretrained to dst_dir that keeps config.json's content (updating
+ * only "dtype" to the new tensors and recording lmio_version and
+ * lmio_format_version) and carries every other file byte for byte
+ * (opts->source_dir is set to src_dir). Neither the architecture nor the
+ * tokenizer needs to be one lmio knows. dst_dir appears whole or not at all. */
+LMIO_API lmio_status lmio_pretrained_convert(const char *src_dir, const char *dst_dir,
+                                             const lmio_pretrained_opts *opts, lmio_error *err);
 
 /* "500MB", "2GB", "10KB", "123" (bytes); decimal units as Hugging Face uses
  * (1 GB = 10^9 bytes), "GiB"/"MiB"/"KiB" binary. */

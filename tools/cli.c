@@ -317,3 +317,17 @@ char *utf8_lossy(const char *s, size_t n)
     *p = 0;
     return o;
 }
+
+int dir_tokenizer(const char *dir, lmio_tokenizer **tok, char *note, size_t cap)
+{
+    lmio_error err;
+    *tok = NULL;
+    note[0] = 0;
+    lmio_status s = lmio_tokenizer_load(dir, tok, &err);
+    if (s == LMIO_ERR_NOT_FOUND) return EXIT_OK;
+    if (s == LMIO_ERR_UNSUPPORTED) {
+        snprintf(note, cap, "%s", err.message);
+        return EXIT_OK;
+    }
+    return s ? fail(&err) : EXIT_OK;
+}

@@ -72,6 +72,13 @@ int is_dir(const char *path);
  * EXIT_BAD_INPUT on failure, EXIT_OK on success. */
 int read_file_all(const char *path, char **buf, size_t *len);
 
+/* A model directory's tokenizer, when lmio reads its kind. *tok is NULL
+ * both when there is none (*note "") and when it is of a kind lmio does not
+ * read, such as WordPiece (*note says why): inspect, verify and convert
+ * work on any directory. Returns EXIT_OK, or the exit code after printing
+ * an error for a tokenizer that is broken. */
+int dir_tokenizer(const char *dir, lmio_tokenizer **tok, char *note, size_t cap);
+
 /* ---- printing ---- */
 
 /* A progress bar on stderr, only when stderr is a terminal, so logs and

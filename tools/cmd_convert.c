@@ -12,9 +12,11 @@ const char k_convert_help[] =
     "--format names the output's format (default safetensors); inputs are\n"
     "recognised by their bytes, whatever their names.\n"
     "\n"
-    "Directories: from_pretrained then save_pretrained (config, generation\n"
-    "config, weights single or sharded at SIZE like 500MB or 2GB, tokenizer);\n"
-    "DST_DIR appears whole or not at all.\n"
+    "Directories, of any architecture: the weights are rewritten (single or\n"
+    "sharded at SIZE like 500MB or 2GB), config.json keeps its content (its\n"
+    "dtype follows the weights), and every other file and folder (tokenizer\n"
+    "files of any kind, generation_config.json, README.md, modules.json, ...)\n"
+    "is copied byte for byte. DST_DIR appears whole or not at all.\n"
     "\n"
     "Files: "
     "rewrite a safetensors file, converting every floating tensor (F16, BF16,\n"
@@ -30,23 +32,23 @@ static void print_wrote(const char *out, size_t n, lmio_dtype dt)
            dt != LMIO_DTYPE_NONE ? lmio_dtype_name(dt) : "");
 }
 
+/* Any architecture: weights rewritten, config.json's content kept, every
+ * other file (tokenizer files of any kind, README.md, modules.json, ...)
+ * carried byte for byte. */
 static int convert_dir(const char *in, const char *out, lmio_dtype dt, uint64_t shard, const char *format)
 {
     lmio_error err;
-    lmio_config *cfg;
-    lmio_statedict *w;
-    lmio_tokenizer *tok;
-    if (lmio_pretrained_load(in, &cfg, &w, &tok, &err)) return fail(&err);
     lmio_pretrained_opts o = LMIO_PRETRAINED_OPTS_INIT;
     o.dtype = dt;
     o.max_shard_size = shard;
     o.format = format;
-    lmio_status s = lmio_pretrained_save(out, cfg, w, tok, &o, &err);
-    size_t n = lmio_statedict_count(w);
-    lmio_config_free(cfg);
-    lmio_statedict_free(w);
-    lmio_tokenizer_free(tok);
-    if (s) return fail(&err);
+    if (lmio_pretrained_convert(in, out, &o, &err)) return fail(&err);
+    lmio_statedict *w;
+    size_t n = 0;
+    if (lmio_pretrained_load(out, NULL, &w, NULL, &err) == LMIO_OK) {
+        n = lmio_statedict_count(w);
+        lmio_statedict_free(w);
+    }
     print_wrote(out, n, dt);
     return EXIT_OK;
 }

@@ -45,28 +45,48 @@ static void file_text(const char *path, const lmio_statedict *sd)
 
 /* ---- a model directory ---- */
 
-static json_t *tokenizer_json(const lmio_tokenizer *tok)
+/* What inspect shows of a directory beside its tensors. */
+typedef struct dir_parts {
+    lmio_config *cfg;     /* NULL: no config.json */
+    lmio_tokenizer *tok;  /* NULL: none, or one lmio does not read */
+    char tok_note[2048];  /* why tok is NULL when the files are there */
+} dir_parts;
+
+static json_t *tokenizer_json(const dir_parts *d)
 {
-    if (!tok) return json_null();
+    if (!d->tok && !d->tok_note[0]) return json_null();
     json_t *t = json_object();
-    json_object_set_new(t, "vocab_size", json_integer((json_int_t)lmio_tokenizer_vocab_size(tok)));
-    int32_t eos = lmio_tokenizer_eos_id(tok);
-    json_object_set_new(t, "eos_token", eos >= 0 ? json_string(lmio_tokenizer_token(tok, eos)) : json_null());
+    if (!d->tok) {
+        json_object_set_new(t, "read_by_lmio", json_false());
+        json_object_set_new(t, "reason", json_string(d->tok_note));
+        return t;
+    }
+    json_object_set_new(t, "read_by_lmio", json_true());
+    json_object_set_new(t, "vocab_size", json_integer((json_int_t)lmio_tokenizer_vocab_size(d->tok)));
+    int32_t eos = lmio_tokenizer_eos_id(d->tok);
+    json_object_set_new(t, "eos_token", eos >= 0 ? json_string(lmio_tokenizer_token(d->tok, eos)) : json_null());
     return t;
 }
 
-static int dir_json(const char *dir, const lmio_statedict *w, const lmio_tokenizer *tok)
+/* config.json as lmio read it (unknown keys included), through the library,
+ * so what is shown is what lmio checked. */
+static json_t *config_json(const lmio_config *cfg)
 {
-    /* config.json as written, unknown keys included, not lmio's view of it */
-    char cpath[4096];
-    json_t *cj = NULL;
-    if ((size_t)snprintf(cpath, sizeof cpath, "%s/config.json", dir) < sizeof cpath)
-        cj = json_load_file(cpath, 0, NULL);
+    char *text;
+    size_t len;
+    if (!cfg || lmio_config_to_json(cfg, &text, &len, NULL)) return json_null();
+    json_t *v = json_loadb(text, len, 0, NULL);
+    lmio_free(text);
+    return v ? v : json_null();
+}
+
+static int dir_json(const char *dir, const lmio_statedict *w, const dir_parts *d)
+{
     json_t *root = json_object();
     json_object_set_new(root, "format", json_string("hf-directory"));
     json_object_set_new(root, "path", json_string(dir));
-    json_object_set_new(root, "config", cj ? cj : json_null());
-    json_object_set_new(root, "tokenizer", tokenizer_json(tok));
+    json_object_set_new(root, "config", config_json(d->cfg));
+    json_object_set_new(root, "tokenizer", tokenizer_json(d));
     add_tensors_json(root, w, 1);
     return print_json_value(root, JSON_INDENT(2));
 }
@@ -79,44 +99,53 @@ static void config_line(const lmio_config *cfg)
     }
     int64_t v;
     const char *str;
-    printf("config:    model_type %s", lmio_config_model_type(cfg));
-    static const char *const keys[] = {"vocab_size", "n_layer", "n_head", "n_embd", "n_positions"};
+    printf("config:    model_type %s", *lmio_config_model_type(cfg) ? lmio_config_model_type(cfg) : "(none)");
+    /* Transformers' common names; an architecture's own spellings (GPT-2's
+     * n_layer, ...) are aliases of these */
+    static const char *const keys[] = {"vocab_size", "num_hidden_layers", "num_attention_heads", "hidden_size",
+                                       "max_position_embeddings"};
     for (int k = 0; k < 5; k++)
         if (lmio_config_get_int(cfg, keys[k], &v, NULL) == LMIO_OK) printf(", %s %lld", keys[k], (long long)v);
-    if (lmio_config_get_string(cfg, "dtype", &str, NULL) == LMIO_OK) printf(", dtype %s", str);
+    if (lmio_config_get_string(cfg, "dtype", &str, NULL) == LMIO_OK ||
+        lmio_config_get_string(cfg, "torch_dtype", &str, NULL) == LMIO_OK)
+        printf(", dtype %s", str);
     int tie;
     if (lmio_config_get_bool(cfg, "tie_word_embeddings", &tie, NULL) == LMIO_OK) printf(", %s", tie ? "tied" : "untied");
     putchar('\n');
 }
 
-static void dir_text(const char *dir, const lmio_statedict *w, const lmio_tokenizer *tok)
+static void dir_text(const char *dir, const lmio_statedict *w, const dir_parts *d)
 {
-    lmio_config *cfg = NULL;
-    lmio_config_load(dir, &cfg, NULL); /* a directory without a config is still shown */
     printf("directory: %s\n", dir);
-    config_line(cfg);
-    lmio_config_free(cfg);
-    if (tok) {
-        int32_t eos = lmio_tokenizer_eos_id(tok);
-        printf("tokenizer: byte-level BPE, %zu tokens%s%s\n", lmio_tokenizer_vocab_size(tok),
-               eos >= 0 ? ", end of text " : "", eos >= 0 ? lmio_tokenizer_token(tok, eos) : "");
+    config_line(d->cfg);
+    if (d->tok) {
+        int32_t eos = lmio_tokenizer_eos_id(d->tok);
+        printf("tokenizer: byte-level BPE, %zu tokens%s%s\n", lmio_tokenizer_vocab_size(d->tok),
+               eos >= 0 ? ", end of text " : "", eos >= 0 ? lmio_tokenizer_token(d->tok, eos) : "");
+    } else if (d->tok_note[0]) {
+        printf("tokenizer: present, not read by lmio (%s)\n", d->tok_note);
     } else {
         printf("tokenizer: (none)\n");
     }
     print_table(w, 1);
 }
 
+/* Any Hugging Face directory: weights and config are read whatever the
+ * architecture; the tokenizer is shown when lmio reads its kind. */
 static int inspect_dir(const char *dir, int json)
 {
     lmio_error err;
     lmio_statedict *w;
-    lmio_tokenizer *tok;
-    if (lmio_pretrained_load(dir, NULL, &w, &tok, &err)) return fail(&err);
-    int rc = EXIT_OK;
-    if (json) rc = dir_json(dir, w, tok);
-    else dir_text(dir, w, tok);
+    dir_parts d = {0};
+    if (lmio_pretrained_load(dir, &d.cfg, &w, NULL, &err)) return fail(&err);
+    int rc = dir_tokenizer(dir, &d.tok, d.tok_note, sizeof d.tok_note);
+    if (rc == EXIT_OK) {
+        if (json) rc = dir_json(dir, w, &d);
+        else dir_text(dir, w, &d);
+    }
+    lmio_config_free(d.cfg);
     lmio_statedict_free(w);
-    lmio_tokenizer_free(tok);
+    lmio_tokenizer_free(d.tok);
     return rc;
 }
 

@@ -42,8 +42,15 @@ static int load_model(const char *dir, int want_tok, loaded *l)
 {
     lmio_error err;
     memset(l, 0, sizeof *l);
-    if (lmio_pretrained_load(dir, &l->cfg, &l->w, want_tok ? &l->tok : NULL, &err) ||
-        lmio_gpt2_create(l->cfg, l->w, &l->model, &err)) {
+    if (lmio_pretrained_load(dir, &l->cfg, &l->w, want_tok ? &l->tok : NULL, &err)) {
+        loaded_free(l);
+        return fail(&err);
+    }
+    if (!l->cfg) {
+        loaded_free(l);
+        return fail_msg("%s: no config.json; expected a model directory with a config", dir);
+    }
+    if (lmio_gpt2_create(l->cfg, l->w, &l->model, &err)) {
         loaded_free(l);
         return fail(&err);
     }

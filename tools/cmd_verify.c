@@ -93,14 +93,12 @@ static int verify_dir(const char *dir)
     lmio_config *cfg = NULL;
     lmio_statedict *w;
     lmio_tokenizer *tok;
-    char cpath[4096];
-    if ((size_t)snprintf(cpath, sizeof cpath, "%s/config.json", dir) >= sizeof cpath)
-        return fail_msg("%s: path too long", dir);
-    struct stat st;
-    int has_cfg = stat(cpath, &st) == 0; /* absent: a weights-only directory */
-    if (lmio_pretrained_load(dir, has_cfg ? &cfg : NULL, &w, &tok, &err)) return fail(&err);
+    char tok_note[2048];
+    /* any architecture: config (if any) and weights, then the tokenizer if
+     * lmio reads its kind */
+    if (lmio_pretrained_load(dir, &cfg, &w, NULL, &err)) return fail(&err);
+    int rc = dir_tokenizer(dir, &tok, tok_note, sizeof tok_note);
     tally y = {0};
-    int rc = EXIT_OK;
     for (size_t i = 0; i < lmio_statedict_count(w) && rc == EXIT_OK; i++) {
         lmio_tensor t;
         lmio_statedict_get(w, i, &t, NULL);
@@ -112,7 +110,7 @@ static int verify_dir(const char *dir)
         printf("%s: OK (%s%s, %zu weight file%s, %zu tensors, %llu parameters, %llu data bytes%s%s)\n", dir,
                cfg ? "config " : "no config", cfg ? lmio_config_model_type(cfg) : "", y.files.n,
                y.files.n == 1 ? "" : "s", lmio_statedict_count(w), (unsigned long long)y.params,
-               (unsigned long long)y.bytes, tok ? ", tokenizer" : ", no tokenizer",
+               (unsigned long long)y.bytes, tok ? ", tokenizer" : tok_note[0] ? ", tokenizer not read by lmio" : ", no tokenizer",
                y.nonfinite_tensors ? ", non-finite values noted above" : "");
     str_list_free(&y.files);
     lmio_config_free(cfg);

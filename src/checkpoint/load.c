@@ -197,7 +197,8 @@ lmio_status lmio_pretrained_load(const char *dir, lmio_config **cfg_out, lmio_st
     char cpath[4096];
     lmio_status s = lmio__path_join(cpath, sizeof cpath, dir, "config.json", err);
     if (s) return s;
-    if (access(cpath, F_OK) == 0 || cfg_out) s = lmio_config_load(cpath, &cfg, err);
+    /* a weights-only directory has no config: *cfg_out is then NULL */
+    if (access(cpath, F_OK) == 0) s = lmio_config_load(cpath, &cfg, err);
     lmio_statedict *w = NULL;
     lmio_tokenizer *t = NULL;
     if (!s && weights) s = load_weights(dir, cfg, &w, err);

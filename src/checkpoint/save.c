@@ -195,7 +195,13 @@ static lmio_status save_configs(const char *tmp, const lmio_config *cfg, const l
         char path[8192];
         if (!(s = lmio__path_join(path, sizeof path, tmp, "config.json", err))) s = lmio_config_save(c, path, err);
     }
-    if (!s) {
+    char gpath[8192];
+    struct stat gst;
+    bool carried = !s && !lmio__path_join(gpath, sizeof gpath, tmp, "generation_config.json", NULL) &&
+                   lstat(gpath, &gst) == 0;
+    /* a conversion (source_dir) carries the source's generation config,
+     * and invents none the source did not have */
+    if (!s && !carried && !o->source_dir) {
         /* generation_config.json as GenerationConfig.from_model_config writes it */
         lmio__json *g = lmio__json_object();
         bool ok = lmio__json_set(g, "_from_model_config", lmio__json_bool(true));
@@ -235,6 +241,7 @@ lmio_status lmio_pretrained_save(const char *dir, const lmio_config *cfg, const 
     if (s) return s;
     lmio_statedict *sel = NULL;
     if (weights) s = select_weights(cfg, weights, &sel, err);
+    if (!s && o.source_dir) s = lmio__carry_files(o.source_dir, st.tmp, o.durable, err);
     if (!s && cfg) s = save_configs(st.tmp, cfg, sel, &o, err);
     if (!s && sel) s = save_weights(st.tmp, sel, &o, fmt, err);
     if (!s && tok) s = lmio_tokenizer_save(tok, st.tmp, err);
@@ -244,3 +251,23 @@ lmio_status lmio_pretrained_save(const char *dir, const lmio_config *cfg, const 
     return s;
 }
 
+lmio_status lmio_pretrained_convert(const char *src_dir, const char *dst_dir, const lmio_pretrained_opts *opts,
+                                    lmio_error *err)
+{
+    lmio_pretrained_opts o = LMIO_PRETRAINED_OPTS_INIT;
+    lmio_status s = lmio__opts_read(&o, sizeof o, opts, "lmio_pretrained_opts", err);
+    if (s) return s;
+    if (!src_dir || !dst_dir) return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "directory path missing");
+    char cpath[4096];
+    if ((s = lmio__path_join(cpath, sizeof cpath, src_dir, "config.json", err))) return s;
+    struct stat st;
+    bool has_cfg = stat(cpath, &st) == 0; /* a weights-only directory has none */
+    lmio_config *cfg = NULL;
+    lmio_statedict *w = NULL;
+    s = lmio_pretrained_load(src_dir, has_cfg ? &cfg : NULL, &w, NULL, err);
+    o.source_dir = src_dir;
+    if (!s) s = lmio_pretrained_save(dst_dir, cfg, w, NULL, &o, err);
+    lmio_config_free(cfg);
+    lmio_statedict_free(w);
+    return s;
+}

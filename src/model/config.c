@@ -135,6 +135,20 @@ lmio_status lmio_config_save(const lmio_config *c, const char *path, lmio_error 
     return lmio__write_json_python(path, c->obj, 1, err);
 }
 
+lmio_status lmio_config_to_json(const lmio_config *c, char **text, size_t *len, lmio_error *err)
+{
+    if (!c || !text || !len) return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "NULL argument");
+    lmio__buf b = {0};
+    lmio_status s = lmio__json_dump_python(c->obj, &b, c->path ? c->path : "config.json", err);
+    if (s) {
+        lmio__buf_free(&b);
+        return s;
+    }
+    *text = b.data; /* lmio_free releases it: the same allocator */
+    *len = b.len;
+    return LMIO_OK;
+}
+
 const char *lmio_config_model_type(const lmio_config *c)
 {
     const char *s = c ? lmio__json_string_value(lmio__json_get(c->obj, "model_type")) : NULL;

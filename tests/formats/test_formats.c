@@ -122,6 +122,49 @@ static void directories(void)
     lmio_statedict_free(sd);
 }
 
+static int same_file(const char *a, const char *b)
+{
+    char x[256], y[256];
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    size_t na = fa ? fread(x, 1, sizeof x, fa) : 0, nb = fb ? fread(y, 1, sizeof y, fb) : 0;
+    if (fa) fclose(fa);
+    if (fb) fclose(fb);
+    return fa && fb && na == nb && !memcmp(x, y, na);
+}
+
+/* lmio_pretrained_convert carries what it does not interpret */
+static void carry(void)
+{
+    lmio_statedict *sd = small_sd();
+    lmio_error err;
+    mkdir(scratch("src"), 0777);
+    mkdir(scratch("src/1_Pooling"), 0777);
+    CHECK_OK(lmio_statedict_save(sd, scratch("src/model.safetensors"), NULL, NULL, &e_));
+    write_bytes(scratch("src/vocab.txt"), "[PAD]\n[UNK]\n", 12);
+    write_bytes(scratch("src/1_Pooling/config.json"), "{\"x\": 1}", 8);
+    write_bytes(scratch("src/pytorch_model.bin"), "stale", 5);
+    lmio_pretrained_opts o = LMIO_PRETRAINED_OPTS_INIT;
+    o.dtype = LMIO_DTYPE_BF16;
+    CHECK_MSG(lmio_pretrained_convert(scratch("src"), scratch("dst"), &o, &err) == LMIO_OK, "%s", err.message);
+    CHECK(same_file(scratch("src/vocab.txt"), scratch("dst/vocab.txt")));
+    CHECK(same_file(scratch("src/1_Pooling/config.json"), scratch("dst/1_Pooling/config.json")));
+    struct stat st;
+    CHECK(stat(scratch("dst/pytorch_model.bin"), &st) != 0);         /* old weights are not carried */
+    CHECK(stat(scratch("dst/generation_config.json"), &st) != 0);    /* nothing invented */
+    lmio_statedict *w = NULL;
+    lmio_tensor t;
+    CHECK_OK(lmio_pretrained_load(scratch("dst"), NULL, &w, NULL, &e_));
+    CHECK(w && lmio_tensor_find(w, "w", &t, NULL) == LMIO_OK && t.dtype == LMIO_DTYPE_BF16);
+    lmio_statedict_free(w);
+    /* what cannot be carried is an error, never left behind in silence */
+    CHECK(mkfifo(scratch("src/pipe"), 0600) == 0);
+    CHECK(lmio_pretrained_convert(scratch("src"), scratch("dst2"), &o, &err) == LMIO_ERR_UNSUPPORTED);
+    CHECK_MSG(strstr(err.message, "pipe") && strstr(err.message, "neither a regular file nor a directory"), "%s",
+              err.message);
+    CHECK(stat(scratch("dst2"), &st) != 0);
+    lmio_statedict_free(sd);
+}
+
 int main(void)
 {
     if (scratch_begin("formats")) return 1;
@@ -129,6 +172,7 @@ int main(void)
     by_content();
     save_by_name();
     directories();
+    carry();
     scratch_end();
     return test_result("test_formats");
 }

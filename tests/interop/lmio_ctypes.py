@@ -135,7 +135,8 @@ LIB.lmio_tokenizer_free.argtypes = [P]
 
 
 class PretrainedOpts(ctypes.Structure):
-    _fields_ = [("struct_size", ctypes.c_size_t), ("dtype", ctypes.c_int), ("max_shard_size", ctypes.c_uint64), ("durable", ctypes.c_int)]
+    _fields_ = [("struct_size", ctypes.c_size_t), ("dtype", ctypes.c_int), ("max_shard_size", ctypes.c_uint64),
+                ("durable", ctypes.c_int), ("format", ctypes.c_char_p), ("source_dir", ctypes.c_char_p)]
 
 
 LIB.lmio_pretrained_save.argtypes = [ctypes.c_char_p, P, P, P, ctypes.POINTER(PretrainedOpts), ctypes.POINTER(Error)]
@@ -179,7 +180,7 @@ def save_pretrained(directory, config, tensors, vocab_merges=None, dtype=None, m
             sp = (ctypes.c_char_p * 1)(b"<|endoftext|>")
             _check(LIB.lmio_tokenizer_load_files(os.fsencode(vocab_merges[0]), os.fsencode(vocab_merges[1]), sp, 1,
                                                  ctypes.byref(tok), ctypes.byref(err)), err)
-        opts = PretrainedOpts(ctypes.sizeof(PretrainedOpts), CODE[dtype] if dtype else NONE, max_shard_size, 1)
+        opts = PretrainedOpts(ctypes.sizeof(PretrainedOpts), CODE[dtype] if dtype else NONE, max_shard_size, 1, None, None)
         _check(LIB.lmio_pretrained_save(os.fsencode(directory), cfg, sd, tok if vocab_merges else None,
                                         ctypes.byref(opts), ctypes.byref(err)), err)
     finally:
