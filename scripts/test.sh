@@ -12,6 +12,9 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 status=0
 step() { echo; echo "==== $*"; }
 
+step "complexity: no function over 150 lines or cyclomatic complexity 40 (lizard)"
+.venv/bin/lizard -C 40 -L 150 -w src tools include || status=1
+
 step "build (warnings as errors)"
 scripts/build.sh build || exit 1
 step "C tests"
