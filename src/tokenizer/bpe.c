@@ -324,6 +324,12 @@ static void encode_word(enc_state *st, const char *w, size_t n, ids_vec *out)
         st->c_off[st->c_n] = (uint32_t)st->pool.n;
         st->c_len[st->c_n] = (uint32_t)m;
         for (size_t i = 0; i < m; i++) ids_push(&st->pool, st->sym[i]);
+        /* a run the pool could not take must not be cached: a later hit
+         * would read ids that were never stored */
+        if (st->pool.oom) {
+            st->oom = true;
+            return;
+        }
         if (!lmio__smap_put(&st->cache, w, n, (uint32_t)st->c_n)) st->oom = true;
         st->c_n++;
     }
