@@ -2,6 +2,7 @@
  * (shared/reference/safetensors-hf.md §2), committed atomically. */
 #include "../formats/formats.h"
 #include "checkpoint.h"
+#include "../tokenizer/tokenizer.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -191,10 +192,8 @@ static lmio_status save_configs(const char *tmp, const lmio_config *cfg, const l
         ok &= lmio__json_set(obj, "architectures", a);
         if (!ok) s = lmio__fail(err, LMIO_ERR_NOMEM, "config.json", -1, "architectures", "out of memory");
     }
-    if (!s) {
-        char path[8192];
-        if (!(s = lmio__path_join(path, sizeof path, tmp, "config.json", err))) s = lmio_config_save(c, path, err);
-    }
+    /* what lmio_config_save writes, with the caller's durable choice */
+    if (!s) s = write_json_file(tmp, "config.json", obj, o->durable, err);
     char gpath[8192];
     struct stat gst;
     bool carried = !s && !lmio__path_join(gpath, sizeof gpath, tmp, "generation_config.json", NULL) &&
@@ -244,7 +243,7 @@ lmio_status lmio_pretrained_save(const char *dir, const lmio_config *cfg, const 
     if (!s && o.source_dir) s = lmio__carry_files(o.source_dir, st.tmp, o.durable, err);
     if (!s && cfg) s = save_configs(st.tmp, cfg, sel, &o, err);
     if (!s && sel) s = save_weights(st.tmp, sel, &o, fmt, err);
-    if (!s && tok) s = lmio_tokenizer_save(tok, st.tmp, err);
+    if (!s && tok) s = lmio__tokenizer_save(tok, st.tmp, o.durable, err);
     if (!s) s = lmio__stage_commit(&st, err);
     lmio_statedict_free(sel);
     lmio__stage_abort(&st);

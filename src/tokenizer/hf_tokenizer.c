@@ -423,7 +423,7 @@ static lmio_status build_tokenizer_config(const lmio_tokenizer *t, const char *d
 /* Every file is created (under its temporary name) and written before the
  * first one is renamed into place, so running out of memory or space
  * leaves the directory as it was rather than holding a mix of old and new. */
-static lmio_status write_docs(const char *dir, const lmio__buf *docs, lmio_error *err)
+static lmio_status write_docs(const char *dir, const lmio__buf *docs, int durable, lmio_error *err)
 {
     lmio__outfile o[N_DOCS];
     size_t begun = 0;
@@ -436,20 +436,25 @@ static lmio_status write_docs(const char *dir, const lmio__buf *docs, lmio_error
     }
     for (size_t i = 0; i < N_DOCS; i++) {
         if (i >= begun) break;
-        if (!s) s = lmio__outfile_commit(&o[i], 1, err);
+        if (!s) s = lmio__outfile_commit(&o[i], durable, err);
         else lmio__outfile_abort(&o[i]);
     }
     return s;
 }
 
-lmio_status lmio_tokenizer_save(const lmio_tokenizer *t, const char *dir, lmio_error *err)
+lmio_status lmio__tokenizer_save(const lmio_tokenizer *t, const char *dir, int durable, lmio_error *err)
 {
     if (!t || !dir) return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "NULL argument");
     lmio__buf docs[N_DOCS] = {{0}};
     lmio_status s = build_tokenizer_json(t, dir, docs, err);
     if (!s) s = build_merges_txt(t, dir, &docs[DOC_MERGES], err);
     if (!s) s = build_tokenizer_config(t, dir, docs, err);
-    if (!s) s = write_docs(dir, docs, err);
+    if (!s) s = write_docs(dir, docs, durable, err);
     for (int i = 0; i < N_DOCS; i++) lmio__buf_free(&docs[i]);
     return s;
+}
+
+lmio_status lmio_tokenizer_save(const lmio_tokenizer *t, const char *dir, lmio_error *err)
+{
+    return lmio__tokenizer_save(t, dir, 1, err);
 }

@@ -46,6 +46,10 @@ lmio_status lmio__tok_add_added(lmio_tokenizer *t, const char *content, bool spe
 /* Fills byte_id[] once the vocabulary is complete. */
 lmio_status lmio__tok_finish(lmio_tokenizer *t, const char *path, lmio_error *err);
 
+/* lmio_tokenizer_save with the choice of fsyncing (durable = 1, what the
+ * public call does) or not, for save_pretrained's durable option. */
+lmio_status lmio__tokenizer_save(const lmio_tokenizer *t, const char *dir, int durable, lmio_error *err);
+
 /* The byte-level form of raw bytes (each byte -> one code point, UTF-8). */
 void lmio__bytes_to_unicode(lmio__buf *out, const unsigned char *p, size_t n);
 #endif
