@@ -534,6 +534,57 @@ LMIO_API lmio_status lmio_pretrained_convert(const char *src_dir, const char *ds
  * (1 GB = 10^9 bytes), "GiB"/"MiB"/"KiB" binary. */
 LMIO_API lmio_status lmio_parse_size(const char *text, uint64_t *out, lmio_error *err);
 
+/* ------------------------------------------------------------------------ */
+/* Verifying                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* Called after each tensor's bytes have been read, in file order (by file,
+ * then offset); nonfinite counts its NaN and Inf values (0 for dtypes other
+ * than F16, BF16, F32, F64). t is borrowed for the call. Return non-zero
+ * to stop: the verification then fails with LMIO_ERR_CANCELLED. */
+typedef int (*lmio_verify_tensor_fn)(void *ctx, const lmio_tensor *t, uint64_t nonfinite);
+
+typedef struct lmio_verify_opts {
+    size_t struct_size;       /* sizeof(lmio_verify_opts), set by INIT        */
+    size_t buffer_size;       /* bytes per read; 0: 8 MiB. The one buffer is
+                                 reused, so memory does not grow with the
+                                 model (at least 4096; rounded down to 8)   */
+    lmio_verify_tensor_fn tensor_fn; /* NULL: none                           */
+    void *ctx;
+} lmio_verify_opts;
+#define LMIO_VERIFY_OPTS_INIT {sizeof(lmio_verify_opts), 0, NULL, NULL}
+
+/* What a verification found; every field is filled on success. */
+typedef struct lmio_verify_report {
+    const char *format;         /* the file's format ("safetensors"), NULL
+                                   for a directory or a state dict built in
+                                   memory; static storage                   */
+    size_t tensors;
+    uint64_t parameters;        /* sum of numel                              */
+    uint64_t data_bytes;        /* sum of nbytes                             */
+    size_t files;               /* distinct files the data was read from     */
+    size_t nonfinite_tensors;   /* floating tensors holding NaN or Inf       */
+    uint64_t nonfinite_values;
+} lmio_verify_report;
+
+/* Validates a model completely at disk speed in bounded memory. A file:
+ * every rule lmio_statedict_open checks, then every data byte read with
+ * pread (nothing is read into memory whole; the file is only mapped to
+ * parse its header). A directory: everything lmio_pretrained_load checks
+ * (config, index, every shard and the tensors the index places there,
+ * tokenizer files of a kind lmio reads), then every shard's data read the
+ * same way. An
+ * unreadable or vanished byte is LMIO_ERR_IO naming the file and offset.
+ * NaN and Inf are counted, not errors: they are legal, if rarely meant.
+ * opts may be NULL; out may be NULL. */
+LMIO_API lmio_status lmio_verify(const char *path, const lmio_verify_opts *opts, lmio_verify_report *out,
+                                 lmio_error *err);
+/* The data part of lmio_verify for a state dict already open: each
+ * tensor's bytes are read again from the file it came from (tensors built
+ * in memory are scanned where they are). */
+LMIO_API lmio_status lmio_statedict_verify(const lmio_statedict *sd, const lmio_verify_opts *opts,
+                                           lmio_verify_report *out, lmio_error *err);
+
 #ifdef __cplusplus
 }
 #endif
