@@ -501,6 +501,16 @@ static lmio_status run_gpt2_generate(lmio_error *err)
     return s;
 }
 
+static lmio_status verify_path(const char *path, size_t want_files, lmio_error *err)
+{
+    lmio_verify_report r;
+    lmio_status s = lmio_verify(path, NULL, &r, err);
+    if (!s && (r.tensors != 28 || (want_files ? r.files != want_files : r.files < 2))) s = LMIO_ERR_FORMAT;
+    return s;
+}
+static lmio_status run_verify_file(lmio_error *err) { return verify_path(fx("model.safetensors"), 1, err); }
+static lmio_status run_verify_dir(lmio_error *err) { return verify_path(fx("sharded"), 0, err); /* several shards */ }
+
 static const oom_case k_cases[] = {
     {"statedict_create_add_meta", run_statedict_build, NULL, NULL},
     {"convert", run_convert, NULL, NULL},
@@ -525,6 +535,8 @@ static const oom_case k_cases[] = {
     {"tokenizer_encode_decode", run_tok_encode_decode, NULL, NULL},
     {"gpt2_create_logits", run_gpt2_logits, NULL, NULL},
     {"gpt2_create_generate", run_gpt2_generate, NULL, NULL},
+    {"verify_file", run_verify_file, NULL, NULL},
+    {"verify_dir_sharded", run_verify_dir, NULL, NULL},
 };
 
 int main(void)
