@@ -24,16 +24,16 @@ static int note_nonfinite(void *ctx, const lmio_tensor *t, uint64_t bad)
     return 0;
 }
 
-/* For GPT-2, the weights against the config; and a tokenizer whose ids
- * all have an embedding. */
+/* For an architecture lmio can run, the weights against the config (by
+ * building the model); and a tokenizer whose ids all have an embedding. */
 static int check_model(const char *dir, const lmio_config *cfg, const lmio_statedict *w, const lmio_tokenizer *tok)
 {
     lmio_error err;
     if (!cfg) return EXIT_OK;
-    if (!strcmp(lmio_config_model_type(cfg), "gpt2")) {
-        lmio_gpt2 *m;
-        if (lmio_gpt2_create(cfg, w, &m, &err)) return fail(&err);
-        lmio_gpt2_free(m);
+    if (lmio_arch_supported(lmio_config_model_type(cfg))) {
+        lmio_model *m;
+        if (lmio_model_create(cfg, w, &m, &err)) return fail(&err);
+        lmio_model_free(m);
     }
     int64_t vocab;
     if (tok && lmio_config_get_int(cfg, "vocab_size", &vocab, NULL) == LMIO_OK &&
@@ -45,7 +45,8 @@ static int check_model(const char *dir, const lmio_config *cfg, const lmio_state
 }
 
 /* A whole model directory: everything from_pretrained checks, every data
- * byte read, and for GPT-2 the weights checked against the config. */
+ * byte read, and for an architecture lmio can run the weights checked
+ * against the config. */
 static int verify_dir(const char *dir)
 {
     lmio_error err;

@@ -1,6 +1,6 @@
-/* Model config: a JSON object with typed access, model defaults and the
- * aliases Transformers' configs define. */
-#include "model.h"
+/* Model config: a JSON object with typed access, and the defaults and key
+ * aliases of its architecture (looked up in the architecture table). */
+#include "arch.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -12,50 +12,44 @@ struct lmio_config {
     char *path; /* where it was loaded from, for messages */
 };
 
-/* GPT2Config's defaults (shared/reference/safetensors-hf.md §2.6). */
-static const char k_gpt2_defaults[] =
-    "{\"activation_function\": \"gelu_new\", \"architectures\": [\"GPT2LMHeadModel\"], \"attn_pdrop\": 0.1,"
-    " \"bos_token_id\": 50256, \"embd_pdrop\": 0.1, \"eos_token_id\": 50256, \"initializer_range\": 0.02,"
-    " \"layer_norm_epsilon\": 1e-05, \"model_type\": \"gpt2\", \"n_embd\": 768, \"n_head\": 12, \"n_inner\": null,"
-    " \"n_layer\": 12, \"n_positions\": 1024, \"reorder_and_upcast_attn\": false, \"resid_pdrop\": 0.1,"
-    " \"scale_attn_by_inverse_layer_idx\": false, \"scale_attn_weights\": true, \"summary_activation\": null,"
-    " \"summary_first_dropout\": 0.1, \"summary_proj_to_labels\": true, \"summary_type\": \"cls_index\","
-    " \"summary_use_proj\": true, \"tie_word_embeddings\": true, \"use_cache\": true, \"vocab_size\": 50257}";
-
-static lmio__json *gpt2_defaults(void)
-{
-    static lmio__json *d;
-    if (!d) lmio__json_parse(k_gpt2_defaults, sizeof k_gpt2_defaults - 1, "", 0, &d, NULL); /* process lifetime; tiny */
-    return d;
-}
-
+/* The key a config of this architecture uses for key: Transformers'
+ * generic names are aliases in some config classes (GPT2Config's n_embd is
+ * hidden_size). */
 static const char *alias(const lmio_config *c, const char *key)
 {
-    static const char *const map[][2] = {{"hidden_size", "n_embd"}, {"max_position_embeddings", "n_positions"},
-                                         {"num_attention_heads", "n_head"}, {"num_hidden_layers", "n_layer"}};
-    const char *mt = lmio_config_model_type(c);
-    if (strcmp(mt, "gpt2")) return key;
-    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
-        if (!strcmp(key, map[i][0])) return map[i][1];
+    const lmio__arch *a = lmio__arch_of(c);
+    for (size_t i = 0; a && i < a->n_aliases; i++)
+        if (!strcmp(key, a->aliases[i][0])) return a->aliases[i][1];
     return key;
 }
 
-/* The value for key: the config's own, else the model's default. */
+/* The value for key: the config's own, else its architecture's default. */
 static lmio__json *lookup(const lmio_config *c, const char *key)
 {
     key = alias(c, key);
     lmio__json *v = lmio__json_get(c->obj, key);
-    if (!v && !strcmp(lmio_config_model_type(c), "gpt2")) v = lmio__json_get(gpt2_defaults(), key);
+    if (!v) v = lmio__json_get(lmio__arch_defaults(lmio__arch_of(c)), key);
     return v;
 }
 
 static const char *cpath(const lmio_config *c) { return c->path ? c->path : "config.json"; }
 
-lmio_status lmio_config_create_gpt2(lmio_config **out, lmio_error *err)
+const char *lmio__config_path(const lmio_config *c) { return cpath(c); }
+
+lmio_status lmio_config_create(const char *model_type, lmio_config **out, lmio_error *err)
 {
+    if (!out) return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "NULL argument");
+    const lmio__arch *a = lmio__arch_find(model_type);
+    if (!a) {
+        char known[256];
+        lmio__arch_list(known, sizeof known);
+        return lmio__fail(err, LMIO_ERR_UNSUPPORTED, "", -1, "model_type",
+                          "model_type \"%s\" has no defaults in lmio; expected one of: %s",
+                          model_type ? model_type : "(null)", known);
+    }
     lmio__json_init();
     lmio_config *c = lmio__calloc(1, sizeof *c);
-    lmio__json *d = gpt2_defaults();
+    lmio__json *d = lmio__arch_defaults(a);
     if (!c || !d || !(c->obj = lmio__json_deep_copy(d))) {
         lmio__free(c);
         return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
