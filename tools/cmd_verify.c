@@ -50,10 +50,20 @@ static int tally_tensor(tally *y, const lmio_tensor *t)
         y->nonfinite_tensors++;
         printf("note: tensor \"%s\" holds %llu NaN/Inf value(s)\n", t->name, (unsigned long long)bad);
     }
-    if (!t->source) return 0;
-    for (size_t f = 0; f < y->files.n; f++)
-        if (!strcmp(y->files.v[f], t->source)) return 0;
+    /* distinct files are counted once at the end (sorted), not searched per
+     * tensor: that was quadratic in the number of shards */
+    if (!t->source || (y->files.n && y->files.v[y->files.n - 1] == t->source)) return 0;
     return str_list_push(&y->files, t->source);
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+
+static size_t count_distinct(str_list *l)
+{
+    if (l->n > 1) qsort(l->v, l->n, sizeof *l->v, cmp_str);
+    size_t d = 0;
+    for (size_t i = 0; i < l->n; i++) d += i == 0 || strcmp(l->v[i - 1], l->v[i]) != 0;
+    return d;
 }
 
 /* Reads every byte: a shard truncated or unreadable since it was opened
@@ -108,10 +118,11 @@ static int verify_dir(const char *dir)
         if (tally_tensor(&y, &t)) rc = fail_msg("out of memory");
     }
     if (rc == EXIT_OK) rc = check_model(dir, cfg, w, tok);
+    size_t n_files = count_distinct(&y.files);
     if (rc == EXIT_OK)
         printf("%s: OK (%s%s, %zu weight file%s, %zu tensors, %llu parameters, %llu data bytes%s%s)\n", dir,
-               cfg ? "config " : "no config", cfg ? lmio_config_model_type(cfg) : "", y.files.n,
-               y.files.n == 1 ? "" : "s", lmio_statedict_count(w), (unsigned long long)y.params,
+               cfg ? "config " : "no config", cfg ? lmio_config_model_type(cfg) : "", n_files,
+               n_files == 1 ? "" : "s", lmio_statedict_count(w), (unsigned long long)y.params,
                (unsigned long long)y.bytes, tok ? ", tokenizer" : ", no tokenizer",
                y.nonfinite_tensors ? ", non-finite values noted above" : "");
     str_list_free(&y.files);
