@@ -100,6 +100,7 @@ typedef struct lmio__smap_slot {
 typedef struct lmio__smap {
     lmio__smap_slot *slots;
     size_t cap, count;
+    uint64_t key[2]; /* the hash key, set when the map first grows */
 } lmio__smap;
 bool lmio__smap_put(lmio__smap *m, const char *key, size_t len, uint32_t value);
 bool lmio__smap_get(const lmio__smap *m, const char *key, size_t len, uint32_t *value);
@@ -111,6 +112,7 @@ typedef struct lmio__umap_slot {
 typedef struct lmio__umap {
     lmio__umap_slot *slots;
     size_t cap, count;
+    uint64_t key[2]; /* the hash key, set when the map first grows */
 } lmio__umap;
 bool lmio__umap_put(lmio__umap *m, uint64_t key, uint64_t value);
 bool lmio__umap_get(const lmio__umap *m, uint64_t key, uint64_t *value);

@@ -41,12 +41,19 @@ static void init_key(void)
         v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);                                       \
     } while (0)
 
-uint64_t lmio__hash(const void *p, size_t n)
+static void get_key(uint64_t key[2])
 {
     pthread_once(&g_key_once, init_key);
+    key[0] = g_k0;
+    key[1] = g_k1;
+}
+
+static uint64_t sip13(const uint64_t key[2], const void *p, size_t n)
+{
+    const uint64_t k0 = key[0], k1 = key[1];
     const unsigned char *s = p;
-    uint64_t v0 = g_k0 ^ 0x736f6d6570736575ULL, v1 = g_k1 ^ 0x646f72616e646f6dULL;
-    uint64_t v2 = g_k0 ^ 0x6c7967656e657261ULL, v3 = g_k1 ^ 0x7465646279746573ULL;
+    uint64_t v0 = k0 ^ 0x736f6d6570736575ULL, v1 = k1 ^ 0x646f72616e646f6dULL;
+    uint64_t v2 = k0 ^ 0x6c7967656e657261ULL, v3 = k1 ^ 0x7465646279746573ULL;
     size_t end = n & ~(size_t)7;
     for (size_t i = 0; i < end; i += 8) {
         uint64_t m = lmio__le64(s + i);
@@ -66,17 +73,40 @@ uint64_t lmio__hash(const void *p, size_t n)
     return v0 ^ v1 ^ v2 ^ v3;
 }
 
-static uint64_t hash_u64(uint64_t x)
+uint64_t lmio__hash(const void *p, size_t n)
 {
-    unsigned char b[8];
-    for (int i = 0; i < 8; i++) b[i] = (unsigned char)(x >> (8 * i));
-    return lmio__hash(b, 8);
+    uint64_t key[2];
+    get_key(key);
+    return sip13(key, p, n);
+}
+
+/* sip13 of the 8 little-endian bytes of x, unrolled: the BPE merge loop
+ * looks up a pair for every candidate merge. */
+static inline uint64_t sip13_u64(const uint64_t key[2], uint64_t x)
+{
+    uint64_t v0 = key[0] ^ 0x736f6d6570736575ULL, v1 = key[1] ^ 0x646f72616e646f6dULL;
+    uint64_t v2 = key[0] ^ 0x6c7967656e657261ULL, v3 = key[1] ^ 0x7465646279746573ULL;
+    const uint64_t b = (uint64_t)8 << 56;
+    v3 ^= x;
+    SIPROUND;
+    v0 ^= x;
+    v3 ^= b;
+    SIPROUND;
+    v0 ^= b;
+    v2 ^= 0xff;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    return v0 ^ v1 ^ v2 ^ v3;
 }
 
 /* ---- string -> u32 ---- */
 
+/* Each map copies the process key when it first grows, so lookups do not
+ * go through pthread_once. */
 static bool smap_grow(lmio__smap *m)
 {
+    if (!m->cap) get_key(m->key);
     size_t cap = m->cap ? m->cap * 2 : 64;
     lmio__smap_slot *s = lmio__calloc(cap, sizeof *s);
     if (!s) return false;
@@ -95,7 +125,7 @@ static bool smap_grow(lmio__smap *m)
 bool lmio__smap_put(lmio__smap *m, const char *key, size_t len, uint32_t value)
 {
     if ((m->count + 1) * 2 > m->cap && !smap_grow(m)) return false;
-    uint64_t h = lmio__hash(key, len);
+    uint64_t h = sip13(m->key, key, len);
     size_t j = (size_t)h & (m->cap - 1);
     while (m->slots[j].key) {
         lmio__smap_slot *s = &m->slots[j];
@@ -113,7 +143,7 @@ bool lmio__smap_put(lmio__smap *m, const char *key, size_t len, uint32_t value)
 bool lmio__smap_get(const lmio__smap *m, const char *key, size_t len, uint32_t *value)
 {
     if (!m->cap) return false;
-    uint64_t h = lmio__hash(key, len);
+    uint64_t h = sip13(m->key, key, len);
     for (size_t j = (size_t)h & (m->cap - 1); m->slots[j].key; j = (j + 1) & (m->cap - 1)) {
         const lmio__smap_slot *s = &m->slots[j];
         if (s->hash == h && s->len == len && memcmp(s->key, key, len) == 0) {
@@ -134,13 +164,14 @@ void lmio__smap_free(lmio__smap *m)
 
 static bool umap_grow(lmio__umap *m)
 {
+    if (!m->cap) get_key(m->key);
     size_t cap = m->cap ? m->cap * 2 : 64;
     lmio__umap_slot *s = lmio__malloc(cap * sizeof *s);
     if (!s) return false;
     for (size_t i = 0; i < cap; i++) s[i].key = UINT64_MAX;
     for (size_t i = 0; i < m->cap; i++) {
         if (m->slots[i].key == UINT64_MAX) continue;
-        size_t j = (size_t)hash_u64(m->slots[i].key) & (cap - 1);
+        size_t j = (size_t)sip13_u64(m->key, m->slots[i].key) & (cap - 1);
         while (s[j].key != UINT64_MAX) j = (j + 1) & (cap - 1);
         s[j] = m->slots[i];
     }
@@ -153,7 +184,7 @@ static bool umap_grow(lmio__umap *m)
 bool lmio__umap_put(lmio__umap *m, uint64_t key, uint64_t value)
 {
     if ((m->count + 1) * 2 > m->cap && !umap_grow(m)) return false;
-    size_t j = (size_t)hash_u64(key) & (m->cap - 1);
+    size_t j = (size_t)sip13_u64(m->key, key) & (m->cap - 1);
     while (m->slots[j].key != UINT64_MAX) {
         if (m->slots[j].key == key) {
             m->slots[j].value = value;
@@ -169,7 +200,7 @@ bool lmio__umap_put(lmio__umap *m, uint64_t key, uint64_t value)
 bool lmio__umap_get(const lmio__umap *m, uint64_t key, uint64_t *value)
 {
     if (!m->cap) return false;
-    for (size_t j = (size_t)hash_u64(key) & (m->cap - 1); m->slots[j].key != UINT64_MAX; j = (j + 1) & (m->cap - 1))
+    for (size_t j = (size_t)sip13_u64(m->key, key) & (m->cap - 1); m->slots[j].key != UINT64_MAX; j = (j + 1) & (m->cap - 1))
         if (m->slots[j].key == key) {
             *value = m->slots[j].value;
             return true;

@@ -6,6 +6,7 @@
 
 typedef struct lmio__added {
     char *content;
+    size_t len; /* strlen(content) */
     int32_t id;
     bool special;
 } lmio__added;
