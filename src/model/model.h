@@ -6,4 +6,8 @@
 /* The config's JSON object itself (borrowed; valid until lmio_config_free). */
 lmio__json *lmio__config_json(const lmio_config *c);
 
+/* Where the config was loaded from ("config.json" if built in memory), so
+ * that messages name the real file (borrowed). */
+const char *lmio__config_path(const lmio_config *c);
+
 #endif
