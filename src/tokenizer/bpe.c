@@ -171,15 +171,15 @@ lmio_status lmio__tok_add_merge(lmio_tokenizer *t, const char *a, size_t alen, c
 }
 
 lmio_status lmio__tok_add_added(lmio_tokenizer *t, const char *content, bool special, int32_t want_id,
-                                lmio_error *err)
+                                const char *path, lmio_error *err)
 {
     size_t len = strlen(content);
     if (!len || !lmio__utf8_valid(content, len))
-        return lmio__fail(err, LMIO_ERR_FORMAT, "", -1, "", "added token is empty or not UTF-8");
+        return lmio__fail(err, LMIO_ERR_FORMAT, path, -1, "", "added token is empty or not UTF-8");
     uint32_t id;
     if (!lmio__smap_get(&t->by_str, content, len, &id)) {
         if (want_id >= 0 && (size_t)want_id != t->n)
-            return lmio__fail(err, LMIO_ERR_FORMAT, "", -1, content,
+            return lmio__fail(err, LMIO_ERR_FORMAT, path, -1, content,
                               "added token \"%s\" has id %d; expected %zu (the next free id)", content, want_id, t->n);
         lmio_status s = lmio__tok_add_token(t, content, len, err);
         if (s) return s;
@@ -190,7 +190,7 @@ lmio_status lmio__tok_add_added(lmio_tokenizer *t, const char *content, bool spe
         if (!t->raw[id]) return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
         t->raw_len[id] = (uint32_t)len;
     } else if (want_id >= 0 && (uint32_t)want_id != id) {
-        return lmio__fail(err, LMIO_ERR_FORMAT, "", -1, content,
+        return lmio__fail(err, LMIO_ERR_FORMAT, path, -1, content,
                           "added token \"%s\" has id %d but the vocabulary gives it %u", content, want_id, id);
     }
     lmio__added *a = lmio__realloc(t->added, (t->n_added + 1) * sizeof *a);
