@@ -405,6 +405,12 @@ lmio_status lmio_safetensors_save(const lmio_statedict *sd, const char *path,
     if (!sd || !path || !*path)
         return lmio__fail(err, LMIO_ERR_INVALID_ARG, path ? path : "", -1, "",
                           "state dict or path missing");
+    /* "out/" can only mean a directory: say so, rather than report why a
+     * temporary file beside "out/" could not be made */
+    if (path[strlen(path) - 1] == '/')
+        return lmio__fail(err, LMIO_ERR_INVALID_ARG, path, -1, "",
+                          "ends with '/', so it names a directory; expected a file path such as %smodel.safetensors",
+                          path);
     if (o.dtype != LMIO_DTYPE_NONE && !lmio_dtype_is_convertible_float(o.dtype))
         return lmio__fail(err, LMIO_ERR_INVALID_ARG, path, -1, "",
                           "target dtype %s; expected F32, F16, BF16 or F64",
