@@ -25,7 +25,8 @@ static lmio_status load_sharded(const char *dir, const char *index, lmio_statedi
         lmio__json_decref(root);
         return lmio__fail(err, LMIO_ERR_FORMAT, index, -1, "weight_map", "no \"weight_map\" object; expected {tensor: shard}");
     }
-    /* open every shard the index names, once */
+    /* open every shard the index names, once; opened maps a shard's file
+     * name to its number among all's adopted state dicts */
     lmio__smap opened = {0};
     const char *name;
     lmio__json *v;
@@ -50,18 +51,19 @@ static lmio_status load_sharded(const char *dir, const char *index, lmio_statedi
                                file, name, dir);
             break;
         }
+        size_t child = lmio__statedict_child_count(all);
         if ((s = lmio__statedict_adopt(all, sh, err))) { lmio_statedict_free(sh); break; }
-        if (!lmio__smap_put(&opened, file, strlen(file), 0)) { s = lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory"); break; }
+        if (!lmio__smap_put(&opened, file, strlen(file), (uint32_t)child)) { s = lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory"); break; }
     }
     /* every tensor must be in the shard the index names for it */
     it = lmio__json_iter_begin(map);
     while (lmio__json_iter_next(&it, &name, &v)) {
         if (s) break;
         const char *file = lmio__json_string_value(v);
-        char path[4096];
-        if ((s = lmio__path_join(path, sizeof path, dir, file, err))) break;
+        uint32_t child = UINT32_MAX;
         lmio_tensor t;
-        if (lmio__statedict_find_in_child(all, path, name, &t) != LMIO_OK) {
+        lmio__smap_get(&opened, file, strlen(file), &child);
+        if (lmio__statedict_find_in_child(all, child, name, &t) != LMIO_OK) {
             s = lmio__fail(err, LMIO_ERR_NOT_FOUND, index, -1, name,
                            "tensor \"%s\" is not in shard \"%s\", where the index places it", name, file);
             break;

@@ -10,4 +10,8 @@ lmio__json *lmio__config_json(const lmio_config *c);
  * memory), for messages. Borrowed. */
 const char *lmio__config_path(const lmio_config *c);
 
+/* Where the config was loaded from ("config.json" if built in memory), so
+ * that messages name the real file (borrowed). */
+const char *lmio__config_path(const lmio_config *c);
+
 #endif

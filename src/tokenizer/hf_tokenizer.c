@@ -3,6 +3,9 @@
 #include "../core/json.h"
 #include "tokenizer.h"
 
+#include <ctype.h>
+#include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,8 +121,13 @@ static lmio_status load_added_array(lmio_tokenizer *t, lmio__json *arr, const ch
         lmio__json *c = lmio__json_get(a, "content"), *id = lmio__json_get(a, "id");
         if (!lmio__json_is_string(c) || !lmio__json_is_integer(id))
             return lmio__fail(err, LMIO_ERR_FORMAT, path, -1, "", "added_tokens[%zu]; expected {\"id\", \"content\"}", i);
+        /* ids are int32 everywhere (a cast would truncate 2^32 + 5 to 5) */
+        int64_t idv = lmio__json_integer_value(id);
+        if (idv < 0 || idv > INT32_MAX)
+            return lmio__fail(err, LMIO_ERR_FORMAT, path, -1, lmio__json_string_value(c),
+                              "added_tokens[%zu] has id %lld; expected 0..%d", i, (long long)idv, INT32_MAX);
         lmio_status s = lmio__tok_add_added(t, lmio__json_string_value(c), lmio__json_is_true(lmio__json_get(a, "special")),
-                                            (int32_t)lmio__json_integer_value(id), err);
+                                            (int32_t)idv, path, err);
         if (s) return s;
     }
     return LMIO_OK;
@@ -196,7 +204,7 @@ lmio_status lmio_tokenizer_load_files(const char *vocab_json, const char *merges
     lmio__json *v = NULL;
     if (!(s = lmio__json_load_file(vocab_json, &v, err)) && !(s = load_vocab(t, v, vocab_json, err)) &&
         !(s = load_merges_txt(t, merges_txt, err)))
-        for (size_t i = 0; i < n_special && !s; i++) s = lmio__tok_add_added(t, special[i], true, -1, err);
+        for (size_t i = 0; i < n_special && !s; i++) s = lmio__tok_add_added(t, special[i], true, -1, "", err);
     lmio__json_decref(v);
     return finish_or_free(t, vocab_json, s, out, err);
 }
@@ -238,7 +246,18 @@ lmio_status lmio_tokenizer_load(const char *path, lmio_tokenizer **out, lmio_err
         while (lmio__json_iter_next(&it, &k, &a)) {
             const char *c = lmio__json_string_value(lmio__json_get(a, "content"));
             if (!c) continue;
-            if ((s = lmio__tok_add_added(t, c, lmio__json_is_true(lmio__json_get(a, "special")), (int32_t)atol(k), err)))
+            /* the key is the id: digits only, no sign, within int32 */
+            char *end;
+            errno = 0;
+            long long idv = isdigit((unsigned char)k[0]) ? strtoll(k, &end, 10) : -1;
+            if (idv < 0 || *end || errno == ERANGE || idv > INT32_MAX) {
+                s = lmio__fail(err, LMIO_ERR_FORMAT, p3, -1, c,
+                               "added_tokens_decoder key \"%.40s\" (for \"%.80s\"); expected an id in 0..%d", k, c,
+                               INT32_MAX);
+                break;
+            }
+            if ((s = lmio__tok_add_added(t, c, lmio__json_is_true(lmio__json_get(a, "special")), (int32_t)idv, p3,
+                                         err)))
                 break;
         }
     }
@@ -254,7 +273,7 @@ lmio_status lmio_tokenizer_load(const char *path, lmio_tokenizer **out, lmio_err
         while (lmio__json_iter_next(&it, &k, &val)) {
             const char *c = lmio__json_is_string(val) ? lmio__json_string_value(val) : lmio__json_string_value(lmio__json_get(val, "content"));
             if (!c || lmio_tokenizer_token_id(t, c) < 0 || is_added(t, c)) continue;
-            if ((s = lmio__tok_add_added(t, c, true, -1, err))) break;
+            if ((s = lmio__tok_add_added(t, c, true, -1, p4, err))) break;
         }
     }
     lmio__json_decref(map);

@@ -56,7 +56,7 @@ static void config(void)
     CHECK_OK(lmio_config_get_float(d, "layer_norm_epsilon", &eps, &e_));
     CHECK(eps == 1e-6);
     CHECK(lmio_config_get_int(d, "my_key", &v, &err) == LMIO_ERR_FORMAT);
-    CHECK(strstr(err.message, "\"my_key\" is not an integer") != NULL);
+    CHECK(strstr(err.message, "\"my_key\" is the string \"kept\"; expected an integer") != NULL);
     CHECK(lmio_config_get_int(d, "no_such_key", &v, &err) == LMIO_ERR_NOT_FOUND);
     lmio_config_free(d);
     write_text(tmp("newer.json"), "{\"model_type\": \"gpt2\", \"lmio_format_version\": \"7.1\"}");
@@ -65,6 +65,62 @@ static void config(void)
     write_text(tmp("array.json"), "[1, 2]");
     CHECK(lmio_config_load(tmp("array.json"), &d, &err) == LMIO_ERR_FORMAT);
     lmio_config_free(c);
+}
+
+/* Config numbers are taken exactly or refused with the file and the value:
+ * no undefined float-to-int casts, no wrapped versions, no silent default
+ * for a bad n_inner. */
+static void config_numbers(void)
+{
+    lmio_error err;
+    lmio_config *d = NULL;
+    static const struct {
+        const char *json, *fragment;
+        lmio_status st;
+    } bad[] = {
+        {"{\"model_type\": \"gpt2\", \"n_layer\": 1e30}", "\"n_layer\" is 1e+30; expected an integer in 1..65536", LMIO_ERR_FORMAT},
+        {"{\"model_type\": \"gpt2\", \"n_layer\": 9223372036854775807}", "expected an integer in 1..65536", LMIO_ERR_FORMAT},
+        {"{\"model_type\": \"gpt2\", \"n_layer\": 12.5}", "\"n_layer\" is 12.5; expected an integer", LMIO_ERR_FORMAT},
+        {"{\"model_type\": \"gpt2\", \"n_layer\": 0}", "\"n_layer\" is 0; expected an integer in 1..65536", LMIO_ERR_FORMAT},
+        {"{\"model_type\": \"gpt2\", \"n_inner\": -5}", "\"n_inner\" is -5; expected an integer in 1..16777216", LMIO_ERR_FORMAT},
+        {"{\"model_type\": \"gpt2\", \"n_inner\": 1e30}", "\"n_inner\" is", LMIO_ERR_FORMAT},
+        {"{\"model_type\": \"gpt2\", \"vocab_size\": \"50257\"}", "\"vocab_size\" is the string \"50257\"", LMIO_ERR_FORMAT},
+        {"{\"lmio_format_version\": \"4294967297.0\"}", "newer lmio", LMIO_ERR_UNSUPPORTED},
+        {"{\"lmio_format_version\": \"18446744073709551616.0\"}", "expected a string \"MAJOR.MINOR\"", LMIO_ERR_FORMAT},
+        {"{\"lmio_format_version\": \"-7\"}", "\"lmio_format_version\" is the string \"-7\"", LMIO_ERR_FORMAT},
+        {"{\"lmio_format_version\": \"1.x\"}", "expected a string \"MAJOR.MINOR\"", LMIO_ERR_FORMAT},
+        {"{\"lmio_format_version\": \"\"}", "expected a string \"MAJOR.MINOR\"", LMIO_ERR_FORMAT},
+        {"{\"lmio_format_version\": \" 1.0\"}", "expected a string \"MAJOR.MINOR\"", LMIO_ERR_FORMAT},
+        {"{\"lmio_format_version\": \"1.0.0\"}", "expected a string \"MAJOR.MINOR\"", LMIO_ERR_FORMAT},
+        {"{\"lmio_format_version\": 1.0}", "\"lmio_format_version\" is 1; expected a string", LMIO_ERR_FORMAT},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        write_text(tmp("num.json"), bad[i].json);
+        d = NULL;
+        CHECK(lmio_config_load(tmp("num.json"), &d, &err) == bad[i].st);
+        CHECK(d == NULL);
+        CHECK(strstr(err.message, bad[i].fragment) != NULL);
+        CHECK(strstr(err.path, "num.json") != NULL);
+        if (!strstr(err.message, bad[i].fragment)) fprintf(stderr, "  case %zu: %s\n", i, err.message);
+    }
+    /* exact values pass: an integral real, null meaning "the default",
+     * the versions lmio writes */
+    write_text(tmp("num.json"), "{\"model_type\": \"gpt2\", \"n_layer\": 12.0, \"n_inner\": null, "
+                                "\"lmio_format_version\": \"1.0\", \"seed\": -3}");
+    CHECK_OK(lmio_config_load(tmp("num.json"), &d, &err));
+    int64_t v = 0;
+    CHECK_OK(lmio_config_get_int(d, "n_layer", &v, &err));
+    CHECK(v == 12);
+    CHECK(lmio_config_get_int(d, "n_inner", &v, &err) == LMIO_ERR_NOT_FOUND);
+    CHECK_OK(lmio_config_get_int(d, "seed", &v, &err));
+    CHECK(v == -3);
+    /* a getter refuses what a setter put out of range, too */
+    CHECK_OK(lmio_config_set_float(d, "seed", 9223372036854775808.0, &err));
+    CHECK(lmio_config_get_int(d, "seed", &v, &err) == LMIO_ERR_FORMAT);
+    CHECK_OK(lmio_config_set_int(d, "n_head", -1, &err));
+    CHECK(lmio_config_get_int(d, "num_attention_heads", &v, &err) == LMIO_ERR_FORMAT);
+    CHECK(strstr(err.message, "\"n_head\" is -1; expected an integer in 1..65536") != NULL);
+    lmio_config_free(d);
 }
 
 static lmio_tokenizer *train_small(void)
@@ -81,6 +137,43 @@ static lmio_tokenizer *train_small(void)
     lmio_tokenizer *t = NULL;
     CHECK_OK(lmio_tokenizer_train(files, 1, &o, &t, &e_));
     return t;
+}
+
+/* An added token's id of 2^32 + eos was cast to int32 and became eos. */
+static void added_token_ids(const lmio_tokenizer *t)
+{
+    mkdir(tmp("tok3"), 0777);
+    CHECK_OK(lmio_tokenizer_save(t, tmp("tok3"), &e_));
+    char p[600], *text = NULL;
+    snprintf(p, sizeof p, "%s/tokenizer.json", tmp("tok3"));
+    FILE *f = fopen(p, "rb");
+    long n = 0;
+    if (f && fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) > 0 && fseek(f, 0, SEEK_SET) == 0 &&
+        (text = calloc((size_t)n + 32, 1)) && fread(text, 1, (size_t)n, f) != (size_t)n)
+        n = 0;
+    if (f) fclose(f);
+    char *at = text ? strstr(text, "\"added_tokens\"") : NULL, *id = at ? strstr(at, "\"id\": ") : NULL;
+    CHECK(id != NULL);
+    if (!id) { free(text); return; }
+    id += 6;
+    long long eos = strtoll(id, NULL, 10);
+    char *rest = id + strspn(id, "0123456789"), big[32], tail[1 << 16];
+    snprintf(tail, sizeof tail, "%s", rest);
+    snprintf(big, sizeof big, "%lld", 4294967296LL + eos);
+    CHECK(strlen(rest) < sizeof tail);
+    memcpy(id, big, strlen(big));
+    memcpy(id + strlen(big), tail, strlen(tail) + 1);
+    f = fopen(p, "wb");
+    CHECK(f && fputs(text, f) >= 0);
+    if (f) fclose(f);
+    free(text);
+    lmio_tokenizer *u = NULL;
+    lmio_error err;
+    CHECK(lmio_tokenizer_load(tmp("tok3"), &u, &err) == LMIO_ERR_FORMAT);
+    CHECK(u == NULL);
+    CHECK(strstr(err.message, "expected 0..2147483647") != NULL);
+    CHECK(strstr(err.path, "tokenizer.json") != NULL);
+    lmio_tokenizer_free(u);
 }
 
 static void tokenizer(void)
@@ -127,6 +220,7 @@ static void tokenizer(void)
     CHECK(err.offset == 2);
     int32_t bad = 99999;
     CHECK(lmio_tokenizer_decode(t, &bad, 1, &back, &bl, &err) == LMIO_ERR_INVALID_ARG);
+    added_token_ids(t);
     lmio_tokenizer_free(t);
 }
 
@@ -546,16 +640,16 @@ static void hostile_config(void)
     lmio_error err;
     lmio_model *m = NULL;
 
-    /* 16777216 layers (the cap) over 2 layers of weights: the layer array
-     * alone would be 1.6 GB */
-    lmio_config_set_int(c, "n_layer", 1 << 24, NULL);
+    /* 65536 layers (the config cap) over 2 layers of weights: the layer
+     * array and caches sized from it would be gigabytes */
+    lmio_config_set_int(c, "n_layer", 1 << 16, NULL);
     g_biggest = 0;
     lmio_set_allocator(&al);
     lmio_status s = lmio_model_create(c, w, &m, &err);
     lmio_set_allocator(NULL);
     CHECK_MSG(s == LMIO_ERR_NOT_FOUND, "%s: %s", lmio_status_str(s), err.message);
     CHECK_MSG(strstr(err.message, "missing tensor \"transformer.h.2.ln_1.weight\"") &&
-                  strstr(err.message, "n_layer = 16777216"),
+                  strstr(err.message, "n_layer = 65536"),
               "%s", err.message);
     CHECK_MSG(g_biggest < 4096, "create asked for %zu bytes before failing", g_biggest);
     lmio_model_free(m);
@@ -577,8 +671,10 @@ static void hostile_config(void)
     CHECK(lmio_model_create(c, w, &m, &err) == LMIO_ERR_FORMAT);
     CHECK_MSG(strstr(err.message, "\"transformer.h.0.mlp.c_fc.weight\" has shape [16, 64]"), "%s", err.message);
     lmio_config_set_int(c, "n_inner", (int64_t)1 << 40, NULL);
-    CHECK(lmio_model_create(c, w, &m, &err) == LMIO_ERR_FORMAT);
-    CHECK_MSG(strstr(err.message, "\"n_inner\" is 1099511627776; expected 1..16777216"), "%s", err.message);
+    s = lmio_model_create(c, w, &m, &err);
+    CHECK_MSG(s == LMIO_ERR_FORMAT, "%s: %s", lmio_status_str(s), err.message);
+    CHECK_MSG(strstr(err.message, "\"n_inner\" is 1099511627776; expected an integer in 1..16777216"), "%s",
+              err.message);
 
     /* within the caps and matching the weights: builds, and the KV cache
      * grows with the positions run, not to n_positions */
@@ -732,6 +828,7 @@ int main(void)
     if (scratch_begin("test-model")) return 1;
     sizes();
     config();
+    config_numbers();
     tokenizer();
     pretrained();
     arch_table();

@@ -166,12 +166,11 @@ static lmio_status read_config(gpt2 *m, const lmio_config *cfg, int *tie, lmio_e
         (s = lmio_config_get_bool(cfg, "scale_attn_weights", &sa, err)) ||
         (s = lmio_config_get_bool(cfg, "scale_attn_by_inverse_layer_idx", &sbl, err)))
         return s;
-    /* null or absent: 4 * n_embd, as GPT2MLP does */
-    if (lmio_config_get_int(cfg, "n_inner", &inner, NULL) == LMIO_OK && inner > 0) {
-        if ((s = cfg_size(cfg, "n_inner", &m->I, err))) return s;
-    } else {
-        m->I = 4 * m->C;
-    }
+    /* null or absent: 4 * n_embd, as GPT2MLP does; anything else must be a
+     * size (n_inner -5 or 1e30 is an error, never quietly 4 * n_embd) */
+    s = lmio_config_get_int(cfg, "n_inner", &inner, err);
+    if (s == LMIO_ERR_NOT_FOUND) m->I = 4 * m->C;
+    else if (s || (s = cfg_size(cfg, "n_inner", &m->I, err))) return s;
     m->eps = (float)eps;
     m->scale_attn = sa;
     m->scale_by_layer = sbl;
