@@ -146,7 +146,13 @@ lmio_status lmio_config_get_int(const lmio_config *c, const char *key, int64_t *
     lmio__json *v = lookup(c, key);
     if (!v) return lmio__fail(err, LMIO_ERR_NOT_FOUND, cpath(c), -1, key, "no \"%s\"; expected an integer", key);
     if (lmio__json_is_integer(v)) { *out = lmio__json_integer_value(v); return LMIO_OK; }
-    if (lmio__json_is_real(v) && lmio__json_real_value(v) == floor(lmio__json_real_value(v))) { *out = (int64_t)lmio__json_real_value(v); return LMIO_OK; }
+    /* a whole real such as 768.0 reads as an integer if int64 holds it
+     * (converting one it does not hold is undefined behaviour) */
+    double r = lmio__json_real_value(v);
+    if (lmio__json_is_real(v) && r == floor(r) && r >= -9223372036854775808.0 && r < 9223372036854775808.0) {
+        *out = (int64_t)r;
+        return LMIO_OK;
+    }
     return lmio__fail(err, LMIO_ERR_FORMAT, cpath(c), -1, key, "\"%s\" is not an integer; expected one", key);
 }
 
