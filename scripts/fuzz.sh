@@ -9,6 +9,7 @@
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
 #   LMIO_FUZZ_MERGE=1 scripts/fuzz.sh 600   # also merge what grew the
 #                                           # coverage into fuzz/corpus/
+#   LMIO_FUZZ_KEEP=DIR scripts/fuzz.sh 600  # keep each grown corpus in DIR/<target>
 # Other libFuzzer flags can be added with LMIO_FUZZ_FLAGS (e.g. "-runs=10000000").
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -66,6 +67,9 @@ for t in "${targets[@]}"; do
         echo "  full log: $build/findings/$t.log" >&2
     fi
     printf '%-22s %12s %8s %8s %8s %10s  %s\n' "$t" "${execs:-?}" "${rate:-?}" "${cov:-?}" "${ft:-?}" "${corp:-?}" "$result"
+    if [ -n "${LMIO_FUZZ_KEEP:-}" ]; then
+        mkdir -p "$LMIO_FUZZ_KEEP/$t" && cp "$dir/corpus/"* "$dir/log" "$LMIO_FUZZ_KEEP/$t/" 2>/dev/null
+    fi
     if [ "${LMIO_FUZZ_MERGE:-0}" = 1 ] && [ $rc = 0 ]; then
         mkdir -p "fuzz/corpus/$t"
         "$build/fuzz/fuzz_$t" -merge=1 -timeout=10 "fuzz/corpus/$t" "$dir/corpus" >"$dir/merge.log" 2>&1 ||
