@@ -183,12 +183,9 @@ lmio_status lmio__tok_add_added(lmio_tokenizer *t, const char *content, bool spe
                               "added token \"%s\" has id %d; expected %zu (the next free id)", content, want_id, t->n);
         lmio_status s = lmio__tok_add_token(t, content, len, err);
         if (s) return s;
+        /* it decodes through the byte table like any token, as in
+         * tokenizers, and as it will once a saved vocabulary holds it */
         id = (uint32_t)(t->n - 1);
-        /* an added token decodes to its content, not through the byte table */
-        lmio__free(t->raw[id]);
-        t->raw[id] = lmio__strdup(content);
-        if (!t->raw[id]) return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
-        t->raw_len[id] = (uint32_t)len;
     } else if (want_id >= 0 && (uint32_t)want_id != id) {
         return lmio__fail(err, LMIO_ERR_FORMAT, path, -1, content,
                           "added token \"%s\" has id %d but the vocabulary gives it %u", content, want_id, id);
