@@ -55,7 +55,8 @@ static lmio_status load_sharded(const char *dir, const char *index, lmio_statedi
         uint32_t k;
         if (lmio__smap_get(&opened, file, strlen(file), &k)) continue;
         char path[4096];
-        if ((s = lmio__path_join(path, sizeof path, dir, file, err))) break;
+        if ((s = lmio__path_join(path, sizeof path, dir, file, err)) || (s = lmio__check_inside(dir, path, err)))
+            break;
         lmio_statedict *sh;
         if ((s = lmio_statedict_open(path, NULL, &sh, err))) {
             if (s == LMIO_ERR_NOT_FOUND)
@@ -137,6 +138,7 @@ static lmio_status load_weights(const char *dir, const lmio_config *cfg, lmio_st
     if (access(index, F_OK) == 0) {
         /* An index decides which files are weights; a stray
          * model.safetensors beside the shards is ignored. */
+        if ((s = lmio__check_inside(dir, index, err))) return s;
         if ((s = lmio_statedict_create(&raw, err))) return s;
         if ((s = lmio__statedict_set_source(raw, index, "safetensors", NULL, err)) ||
             (s = load_sharded(dir, index, raw, err))) {
@@ -144,7 +146,7 @@ static lmio_status load_weights(const char *dir, const lmio_config *cfg, lmio_st
             return s;
         }
     } else if (access(single, F_OK) == 0) {
-        if ((s = lmio_statedict_open(single, NULL, &raw, err))) return s;
+        if ((s = lmio__check_inside(dir, single, err)) || (s = lmio_statedict_open(single, NULL, &raw, err))) return s;
     } else if (access(bin, F_OK) == 0) {
         return lmio__fail(err, LMIO_ERR_UNSUPPORTED, bin, -1, "",
                           "PyTorch .bin weights; expected model.safetensors (torch.save files are not supported yet)");
@@ -172,7 +174,10 @@ lmio_status lmio_pretrained_load(const char *dir, lmio_config **cfg_out, lmio_st
     char cpath[4096];
     lmio_status s = lmio__path_join(cpath, sizeof cpath, dir, "config.json", err);
     if (s) return s;
-    if (access(cpath, F_OK) == 0 || cfg_out) s = lmio_config_load(cpath, &cfg, err);
+    if (access(cpath, F_OK) == 0 || cfg_out) {
+        s = lmio__check_inside(dir, cpath, err);
+        if (!s) s = lmio_config_load(cpath, &cfg, err);
+    }
     lmio_statedict *w = NULL;
     lmio_tokenizer *t = NULL;
     if (!s && weights) s = load_weights(dir, cfg, &w, err);

@@ -65,6 +65,18 @@ static lmio_status write_json_file(const char *dir, const char *name, lmio__json
     return s ? s : lmio__write_json_python(path, v, durable, err);
 }
 
+typedef struct cmp_job {
+    const void *a, *b;
+    uint64_t n;
+    int diff;
+} cmp_job;
+
+static void cmp_fn(void *ctx)
+{
+    cmp_job *j = ctx;
+    j->diff = j->n ? memcmp(j->a, j->b, (size_t)j->n) : 0;
+}
+
 /* The tensors to write: for GPT-2 a tied lm_head is left out (Transformers
  * re-ties it on load), as are the legacy mask buffers. */
 static lmio_status select_weights(const lmio_config *cfg, const lmio_statedict *w, lmio_statedict **out,
@@ -80,8 +92,19 @@ static lmio_status select_weights(const lmio_config *cfg, const lmio_statedict *
         if (is_gpt2(cfg) && (ends_with(t.name, ".attn.bias") || ends_with(t.name, ".attn.masked_bias"))) continue;
         if (drop_head && !strcmp(t.name, "lm_head.weight")) {
             lmio_tensor e;
+            cmp_job j = {NULL, NULL, 0, 0};
+            if (lmio_tensor_find(w, "transformer.wte.weight", &e, NULL) == LMIO_OK && e.nbytes == t.nbytes &&
+                e.dtype == t.dtype) {
+                j = (cmp_job){e.data, t.data, t.nbytes, 0};
+                if (!lmio__guarded(cmp_fn, &j)) {
+                    s = lmio__fail(err, LMIO_ERR_IO, t.source ? t.source : "", -1, "lm_head.weight",
+                                   "tied weights can no longer be read (a file shrank after it was mapped); "
+                                   "expected the files to stay as they were while open");
+                    continue;
+                }
+            }
             if (lmio_tensor_find(w, "transformer.wte.weight", &e, NULL) == LMIO_OK &&
-                (e.nbytes != t.nbytes || e.dtype != t.dtype || (t.nbytes && memcmp(e.data, t.data, t.nbytes))))
+                (e.nbytes != t.nbytes || e.dtype != t.dtype || j.diff))
                 s = lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "lm_head.weight",
                                "lm_head.weight differs from transformer.wte.weight but tie_word_embeddings is true; "
                                "expected equal tensors, or set tie_word_embeddings to false");
@@ -226,7 +249,7 @@ lmio_status lmio_pretrained_save(const char *dir, const lmio_config *cfg, const 
         return lmio__fail(err, LMIO_ERR_INVALID_ARG, dir, -1, "", "dtype %s; expected F32, F16, BF16 or F64",
                           lmio_dtype_name(o.dtype) ? lmio_dtype_name(o.dtype) : "?");
     lmio__stage st;
-    lmio_status s = lmio__stage_begin(&st, dir, o.durable, err);
+    lmio_status s = lmio__stage_begin(&st, dir, o.durable, o.keep_other_files != 0, weights, err);
     if (s) return s;
     lmio_statedict *sel = NULL;
     if (weights) s = select_weights(cfg, weights, &sel, err);

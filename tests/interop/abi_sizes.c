@@ -21,6 +21,7 @@ int main(void)
     first = 1;
     printf("}, \"PretrainedOpts\": {\"size\": %zu, ", sizeof(lmio_pretrained_opts));
     F(lmio_pretrained_opts, struct_size); F(lmio_pretrained_opts, dtype); F(lmio_pretrained_opts, max_shard_size); F(lmio_pretrained_opts, durable);
+    F(lmio_pretrained_opts, keep_other_files);
     printf("}}\n");
     return 0;
 }
