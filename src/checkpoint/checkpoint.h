@@ -42,6 +42,9 @@ lmio_status lmio__stage_begin(lmio__stage *st, const char *dir, int durable, int
  * are gone and an existing dir is as it was (keep_other: lmio files may be
  * a mix of old and new). */
 lmio_status lmio__stage_commit(lmio__stage *st, lmio_error *err);
+/* An error from writing into the staging directory names the destination
+ * instead: the temporary name means nothing to the user and is gone. */
+void lmio__stage_fix_error(const lmio__stage *st, lmio_error *err);
 /* Removes the staged directory; safe after a failed begin or a commit. */
 void lmio__stage_abort(lmio__stage *st);
 

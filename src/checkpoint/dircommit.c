@@ -366,3 +366,32 @@ void lmio__stage_abort(lmio__stage *st)
     if (st->lock_fd >= 0) close(st->lock_fd);
     st->lock_fd = -1;
 }
+
+/* Replaces each occurrence of from with to in buf (cap bytes). */
+static void replace_all(char *buf, size_t cap, const char *from, const char *to)
+{
+    char out[LMIO_ERROR_MESSAGE_MAX];
+    size_t fl = strlen(from), tl = strlen(to), o = 0;
+    if (!fl || cap > sizeof out) return;
+    for (const char *p = buf; *p && o + 1 < cap;) {
+        if (!strncmp(p, from, fl) && o + tl + 1 < cap) {
+            memcpy(out + o, to, tl);
+            o += tl;
+            p += fl;
+        } else {
+            out[o++] = *p++;
+        }
+    }
+    out[o] = 0;
+    memcpy(buf, out, o + 1);
+}
+
+void lmio__stage_fix_error(const lmio__stage *st, lmio_error *err)
+{
+    if (!err || !st->tmp[0]) return;
+    char from[LMIO_ERROR_MESSAGE_MAX], to[LMIO_ERROR_MESSAGE_MAX];
+    lmio_escape_text(from, sizeof from, st->tmp, strlen(st->tmp));
+    lmio_escape_text(to, sizeof to, st->dir, strlen(st->dir));
+    replace_all(err->message, sizeof err->message, from, to);
+    replace_all(err->path, sizeof err->path, st->tmp, st->dir);
+}

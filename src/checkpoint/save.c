@@ -256,6 +256,7 @@ lmio_status lmio_pretrained_save(const char *dir, const lmio_config *cfg, const 
     if (!s && cfg) s = save_configs(st.tmp, cfg, sel, &o, err);
     if (!s && sel) s = save_weights(st.tmp, sel, &o, err);
     if (!s && tok) s = lmio_tokenizer_save(tok, st.tmp, err);
+    if (s) lmio__stage_fix_error(&st, err);
     if (!s) s = lmio__stage_commit(&st, err);
     lmio_statedict_free(sel);
     lmio__stage_abort(&st);

@@ -157,6 +157,18 @@ static void copy_owner_mode(int fd, const struct stat *old)
     if (fchmod(fd, old->st_mode & 07777) != 0) { /* the data is still right */ }
 }
 
+/* path's directory is a staging directory: new, ours alone, and synced
+ * and swapped into place as a whole by the checkpoint layer. */
+static bool in_staging_dir(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash) return false;
+    const char *start = slash;
+    while (start > path && start[-1] != '/') start--;
+    const char *tag = strstr(start, LMIO__TMP_TAG);
+    return tag && tag < slash && *start == '.';
+}
+
 lmio_status lmio__outfile_begin(lmio__outfile *o, const char *path, lmio_error *err)
 {
     memset(o, 0, sizeof *o);
@@ -177,7 +189,7 @@ lmio_status lmio__outfile_begin(lmio__outfile *o, const char *path, lmio_error *
     }
     /* A staging directory is new and only ours: nothing to sweep, and
      * sweeping it per file would cost O(files^2) for many shards. */
-    if (!strstr(lmio__basename(dir), LMIO__TMP_TAG)) lmio__temp_sweep(dir, base);
+    if (!in_staging_dir(path)) lmio__temp_sweep(dir, base);
     /* Same directory as the destination so rename() is atomic; a dot name
      * so directory listings and globs for *.safetensors skip it. A file
      * that replaces another starts private and gets that file's mode. */
@@ -270,8 +282,9 @@ lmio_status lmio__outfile_commit(lmio__outfile *o, int durable, lmio_error *err)
         lmio__outfile_abort(o);
         return s;
     }
-    /* The rename is only durable once the directory entry is. */
-    if (durable && (e = fsync_parent(o->final_path)))
+    /* The rename is only durable once the directory entry is. Inside a
+     * staging directory that is the stage's job, once, before its swap. */
+    if (durable && !in_staging_dir(o->final_path) && (e = fsync_parent(o->final_path)))
         s = lmio__fail(err, LMIO_ERR_IO, o->final_path, -1, "",
                        "written and renamed into place, but its directory could not be synced: %s; expected "
                        "the new file to survive a crash",

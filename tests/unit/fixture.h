@@ -59,7 +59,7 @@ static inline char *fx_read(const char *path, size_t *n)
 /* 1 when both files exist and hold the same bytes. */
 static inline int fx_same(const char *a, const char *b)
 {
-    size_t na, nb;
+    size_t na = 0, nb = 0;
     char *x = fx_read(a, &na), *y = fx_read(b, &nb);
     int same = x && y && na == nb && !memcmp(x, y, na);
     free(x);
