@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 const char k_inspect_help[] =
     "usage: lmio inspect PATH [--json]\n"
@@ -32,13 +33,13 @@ static int file_json(const lmio_statedict *sd)
 
 static void file_text(const char *path, const lmio_statedict *sd)
 {
-    printf("file:     %s\nformat:   %s\n", path, lmio_statedict_format(sd));
+    printf("file:     %s\nformat:   %s\n", tty(path), lmio_statedict_format(sd));
     size_t nm = lmio_metadata_count(sd);
     printf("metadata:%s\n", nm ? "" : " (none)");
     for (size_t i = 0; i < nm; i++) {
         const char *k, *v;
         lmio_metadata_get(sd, i, &k, &v, NULL);
-        printf("  %s = %s\n", k, v);
+        printf("  %s = %s\n", tty(k), tty(v));
     }
     print_table(sd, 0);
 }
@@ -57,11 +58,18 @@ static json_t *tokenizer_json(const lmio_tokenizer *tok)
 
 static int dir_json(const char *dir, const lmio_statedict *w, const lmio_tokenizer *tok)
 {
-    /* config.json as written, unknown keys included, not lmio's view of it */
-    char cpath[4096];
+    /* config.json as written, unknown keys included, not lmio's view of it;
+     * lmio_pretrained_load has refused it if it links out of the directory,
+     * and it is read only if it is a regular file (a FIFO would block) */
+    char cpath[4096], *text = NULL;
+    size_t len;
     json_t *cj = NULL;
-    if ((size_t)snprintf(cpath, sizeof cpath, "%s/config.json", dir) < sizeof cpath)
-        cj = json_load_file(cpath, 0, NULL);
+    struct stat st;
+    if ((size_t)snprintf(cpath, sizeof cpath, "%s/config.json", dir) < sizeof cpath && stat(cpath, &st) == 0) {
+        if (read_regular_file(cpath, &text, &len)) return EXIT_BAD_INPUT;
+        cj = json_loadb(text, len, 0, NULL);
+        free(text);
+    }
     json_t *root = json_object();
     json_object_set_new(root, "format", json_string("hf-directory"));
     json_object_set_new(root, "path", json_string(dir));
@@ -79,11 +87,11 @@ static void config_line(const lmio_config *cfg)
     }
     int64_t v;
     const char *str;
-    printf("config:    model_type %s", lmio_config_model_type(cfg));
+    printf("config:    model_type %s", tty(lmio_config_model_type(cfg)));
     static const char *const keys[] = {"vocab_size", "n_layer", "n_head", "n_embd", "n_positions"};
     for (int k = 0; k < 5; k++)
         if (lmio_config_get_int(cfg, keys[k], &v, NULL) == LMIO_OK) printf(", %s %lld", keys[k], (long long)v);
-    if (lmio_config_get_string(cfg, "dtype", &str, NULL) == LMIO_OK) printf(", dtype %s", str);
+    if (lmio_config_get_string(cfg, "dtype", &str, NULL) == LMIO_OK) printf(", dtype %s", tty(str));
     int tie;
     if (lmio_config_get_bool(cfg, "tie_word_embeddings", &tie, NULL) == LMIO_OK) printf(", %s", tie ? "tied" : "untied");
     putchar('\n');
@@ -93,13 +101,13 @@ static void dir_text(const char *dir, const lmio_statedict *w, const lmio_tokeni
 {
     lmio_config *cfg = NULL;
     lmio_config_load(dir, &cfg, NULL); /* a directory without a config is still shown */
-    printf("directory: %s\n", dir);
+    printf("directory: %s\n", tty(dir));
     config_line(cfg);
     lmio_config_free(cfg);
     if (tok) {
         int32_t eos = lmio_tokenizer_eos_id(tok);
         printf("tokenizer: byte-level BPE, %zu tokens%s%s\n", lmio_tokenizer_vocab_size(tok),
-               eos >= 0 ? ", end of text " : "", eos >= 0 ? lmio_tokenizer_token(tok, eos) : "");
+               eos >= 0 ? ", end of text " : "", eos >= 0 ? tty(lmio_tokenizer_token(tok, eos)) : "");
     } else {
         printf("tokenizer: (none)\n");
     }

@@ -17,21 +17,28 @@ const char k_verify_help[] =
     "tensors holding NaN or Inf are reported (they are legal, but rarely meant).\n"
     "Exit 0 when valid, 1 with the reason when not.\n";
 
-static uint64_t count_nonfinite(const lmio_tensor *t)
+/* Reads every data byte through lmio_tensor_read (a file that shrank since
+ * it was mapped is then an error naming it, not a SIGBUS), and counts the
+ * NaN/Inf of floating tensors, widened by the library's own converter so
+ * every float dtype is checked the same way. */
+static lmio_status scan_tensor(const lmio_tensor *t, uint64_t *nonfinite, lmio_error *err)
 {
-    /* Widen in small blocks through the library's own converter so every
-     * float dtype is checked the same way. */
-    if (!lmio_dtype_is_convertible_float(t->dtype)) return 0;
     enum { BLOCK = 4096 };
-    float buf[BLOCK];
-    uint64_t bad = 0;
-    size_t esz = lmio_dtype_bits(t->dtype) / 8;
-    for (uint64_t i = 0; i < t->numel; i += BLOCK) {
-        size_t m = t->numel - i < BLOCK ? (size_t)(t->numel - i) : BLOCK;
-        lmio_convert(buf, LMIO_DTYPE_F32, (const unsigned char *)t->data + i * esz, t->dtype, m, NULL);
-        for (size_t k = 0; k < m; k++) bad += !isfinite(buf[k]);
+    unsigned char raw[BLOCK * 8];
+    float f[BLOCK];
+    int is_float = lmio_dtype_is_convertible_float(t->dtype);
+    size_t esz = is_float ? lmio_dtype_bits(t->dtype) / 8 : 1;
+    uint64_t step = (uint64_t)BLOCK * esz;
+    *nonfinite = 0;
+    for (uint64_t off = 0; off < t->nbytes; off += step) {
+        size_t m = t->nbytes - off < step ? (size_t)(t->nbytes - off) : (size_t)step;
+        lmio_status s = lmio_tensor_read(t, off, raw, m, err);
+        if (s) return s;
+        if (!is_float) continue;
+        lmio_convert(f, LMIO_DTYPE_F32, raw, t->dtype, m / esz, NULL);
+        for (size_t k = 0; k < m / esz; k++) *nonfinite += !isfinite(f[k]);
     }
-    return bad;
+    return LMIO_OK;
 }
 
 /* What verify adds up over a state dict. */
@@ -40,29 +47,23 @@ typedef struct tally {
     str_list files; /* distinct weight files: an index interleaves them */
 } tally;
 
-/* Counts t, notes NaN/Inf, and remembers its file; -1 when out of memory. */
+/* Counts t, reads it whole, notes NaN/Inf, and remembers its file; the
+ * exit code (printed) when it cannot be read or memory runs out. */
 static int tally_tensor(tally *y, const lmio_tensor *t)
 {
     y->params += t->numel;
     y->bytes += t->nbytes;
-    uint64_t bad = count_nonfinite(t);
+    uint64_t bad;
+    lmio_error err;
+    if (scan_tensor(t, &bad, &err)) return fail(&err);
     if (bad) {
         y->nonfinite_tensors++;
-        printf("note: tensor \"%s\" holds %llu NaN/Inf value(s)\n", t->name, (unsigned long long)bad);
+        printf("note: tensor \"%s\" holds %llu NaN/Inf value(s)\n", tty(t->name), (unsigned long long)bad);
     }
-    if (!t->source) return 0;
+    if (!t->source) return EXIT_OK;
     for (size_t f = 0; f < y->files.n; f++)
-        if (!strcmp(y->files.v[f], t->source)) return 0;
-    return str_list_push(&y->files, t->source);
-}
-
-/* Reads every byte: a shard truncated or unreadable since it was opened
- * shows up here, not in a later consumer. */
-static void touch_all(const lmio_tensor *t)
-{
-    volatile unsigned char sink = 0;
-    for (uint64_t k = 0; k < t->nbytes; k += 512) sink ^= ((const unsigned char *)t->data)[k];
-    (void)sink;
+        if (!strcmp(y->files.v[f], t->source)) return EXIT_OK;
+    return str_list_push(&y->files, t->source) ? fail_msg("out of memory") : EXIT_OK;
 }
 
 /* For GPT-2, the weights against the config; and a tokenizer whose ids
@@ -104,13 +105,12 @@ static int verify_dir(const char *dir)
     for (size_t i = 0; i < lmio_statedict_count(w) && rc == EXIT_OK; i++) {
         lmio_tensor t;
         lmio_statedict_get(w, i, &t, NULL);
-        touch_all(&t);
-        if (tally_tensor(&y, &t)) rc = fail_msg("out of memory");
+        rc = tally_tensor(&y, &t);
     }
     if (rc == EXIT_OK) rc = check_model(dir, cfg, w, tok);
     if (rc == EXIT_OK)
-        printf("%s: OK (%s%s, %zu weight file%s, %zu tensors, %llu parameters, %llu data bytes%s%s)\n", dir,
-               cfg ? "config " : "no config", cfg ? lmio_config_model_type(cfg) : "", y.files.n,
+        printf("%s: OK (%s%s, %zu weight file%s, %zu tensors, %llu parameters, %llu data bytes%s%s)\n", tty(dir),
+               cfg ? "config " : "no config", cfg ? tty(lmio_config_model_type(cfg)) : "", y.files.n,
                y.files.n == 1 ? "" : "s", lmio_statedict_count(w), (unsigned long long)y.params,
                (unsigned long long)y.bytes, tok ? ", tokenizer" : ", no tokenizer",
                y.nonfinite_tensors ? ", non-finite values noted above" : "");
@@ -135,9 +135,12 @@ static int verify_file(const char *path)
         lmio_tensor t;
         lmio_statedict_get(sd, i, &t, NULL);
         t.source = NULL; /* one file: nothing to collect */
-        tally_tensor(&y, &t);
+        if (tally_tensor(&y, &t)) {
+            lmio_statedict_free(sd);
+            return EXIT_BAD_INPUT;
+        }
     }
-    printf("%s: OK (%s, %zu tensors, %llu parameters, %llu data bytes%s)\n", path, lmio_statedict_format(sd),
+    printf("%s: OK (%s, %zu tensors, %llu parameters, %llu data bytes%s)\n", tty(path), lmio_statedict_format(sd),
            lmio_statedict_count(sd), (unsigned long long)y.params, (unsigned long long)y.bytes,
            y.nonfinite_tensors ? ", non-finite values noted above" : "");
     lmio_statedict_free(sd);
