@@ -289,6 +289,9 @@ static void directory_destinations(void)
     struct stat st;
     CHECK(stat(scratch("full"), &st) == 0 && (st.st_mode & 07777) == 0700);
     if (geteuid() == 0) CHECK(st.st_uid == 1234 && st.st_gid == 5678);
+    chmod(scratch("full"), 0750);
+    CHECK_OK(lmio_pretrained_save(scratch("full"), cfg, sd, NULL, NULL, &e_));
+    CHECK(stat(scratch("full"), &st) == 0 && (st.st_mode & 07777) == 0750);
 
     /* the source must not be inside the destination, nor the destination
      * inside the source; the same directory is fine */
