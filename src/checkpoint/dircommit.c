@@ -283,7 +283,8 @@ static lmio_status move_files_in(lmio__stage *st, lmio_error *err)
         }
     if (!s && (d = opendir(st->dir))) {
         while ((e = readdir(d)))
-            if (lmio__is_lmio_file(e->d_name) && !bsearch(&(const char *){e->d_name}, names, n, sizeof *names, cmp_str))
+            if (lmio__is_lmio_file(e->d_name) && !strstr(e->d_name, LMIO__TMP_TAG) && /* temporaries: the sweep's, by flock */
+                !bsearch(&(const char *){e->d_name}, names, n, sizeof *names, cmp_str))
                 unlinkat(dirfd(d), e->d_name, 0);
         closedir(d);
     }
