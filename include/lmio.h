@@ -8,6 +8,10 @@
  *    file (-1 when none applies), the key (tensor or metadata name, "" when
  *    none) and a one-line message of the form
  *        <file>: offset <N>: <what was found>; expected <what was expected>
+ *    The message is safe to print: control characters, invisible reordering
+ *    marks and invalid UTF-8 (in file names, tensor names, metadata) appear
+ *    as \xNN, as lmio_escape_text writes them. The path and key fields keep
+ *    the exact bytes.
  *  - The library never prints, aborts or exits.
  *  - Every *_free accepts NULL.
  *  - Pointers returned by the library are borrowed unless a comment says
@@ -315,16 +319,47 @@ LMIO_API lmio_dtype lmio_dtype_parse(const char *s);
  * s may be NULL when n is 0. */
 LMIO_API size_t lmio_utf8_valid_prefix(const char *s, size_t n);
 
-/* Writes len bytes of data to path atomically with lmio's one file writer:
- * a unique temporary file beside path, then rename over it, so path ends up
- * holding all of data or stays as it was, and no temporary file is left
- * behind; the new file gets mode 0666 & ~umask. durable = 1 also fsyncs the
- * file and its directory. LMIO_ERR_INVALID_ARG when path is a directory or
- * NULL (or data is NULL with len > 0); creating, writing, fsyncing or
- * renaming failures are LMIO_ERR_IO with the errno text, naming path.
- * data is only read and stays the caller's. */
+/* Writes len bytes of data to path atomically with lmio's one file writer,
+ * the one every save uses: a temporary file .<name>.lmio-tmp-XXXXXX beside
+ * path (created with O_EXCL, never through a symlink), then rename over it,
+ * so path ends up holding all of data or stays as it was, and no temporary
+ * file is left behind. A file it replaces keeps its mode and, where the
+ * process may set them (root, or the same owner), its owner and group; a new
+ * file gets mode 0666 & ~umask. durable = 1 also fsyncs the file and its
+ * directory. Leftovers of saves to the same path that were killed
+ * (SIGKILL, power loss) are removed first; never those of a live save.
+ * LMIO_ERR_INVALID_ARG when path is NULL, a directory, a FIFO, a device, a
+ * socket or a symlink to one of these (nothing is opened or replaced), or
+ * data is NULL with len > 0; creating, writing, fsyncing or renaming
+ * failures are LMIO_ERR_IO with the errno text, naming path. If only the
+ * directory fsync after the rename fails, path already holds data and the
+ * error says so. data is only read and stays the caller's. */
 LMIO_API lmio_status lmio_file_write_atomic(const char *path, const void *data, size_t len, int durable,
                                             lmio_error *err);
+
+/* Removes the temporary files and directories of every save this process
+ * has in flight (those saves then fail). Async-signal-safe: meant for a
+ * SIGINT/SIGTERM handler, which should then end the process, e.g. by
+ * restoring the default action and raising the signal again. Without it, a
+ * save interrupted by a signal leaves its .<name>.lmio-tmp-XXXXXX behind
+ * until the next save to the same destination removes it. */
+LMIO_API void lmio_cleanup_temporaries(void);
+
+/* Copies s[0..n) into dst (cap bytes; always NUL-terminated when cap > 0),
+ * making visible what a terminal would act on or hide: C0 and C1 control
+ * characters, DEL, the bidirectional marks and overrides (U+061C, U+200E,
+ * U+200F, U+202A-U+202E, U+2066-U+2069) and every byte of invalid UTF-8
+ * become \xNN (per byte). Everything else, backslash included, is copied,
+ * so escaping twice gives the same text. Stops before a character that
+ * would not fit. Returns the length written, without the NUL. */
+LMIO_API size_t lmio_escape_text(char *dst, size_t cap, const char *s, size_t n);
+
+/* Copies n bytes of t's data, starting offset bytes in, into dst. Unlike
+ * reading t->data directly, a mapped file that shrank since it was opened
+ * gives LMIO_ERR_IO naming that file instead of killing the process with
+ * SIGBUS. LMIO_ERR_INVALID_ARG when the range is outside the tensor. */
+LMIO_API lmio_status lmio_tensor_read(const lmio_tensor *t, uint64_t offset, void *dst, size_t n,
+                                      lmio_error *err);
 
 /* Frees memory lmio returned to the caller (encode ids, decode text, ...). */
 LMIO_API void lmio_free(void *ptr);
@@ -531,12 +566,17 @@ typedef struct lmio_pretrained_opts {
                                  config.json, weights and .git (tokenizer
                                  files of any kind, README.md, modules.json,
                                  1_Pooling/, ...). A file lmio writes itself
-                                 (generation_config.json, tokenizer files when
-                                 tok is given) replaces the carried one,
-                                 except generation_config.json, which is kept
-                                 as carried. NULL: none.                      */
+                                 (tokenizer files when tok is given) replaces
+                                 the carried one; a carried
+                                 generation_config.json is kept. NULL: none. */
+    int64_t keep_other_files; /* 0 (default): refuse a destination holding
+                                 files lmio does not write; 1: keep them.
+                                 int64_t, not int: an int could fit in the
+                                 tail padding of an older struct, keeping
+                                 sizeof, so an older caller's uninitialised
+                                 padding would be read as this field        */
 } lmio_pretrained_opts;
-#define LMIO_PRETRAINED_OPTS_INIT {sizeof(lmio_pretrained_opts), LMIO_DTYPE_NONE, 0, 1, NULL, NULL}
+#define LMIO_PRETRAINED_OPTS_INIT {sizeof(lmio_pretrained_opts), LMIO_DTYPE_NONE, 0, 1, NULL, NULL, 0}
 
 /* Writes a directory Transformers loads with no flags: config.json (with
  * dtype, architectures, lmio_version and lmio_format_version),
@@ -546,11 +586,23 @@ typedef struct lmio_pretrained_opts {
  * lmio knows (lmio_arch_supported), "architectures" is filled in when the
  * config lacks it, its legacy buffers are left out, and so is a tied head
  * (GPT-2's lm_head.weight when tie_word_embeddings), as Transformers does;
- * tensors of other architectures are written as they are. cfg, weights and tok may
- * each be NULL to leave that part out. The directory appears whole or not at
- * all: it is built beside dir and renamed into place; an existing dir is
- * replaced only if it is a model directory (holds config.json or weights) or
- * is empty. */
+ * tensors of other architectures are written as they are. cfg, weights
+ * and tok may each be NULL to leave that part out.
+ *
+ * The directory appears whole or not at all: it is built beside dir as
+ * .<name>.lmio-tmp-XXXXXX and swapped into place in one step, keeping the
+ * mode and (where allowed) the owner of a directory it replaces. An existing
+ * dir is replaced only when it holds nothing but files lmio writes (the
+ * names above, the tokenizer files tokenizer.json, tokenizer_config.json,
+ * special_tokens_map.json, vocab.json, merges.txt) or is empty; anything
+ * else (README.md, .git/, sources) makes the save fail with
+ * LMIO_ERR_INVALID_ARG naming the first such file, unless keep_other_files
+ * is 1: then those files stay where they are, lmio's files are moved in one
+ * by one (each atomically, the set not), and lmio files of the old save that
+ * the new one does not have (e.g. shards) are removed. A destination that is
+ * not a directory, is a symlink, contains a file the weights were read from
+ * or lies inside their directory is refused (the same directory is allowed:
+ * the old files are removed only after the new ones are in place). */
 LMIO_API lmio_status lmio_pretrained_save(const char *dir, const lmio_config *cfg, const lmio_statedict *weights,
                                           const lmio_tokenizer *tok, const lmio_pretrained_opts *opts,
                                           lmio_error *err);

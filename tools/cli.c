@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,28 @@
 
 const char *const cli_prog = "lmio";
 
+/* ---- what reaches the terminal ---- */
+
+const char *tty(const char *s)
+{
+    /* Rotating buffers, so one printf can take several; big enough for the
+     * longest name lmio accepts with every byte escaped. */
+    static char bufs[4][4 * LMIO_NAME_MAX + 16];
+    static int k;
+    k = (k + 1) % 4;
+    lmio_escape_text(bufs[k], sizeof bufs[k], s ? s : "", s ? strlen(s) : 0);
+    return bufs[k];
+}
+
+/* Formats, then escapes the whole message: its arguments are paths and
+ * names that may come from files or arguments. */
+static void vprint_escaped(FILE *f, const char *fmt, va_list ap)
+{
+    char msg[8192];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    fputs(tty(msg), f);
+}
+
 /* ---- messages and exit codes ---- */
 
 int usage_error(const char *cmd, const char *fmt, ...)
@@ -19,7 +42,7 @@ int usage_error(const char *cmd, const char *fmt, ...)
     va_list ap;
     fprintf(stderr, "%s %s: ", cli_prog, cmd);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vprint_escaped(stderr, fmt, ap);
     va_end(ap);
     fprintf(stderr, "\nTry '%s %s --help'.\n", cli_prog, cmd);
     return EXIT_USAGE;
@@ -27,7 +50,8 @@ int usage_error(const char *cmd, const char *fmt, ...)
 
 int fail(const lmio_error *err)
 {
-    fprintf(stderr, "%s: error: %s\n", cli_prog, err->message);
+    /* the library escapes its messages already; escaping is idempotent */
+    fprintf(stderr, "%s: error: %s\n", cli_prog, tty(err->message));
     return EXIT_BAD_INPUT;
 }
 
@@ -36,10 +60,35 @@ int fail_msg(const char *fmt, ...)
     va_list ap;
     fprintf(stderr, "%s: error: ", cli_prog);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vprint_escaped(stderr, fmt, ap);
     va_end(ap);
     fputc('\n', stderr);
     return EXIT_BAD_INPUT;
+}
+
+/* ---- signals ---- */
+
+static void on_fatal_signal(int sig)
+{
+    /* Only async-signal-safe calls: remove what saves have in flight, then
+     * die of the same signal so the parent sees how we ended. */
+    lmio_cleanup_temporaries();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+void install_signal_cleanup(void)
+{
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE};
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+        struct sigaction sa, old;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_fatal_signal;
+        sigemptyset(&sa.sa_mask);
+        /* a signal ignored by whoever started us (nohup) stays ignored */
+        if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_IGN) continue;
+        sigaction(sigs[i], &sa, NULL);
+    }
 }
 
 int print_help(const cli_command *self)
@@ -162,9 +211,10 @@ static int read_fd_all(int fd, char **buf, size_t *len)
     return 0;
 }
 
-int read_file_all(const char *path, char **buf, size_t *len)
+static int read_file(const char *path, int regular_only, char **buf, size_t *len)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK for regular_only: a FIFO must not block the open */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | (regular_only ? O_NONBLOCK : 0));
     if (fd < 0) return fail_msg("%s: cannot open: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0) {
@@ -172,16 +222,21 @@ int read_file_all(const char *path, char **buf, size_t *len)
         close(fd);
         return fail_msg("%s: cannot stat: %s", path, strerror(e));
     }
-    if (S_ISDIR(st.st_mode)) {
+    if (S_ISDIR(st.st_mode) || (regular_only && !S_ISREG(st.st_mode))) {
         close(fd);
-        return fail_msg("%s: is a directory; expected a file", path);
+        return fail_msg("%s: is %s; expected a regular file", path, S_ISDIR(st.st_mode) ? "a directory" : "not a regular file");
     }
+    if (regular_only) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
     int r = read_fd_all(fd, buf, len);
     int e = errno;
     close(fd); /* read-only: a close error cannot lose data */
     if (r) return fail_msg("%s: cannot read: %s", path, strerror(e));
     return EXIT_OK;
 }
+
+int read_file_all(const char *path, char **buf, size_t *len) { return read_file(path, 0, buf, len); }
+
+int read_regular_file(const char *path, char **buf, size_t *len) { return read_file(path, 1, buf, len); }
 
 /* ---- progress bar ---- */
 
@@ -250,9 +305,9 @@ void print_table(const lmio_statedict *sd, int show_file)
         lmio_statedict_get(sd, i, &t, NULL);
         char sh[128];
         lmio_shape_format(sh, sizeof sh, t.ndim, t.shape);
-        printf("  %-*s  %-11s  %-20s  %14llu  %12lld%s%s\n", (int)wname, t.name, lmio_dtype_name(t.dtype), sh,
+        printf("  %-*s  %-11s  %-20s  %14llu  %12lld%s%s\n", (int)wname, tty(t.name), lmio_dtype_name(t.dtype), sh,
                (unsigned long long)t.nbytes, (long long)t.file_offset, show_file ? "  " : "",
-               show_file ? source_file(&t) : "");
+               show_file ? tty(source_file(&t)) : "");
         params += t.numel;
         bytes += t.nbytes;
     }

@@ -26,6 +26,18 @@ struct cli_command {
     const char *help;     /* the full text of `lmio NAME --help` */
 };
 
+/* ---- what reaches the terminal ---- */
+
+/* s with control characters, bidi marks and invalid UTF-8 shown as \xNN
+ * (lmio_escape_text): every name, value or path that came from a file or
+ * an argument goes through this before it is printed as text. Points into
+ * one of four rotating static buffers: valid until the fourth next call. */
+const char *tty(const char *s);
+
+/* Removes in-flight temporary files on SIGINT, SIGTERM, SIGHUP, SIGQUIT
+ * and SIGPIPE, then dies of the signal as it would have. */
+void install_signal_cleanup(void);
+
 /* ---- messages and exit codes ---- */
 
 /* "lmio CMD: <message>" and a pointer to --help on stderr; returns EXIT_USAGE. */
@@ -71,6 +83,9 @@ int is_dir(const char *path);
  * Prints the error naming path (a directory, unreadable, ...) and returns
  * EXIT_BAD_INPUT on failure, EXIT_OK on success. */
 int read_file_all(const char *path, char **buf, size_t *len);
+/* The same, but only for a regular file (a FIFO or device is refused
+ * without blocking): for files of a model directory. */
+int read_regular_file(const char *path, char **buf, size_t *len);
 
 /* A model directory's tokenizer, when lmio reads its kind. *tok is NULL
  * both when there is none (*note "") and when it is of a kind lmio does not

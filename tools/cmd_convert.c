@@ -7,7 +7,7 @@
 const char k_convert_help[] =
     "usage: lmio convert IN OUT [--dtype f32|f16|bf16|f64] [--format NAME]\n"
     "       lmio convert SRC_DIR DST_DIR [--dtype f32|f16|bf16] [--max-shard-size SIZE]\n"
-    "                    [--format NAME]\n"
+    "                    [--format NAME] [--keep-other-files]\n"
     "\n"
     "--format names the output's format (default safetensors); inputs are\n"
     "recognised by their bytes, whatever their names.\n"
@@ -16,7 +16,11 @@ const char k_convert_help[] =
     "sharded at SIZE like 500MB or 2GB), config.json keeps its content (its\n"
     "dtype follows the weights), and every other file and folder (tokenizer\n"
     "files of any kind, generation_config.json, README.md, modules.json, ...)\n"
-    "is copied byte for byte. DST_DIR appears whole or not at all.\n"
+    "is copied byte for byte. DST_DIR appears whole or not at all. An existing\n"
+    "DST_DIR is replaced only if it holds nothing but files lmio writes; with\n"
+    "--keep-other-files its other files (README.md, .git/, ...) stay and\n"
+    "lmio's files are replaced one by one. DST_DIR may not contain SRC_DIR or\n"
+    "lie inside it.\n"
     "\n"
     "Files: "
     "rewrite a safetensors file, converting every floating tensor (F16, BF16,\n"
@@ -28,20 +32,22 @@ const char k_convert_help[] =
 
 static void print_wrote(const char *out, size_t n, lmio_dtype dt)
 {
-    printf("wrote %s (%zu tensors%s%s)\n", out, n, dt != LMIO_DTYPE_NONE ? ", floating tensors as " : "",
+    printf("wrote %s (%zu tensors%s%s)\n", tty(out), n, dt != LMIO_DTYPE_NONE ? ", floating tensors as " : "",
            dt != LMIO_DTYPE_NONE ? lmio_dtype_name(dt) : "");
 }
 
 /* Any architecture: weights rewritten, config.json's content kept, every
  * other file (tokenizer files of any kind, README.md, modules.json, ...)
  * carried byte for byte. */
-static int convert_dir(const char *in, const char *out, lmio_dtype dt, uint64_t shard, const char *format)
+static int convert_dir(const char *in, const char *out, lmio_dtype dt, uint64_t shard, const char *format,
+                       int keep)
 {
     lmio_error err;
     lmio_pretrained_opts o = LMIO_PRETRAINED_OPTS_INIT;
     o.dtype = dt;
     o.max_shard_size = shard;
     o.format = format;
+    o.keep_other_files = keep;
     if (lmio_pretrained_convert(in, out, &o, &err)) return fail(&err);
     lmio_statedict *w;
     size_t n = 0;
@@ -76,9 +82,11 @@ int cmd_convert(const cli_command *self, int argc, char **argv)
     const char *in = NULL, *out = NULL, *format = NULL, *v;
     lmio_dtype dt = LMIO_DTYPE_NONE;
     uint64_t shard = 0;
+    int keep = 0;
     for (int i = 1; i < argc; i++) {
         int rc;
         if (is_help(argv[i])) return print_help(self);
+        else if (strcmp(argv[i], "--keep-other-files") == 0) keep = 1;
         else if (strcmp(argv[i], "--max-shard-size") == 0) {
             lmio_error e;
             if (opt_value(argc, argv, &i, &v)) return usage_error(self->name, "%s", "--max-shard-size needs a value");
@@ -100,7 +108,7 @@ int cmd_convert(const cli_command *self, int argc, char **argv)
         } else if ((rc = take_positional(self->name, argv[i], (const char **[]){&in, &out}, 2))) return rc;
     }
     if (!in || !out) return usage_error(self->name, "%s", "needs IN and OUT");
-    if (is_dir(in)) return convert_dir(in, out, dt, shard, format);
-    if (shard) return usage_error(self->name, "%s", "--max-shard-size applies to directories");
+    if (is_dir(in)) return convert_dir(in, out, dt, shard, format, keep);
+    if (shard || keep) return usage_error(self->name, "%s", "--max-shard-size and --keep-other-files apply to directories");
     return convert_file(in, out, dt, format);
 }

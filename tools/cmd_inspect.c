@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 const char k_inspect_help[] =
     "usage: lmio inspect PATH [--json]\n"
@@ -32,13 +33,13 @@ static int file_json(const lmio_statedict *sd)
 
 static void file_text(const char *path, const lmio_statedict *sd)
 {
-    printf("file:     %s\nformat:   %s\n", path, lmio_statedict_format(sd));
+    printf("file:     %s\nformat:   %s\n", tty(path), lmio_statedict_format(sd));
     size_t nm = lmio_metadata_count(sd);
     printf("metadata:%s\n", nm ? "" : " (none)");
     for (size_t i = 0; i < nm; i++) {
         const char *k, *v;
         lmio_metadata_get(sd, i, &k, &v, NULL);
-        printf("  %s = %s\n", k, v);
+        printf("  %s = %s\n", tty(k), tty(v));
     }
     print_table(sd, 0);
 }
@@ -99,7 +100,7 @@ static void config_line(const lmio_config *cfg)
     }
     int64_t v;
     const char *str;
-    printf("config:    model_type %s", *lmio_config_model_type(cfg) ? lmio_config_model_type(cfg) : "(none)");
+    printf("config:    model_type %s", *lmio_config_model_type(cfg) ? tty(lmio_config_model_type(cfg)) : "(none)");
     /* Transformers' common names; an architecture's own spellings (GPT-2's
      * n_layer, ...) are aliases of these */
     static const char *const keys[] = {"vocab_size", "num_hidden_layers", "num_attention_heads", "hidden_size",
@@ -108,7 +109,7 @@ static void config_line(const lmio_config *cfg)
         if (lmio_config_get_int(cfg, keys[k], &v, NULL) == LMIO_OK) printf(", %s %lld", keys[k], (long long)v);
     if (lmio_config_get_string(cfg, "dtype", &str, NULL) == LMIO_OK ||
         lmio_config_get_string(cfg, "torch_dtype", &str, NULL) == LMIO_OK)
-        printf(", dtype %s", str);
+        printf(", dtype %s", tty(str));
     int tie;
     if (lmio_config_get_bool(cfg, "tie_word_embeddings", &tie, NULL) == LMIO_OK) printf(", %s", tie ? "tied" : "untied");
     putchar('\n');
@@ -116,14 +117,14 @@ static void config_line(const lmio_config *cfg)
 
 static void dir_text(const char *dir, const lmio_statedict *w, const dir_parts *d)
 {
-    printf("directory: %s\n", dir);
+    printf("directory: %s\n", tty(dir));
     config_line(d->cfg);
     if (d->tok) {
         int32_t eos = lmio_tokenizer_eos_id(d->tok);
         printf("tokenizer: byte-level BPE, %zu tokens%s%s\n", lmio_tokenizer_vocab_size(d->tok),
-               eos >= 0 ? ", end of text " : "", eos >= 0 ? lmio_tokenizer_token(d->tok, eos) : "");
+               eos >= 0 ? ", end of text " : "", eos >= 0 ? tty(lmio_tokenizer_token(d->tok, eos)) : "");
     } else if (d->tok_note[0]) {
-        printf("tokenizer: present, not read by lmio (%s)\n", d->tok_note);
+        printf("tokenizer: present, not read by lmio (%s)\n", tty(d->tok_note));
     } else {
         printf("tokenizer: (none)\n");
     }

@@ -20,7 +20,7 @@ const char k_verify_help[] =
 static int note_nonfinite(void *ctx, const lmio_tensor *t, uint64_t bad)
 {
     (void)ctx;
-    if (bad) printf("note: tensor \"%s\" holds %llu NaN/Inf value(s)\n", t->name, (unsigned long long)bad);
+    if (bad) printf("note: tensor \"%s\" holds %llu NaN/Inf value(s)\n", tty(t->name), (unsigned long long)bad);
     return 0;
 }
 
@@ -66,8 +66,8 @@ static int verify_dir(const char *dir)
     if (rc == EXIT_OK && lmio_statedict_verify(w, &vo, &y, &err)) rc = fail(&err);
     if (rc == EXIT_OK) rc = check_model(dir, cfg, w, tok);
     if (rc == EXIT_OK)
-        printf("%s: OK (%s%s, %zu weight file%s, %zu tensors, %llu parameters, %llu data bytes%s%s)\n", dir,
-               cfg ? "config " : "no config", cfg ? lmio_config_model_type(cfg) : "", y.files,
+        printf("%s: OK (%s%s, %zu weight file%s, %zu tensors, %llu parameters, %llu data bytes%s%s)\n", tty(dir),
+               cfg ? "config " : "no config", cfg ? tty(lmio_config_model_type(cfg)) : "", y.files,
                y.files == 1 ? "" : "s", y.tensors, (unsigned long long)y.parameters,
                (unsigned long long)y.data_bytes, tok ? ", tokenizer" : tok_note[0] ? ", tokenizer not read by lmio" : ", no tokenizer",
                y.nonfinite_tensors ? ", non-finite values noted above" : "");
@@ -88,7 +88,7 @@ static int verify_file(const char *path)
     vo.tensor_fn = note_nonfinite;
     lmio_verify_report y;
     if (lmio_verify(path, &vo, &y, &err)) return fail(&err);
-    printf("%s: OK (%s, %zu tensors, %llu parameters, %llu data bytes%s)\n", path, y.format ? y.format : "?",
+    printf("%s: OK (%s, %zu tensors, %llu parameters, %llu data bytes%s)\n", tty(path), y.format ? y.format : "?",
            y.tensors, (unsigned long long)y.parameters, (unsigned long long)y.data_bytes,
            y.nonfinite_tensors ? ", non-finite values noted above" : "");
     return EXIT_OK;

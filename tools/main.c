@@ -69,6 +69,7 @@ int main(int argc, char **argv)
         main_help(stderr);
         return EXIT_USAGE;
     }
+    install_signal_cleanup();
     const char *cmd = argv[1];
     if (is_help(cmd) || strcmp(cmd, "help") == 0) {
         main_help(stdout);

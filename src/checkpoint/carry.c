@@ -74,13 +74,19 @@ static lmio_status copy_file(int sfd, const char *src, const char *dst, int dura
     return s;
 }
 
-static lmio_status carry_dir(const char *src, const char *dst, int depth, int durable, lmio_error *err);
+static lmio_status carry_dir(const char *root, const char *src, const char *dst, int depth, int durable,
+                             lmio_error *err);
 
 /* One entry: a regular file (symlinks followed, so the Hugging Face cache's
  * snapshot links work) is copied; a directory is copied whole; anything
  * else would be lost silently, so it is an error. */
-static lmio_status carry_entry(const char *src, const char *dst, int depth, int durable, lmio_error *err)
+static lmio_status carry_entry(const char *root, const char *src, const char *dst, int depth, int durable,
+                               lmio_error *err)
 {
+    /* a link out of the model directory would copy someone's private file
+     * into the new one (the Hugging Face cache's blob links are allowed) */
+    lmio_status cs = lmio__check_inside(root, src, err);
+    if (cs) return cs;
     /* O_NONBLOCK: a FIFO opens without waiting for a writer, and is then
      * refused by the type check */
     int fd = open(src, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
@@ -95,7 +101,7 @@ static lmio_status carry_entry(const char *src, const char *dst, int depth, int 
         if (mkdir(dst, st.st_mode & 07777) != 0)
             s = lmio__fail(err, LMIO_ERR_IO, dst, -1, "", "cannot create directory: %s", strerror(errno));
         else
-            s = carry_dir(src, dst, depth + 1, durable, err);
+            s = carry_dir(root, src, dst, depth + 1, durable, err);
     } else
         s = lmio__fail(err, LMIO_ERR_UNSUPPORTED, src, -1, "",
                        "neither a regular file nor a directory; expected only files and folders in a model directory");
@@ -103,7 +109,8 @@ static lmio_status carry_entry(const char *src, const char *dst, int depth, int 
     return s;
 }
 
-static lmio_status carry_dir(const char *src, const char *dst, int depth, int durable, lmio_error *err)
+static lmio_status carry_dir(const char *root, const char *src, const char *dst, int depth, int durable,
+                             lmio_error *err)
 {
     if (depth > CARRY_MAX_DEPTH)
         return lmio__fail(err, LMIO_ERR_LIMIT, src, -1, "", "folders nested more than %d deep", CARRY_MAX_DEPTH);
@@ -119,7 +126,7 @@ static lmio_status carry_dir(const char *src, const char *dst, int depth, int du
             continue;
         if (!(s = lmio__path_join(from, sizeof from, src, e->d_name, err)) &&
             !(s = lmio__path_join(to, sizeof to, dst, e->d_name, err)))
-            s = carry_entry(from, to, depth, durable, err);
+            s = carry_entry(root, from, to, depth, durable, err);
     }
     if (!s && errno) s = lmio__fail(err, LMIO_ERR_IO, src, -1, "", "cannot list: %s", strerror(errno));
     closedir(d);
@@ -128,5 +135,5 @@ static lmio_status carry_dir(const char *src, const char *dst, int depth, int du
 
 lmio_status lmio__carry_files(const char *src_dir, const char *dst_dir, int durable, lmio_error *err)
 {
-    return carry_dir(src_dir, dst_dir, 0, durable, err);
+    return carry_dir(src_dir, src_dir, dst_dir, 0, durable, err);
 }

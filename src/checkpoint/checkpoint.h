@@ -5,20 +5,46 @@
 #include "../core/json.h"
 #include "../model/arch.h"
 
+#include <stdbool.h>
+#include <sys/types.h>
+
 /* A directory being built beside its destination (dircommit.c). */
 typedef struct lmio__stage {
-    char dir[4096];    /* the destination */
+    char dir[4096];    /* the destination, without trailing slashes */
     char parent[4096]; /* its parent directory */
+    const char *name;  /* its last component, inside dir */
     char tmp[4096];    /* the directory being built; "" when none */
-    int durable;       /* fsync files' directory and the parent on commit */
+    int durable;       /* fsync the new directory and the parent on commit */
+    int keep_other;    /* move lmio's files into an existing dir instead of swapping it */
+    int exists;        /* dir existed at begin; its metadata follows */
+    mode_t mode;
+    uid_t uid;
+    gid_t gid;
+    dev_t dev;
+    ino_t ino;
+    int lock_fd; /* the staging directory, flock'ed while the save lives */
+    int slot;    /* its temporaries-registry slot */
 } lmio__stage;
 
-/* Creates the temporary directory beside dir. */
-lmio_status lmio__stage_begin(lmio__stage *st, const char *dir, int durable, lmio_error *err);
-/* Moves the finished directory into place: renamed if dir is absent,
- * swapped in one step with an existing model directory (or an empty one),
- * refused for any other directory. On failure the staged files are gone. */
+/* True for a name lmio_pretrained_save may write: the one list of them. */
+bool lmio__is_lmio_file(const char *name);
+
+/* Checks the destination and creates the temporary directory beside dir.
+ * Refused, with nothing created: a dir that is a symlink or not a
+ * directory; one that holds anything but lmio's files (unless keep_other);
+ * one that contains a file the tensors of sources (may be NULL) come from,
+ * or lies inside their directory. */
+lmio_status lmio__stage_begin(lmio__stage *st, const char *dir, int durable, int keep_other,
+                              const lmio_statedict *sources, lmio_error *err);
+/* Moves the finished directory into place: renamed if dir was absent,
+ * swapped in one step with an existing one (checked again first), or, with
+ * keep_other, its files moved in one by one. On failure the staged files
+ * are gone and an existing dir is as it was (keep_other: lmio files may be
+ * a mix of old and new). */
 lmio_status lmio__stage_commit(lmio__stage *st, lmio_error *err);
+/* An error from writing into the staging directory names the destination
+ * instead: the temporary name means nothing to the user and is gone. */
+void lmio__stage_fix_error(const lmio__stage *st, lmio_error *err);
 /* Removes the staged directory; safe after a failed begin or a commit. */
 void lmio__stage_abort(lmio__stage *st);
 

@@ -42,7 +42,8 @@ static lmio_status load_sharded(const char *dir, const char *index, lmio_statedi
         uint32_t k;
         if (lmio__smap_get(&opened, file, strlen(file), &k)) continue;
         char path[4096];
-        if ((s = lmio__path_join(path, sizeof path, dir, file, err))) break;
+        if ((s = lmio__path_join(path, sizeof path, dir, file, err)) || (s = lmio__check_inside(dir, path, err)))
+            break;
         lmio_statedict *sh;
         if ((s = lmio_statedict_open(path, NULL, &sh, err))) {
             if (s == LMIO_ERR_NOT_FOUND)
@@ -161,7 +162,7 @@ static lmio_status load_weights(const char *dir, const lmio_config *cfg, lmio_st
     bool sharded = false;
     lmio_statedict *raw = NULL;
     lmio_status s = find_weights(dir, &fmt, path, sizeof path, &sharded, err);
-    if (s) return s;
+    if (s || (s = lmio__check_inside(dir, path, err))) return s;
     if (sharded) {
         if ((s = lmio_statedict_create(&raw, err))) return s;
         if ((s = lmio__statedict_set_source(raw, path, fmt->name, NULL, err)) ||
@@ -194,7 +195,10 @@ lmio_status lmio_pretrained_load(const char *dir, lmio_config **cfg_out, lmio_st
     lmio_status s = lmio__path_join(cpath, sizeof cpath, dir, "config.json", err);
     if (s) return s;
     /* a weights-only directory has no config: *cfg_out is then NULL */
-    if (access(cpath, F_OK) == 0) s = lmio_config_load(cpath, &cfg, err);
+    if (access(cpath, F_OK) == 0) {
+        s = lmio__check_inside(dir, cpath, err);
+        if (!s) s = lmio_config_load(cpath, &cfg, err);
+    }
     lmio_statedict *w = NULL;
     lmio_tokenizer *t = NULL;
     if (!s && weights) s = load_weights(dir, cfg, &w, err);

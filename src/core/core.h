@@ -141,21 +141,80 @@ typedef struct lmio__file {
 lmio_status lmio__file_open(const char *path, int use_mmap, lmio__file *out, lmio_error *err);
 void lmio__file_close(lmio__file *f);
 
+/* Runs fn(ctx) so that a SIGBUS raised by reading a mapped file that shrank
+ * (guard.c) ends fn early and returns false instead of killing the process.
+ * fn must only read memory and compute: no allocation, no locks, no I/O,
+ * because it may be abandoned at any instruction. */
+bool lmio__guarded(void (*fn)(void *ctx), void *ctx);
+
 /* An output file written under a temporary name in the destination's
  * directory and renamed over the destination only by commit. */
 typedef struct lmio__outfile {
-    int fd;
+    int fd;      /* the temporary file, open for writing */
+    int lock_fd; /* a dup of fd that keeps its flock until the rename is done */
+    int slot;    /* its entry in the temporaries registry, or -1 */
     char *tmp_path;
     char *final_path;
     uint64_t written;
+    int sys_errno; /* errno of the last failed write (EFAULT: the source memory went away) */
 } lmio__outfile;
 
+/* Refuses a destination that is a directory, a FIFO, a device or a socket
+ * (or a symlink to one); removes leftovers of killed saves to the same path;
+ * creates the temporary file with the mode and, where allowed, the owner of
+ * the file it will replace. */
 lmio_status lmio__outfile_begin(lmio__outfile *o, const char *path, lmio_error *err);
 lmio_status lmio__outfile_write(lmio__outfile *o, const void *buf, size_t n, lmio_error *err);
 /* fsyncs (when durable), renames, fsyncs the directory; frees o's state. */
 lmio_status lmio__outfile_commit(lmio__outfile *o, int durable, lmio_error *err);
 /* Removes the temporary file; frees o's state. Safe after a failed begin. */
 void lmio__outfile_abort(lmio__outfile *o);
+
+/* ---- temporary files (tempfile.c) ----
+ * Every temporary file or directory is named .<name>.lmio-tmp-XXXXXX beside
+ * its destination <name>, created with O_EXCL and never through a symlink,
+ * and holds an exclusive flock(2) for as long as its save runs. */
+#define LMIO__TMP_TAG ".lmio-tmp-"
+
+/* Creates dir/.<base>.lmio-tmp-XXXXXX: a file open for writing (is_dir 0)
+ * or a directory (is_dir 1; the fd returned is the directory, read-only),
+ * flock'ed and registered for lmio_cleanup_temporaries. mode is passed to
+ * open/mkdir (the umask applies). Fills path (cap bytes) and *slot; -1 with
+ * errno on failure. */
+int lmio__temp_create(const char *dir, const char *base, int is_dir, unsigned mode, char *path, size_t cap,
+                      int *slot);
+/* Forgets a registry slot (after the temporary was renamed or removed). */
+void lmio__temp_unregister(int slot);
+/* Removes dir/.<base>.lmio-tmp-* left by saves that died (SIGKILL, power
+ * loss): only those whose flock can be taken, i.e. no live process holds. */
+void lmio__temp_sweep(const char *dir, const char *base);
+/* Removes dfd/name and, for a directory, everything below it, never
+ * following a symlink (each level is opened O_NOFOLLOW). 0 or -1. */
+int lmio__remove_tree_at(int dfd, const char *name);
+
+/* ---- I/O failure injection (tempfile.c): tests only ----
+ * Each write, fsync, rename and directory fsync of the save paths asks
+ * lmio__io_fault first; when it returns an errno the call site fails as if
+ * the system call had. Armed by lmio__io_fault_arm or, for whole programs,
+ * by the environment variable LMIO_FAIL_IO=<op>:<n>[:stall] (op: write,
+ * fsync, rename, dirsync; "stall" blocks in pause() instead of failing, so
+ * a test can signal a save in flight). Not thread-safe. */
+typedef enum lmio__io_op { LMIO__IO_WRITE, LMIO__IO_FSYNC, LMIO__IO_RENAME, LMIO__IO_DIRSYNC, LMIO__IO_COUNT } lmio__io_op;
+/* Resets every counter; the nth (1-based) call of op then fails with e
+ * (EIO when 0; e < 0 stalls instead). op = LMIO__IO_COUNT or n = 0: only
+ * count. */
+void lmio__io_fault_arm(lmio__io_op op, long n, int e);
+/* Calls of op since the last arm. */
+long lmio__io_fault_calls(lmio__io_op op);
+int lmio__io_fault(lmio__io_op op);
+
+/* ---- model directories ---- */
+
+/* Refuses path, a file of the model directory dir, when it resolves
+ * (through symlinks) outside dir, except the Hugging Face cache layout:
+ * dir = .../models--X/snapshots/<rev> and the target in .../models--X/blobs/.
+ * A path that does not exist passes (the caller reports it missing). */
+lmio_status lmio__check_inside(const char *dir, const char *path, lmio_error *err);
 
 /* dir + "/" + name into out; LMIO_ERR_INVALID_ARG if it does not fit. */
 lmio_status lmio__path_join(char *out, size_t cap, const char *dir, const char *name, lmio_error *err);

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +41,9 @@ static lmio_status read_all(int fd, const char *path, uint64_t size, unsigned ch
 lmio_status lmio__file_open(const char *path, int use_mmap, lmio__file *out, lmio_error *err)
 {
     memset(out, 0, sizeof *out);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO would otherwise wait for a writer forever;
+     * nothing is read before fstat has said this is a regular file. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
         return lmio__fail(err, e == ENOENT ? LMIO_ERR_NOT_FOUND : LMIO_ERR_IO, path, -1, "",
@@ -54,9 +57,13 @@ lmio_status lmio__file_open(const char *path, int use_mmap, lmio__file *out, lmi
     }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
-        return lmio__fail(err, LMIO_ERR_INVALID_ARG, path, -1, "",
-                          "not a regular file; expected a model file");
+        return lmio__fail(err, LMIO_ERR_INVALID_ARG, path, -1, "", "is %s; expected a regular file",
+                          S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO"
+                          : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device" : S_ISSOCK(st.st_mode) ? "a socket"
+                          : "not a regular file");
     }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
     out->size = (uint64_t)st.st_size;
     lmio_status s = LMIO_OK;
     if (out->size == 0) {
@@ -103,20 +110,73 @@ static char *dir_of(const char *path)
 
 static void outfile_reset(lmio__outfile *o)
 {
+    lmio__temp_unregister(o->slot);
+    if (o->lock_fd >= 0) close(o->lock_fd);
     lmio__free(o->tmp_path);
     lmio__free(o->final_path);
     o->tmp_path = o->final_path = NULL;
-    o->fd = -1;
+    o->fd = o->lock_fd = o->slot = -1;
+}
+
+static const char *kind_of(mode_t m)
+{
+    return S_ISDIR(m) ? "a directory" : S_ISFIFO(m) ? "a FIFO" : S_ISCHR(m) || S_ISBLK(m) ? "a device"
+           : S_ISSOCK(m) ? "a socket" : "not a regular file";
+}
+
+/* What is at the destination now: *old is filled when a regular file (or a
+ * symlink to one, whose target's mode and owner are kept) will be replaced.
+ * rename() never opens the destination, so a FIFO or device there would
+ * silently become a regular file: refuse those instead. */
+static lmio_status check_destination(const char *path, struct stat *old, bool *have_old, lmio_error *err)
+{
+    *have_old = false;
+    size_t n = strlen(path);
+    if (n && path[n - 1] == '/')
+        return lmio__fail(err, LMIO_ERR_INVALID_ARG, path, -1, "", "ends with '/'; expected a file path");
+    struct stat st;
+    if (lstat(path, &st) != 0) return LMIO_OK; /* new; a missing directory shows up at create */
+    bool link = S_ISLNK(st.st_mode);
+    if (link && stat(path, &st) != 0) return LMIO_OK; /* dangling: the link itself is replaced */
+    if (!S_ISREG(st.st_mode))
+        return lmio__fail(err, LMIO_ERR_INVALID_ARG, path, -1, "", "%s%s; expected a regular file or a new name",
+                          link ? "is a symlink to " : "is ", kind_of(st.st_mode));
+    *old = st;
+    *have_old = true;
+    return LMIO_OK;
+}
+
+/* The replaced file's owner first (chown clears set-id bits), then its
+ * mode: fchmod is not masked by the umask, so 0600 stays 0600. Only root or
+ * the owner may set these; otherwise the file is the saving user's. */
+static void copy_owner_mode(int fd, const struct stat *old)
+{
+    if (fchown(fd, old->st_uid, old->st_gid) != 0 && fchown(fd, (uid_t)-1, old->st_gid) != 0) {
+        /* not allowed: keep ours */
+    }
+    if (fchmod(fd, old->st_mode & 07777) != 0) { /* the data is still right */ }
+}
+
+/* path's directory is a staging directory: new, ours alone, and synced
+ * and swapped into place as a whole by the checkpoint layer. */
+static bool in_staging_dir(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash) return false;
+    const char *start = slash;
+    while (start > path && start[-1] != '/') start--;
+    const char *tag = strstr(start, LMIO__TMP_TAG);
+    return tag && tag < slash && *start == '.';
 }
 
 lmio_status lmio__outfile_begin(lmio__outfile *o, const char *path, lmio_error *err)
 {
     memset(o, 0, sizeof *o);
-    o->fd = -1;
-    struct stat st;
-    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-        return lmio__fail(err, LMIO_ERR_INVALID_ARG, path, -1, "",
-                          "is a directory; expected a file path");
+    o->fd = o->lock_fd = o->slot = -1;
+    struct stat old;
+    bool have_old;
+    lmio_status s = check_destination(path, &old, &have_old, err);
+    if (s) return s;
     char *dir = dir_of(path);
     const char *base = lmio__basename(path);
     size_t need = (dir ? strlen(dir) : 0) + strlen(base) + 32;
@@ -127,21 +187,27 @@ lmio_status lmio__outfile_begin(lmio__outfile *o, const char *path, lmio_error *
         outfile_reset(o);
         return lmio__fail(err, LMIO_ERR_NOMEM, path, -1, "", "out of memory");
     }
+    /* A staging directory is new and only ours: nothing to sweep, and
+     * sweeping it per file would cost O(files^2) for many shards. */
+    if (!in_staging_dir(path)) lmio__temp_sweep(dir, base);
     /* Same directory as the destination so rename() is atomic; a dot name
-     * so directory listings and globs for *.safetensors skip it. */
-    snprintf(o->tmp_path, need, "%s/.%s.lmio-tmp-XXXXXX", dir, base);
+     * so directory listings and globs for *.safetensors skip it. A file
+     * that replaces another starts private and gets that file's mode. */
+    o->fd = lmio__temp_create(dir, base, 0, have_old ? 0600 : 0666, o->tmp_path, need, &o->slot);
     lmio__free(dir);
-    o->fd = mkstemp(o->tmp_path);
     if (o->fd < 0) {
         int e = errno;
+        lmio__free(o->tmp_path);
+        o->tmp_path = NULL; /* nothing was created */
         outfile_reset(o);
         return lmio__fail(err, LMIO_ERR_IO, path, -1, "", "cannot create a temporary file beside it: %s",
                           strerror(e));
     }
-    /* mkstemp creates 0600; a saved model should get the usual 0666 & ~umask. */
-    mode_t um = umask(0);
-    umask(um);
-    if (fchmod(o->fd, 0666 & ~um) != 0) { /* not fatal: the file is still correct */ }
+    /* The flock lives on the open file description: a dup keeps it while
+     * fd is closed (close reports NFS write errors) until after the rename,
+     * so no sweeper can take the finished file away in between. */
+    o->lock_fd = fcntl(o->fd, F_DUPFD_CLOEXEC, 0);
+    if (have_old) copy_owner_mode(o->fd, &old);
     return LMIO_OK;
 }
 
@@ -150,10 +216,13 @@ lmio_status lmio__outfile_write(lmio__outfile *o, const void *buf, size_t n, lmi
     const unsigned char *p = buf;
     while (n > 0) {
         size_t chunk = n > (1u << 30) ? (1u << 30) : n;
-        ssize_t w = write(o->fd, p, chunk);
+        int injected = lmio__io_fault(LMIO__IO_WRITE);
+        ssize_t w = injected ? -1 : write(o->fd, p, chunk);
+        if (injected) errno = injected;
         if (w < 0 && errno == EINTR) continue;
         if (w <= 0) {
             int e = w < 0 ? errno : ENOSPC;
+            o->sys_errno = e;
             return lmio__fail(err, LMIO_ERR_IO, o->final_path, (int64_t)o->written, "",
                               "write failed: %s", strerror(e));
         }
@@ -171,48 +240,57 @@ void lmio__outfile_abort(lmio__outfile *o)
     outfile_reset(o);
 }
 
+/* fsync of the directory holding path, through the injection hook. */
+static int fsync_parent(const char *path)
+{
+    char dir[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    size_t dl = slash ? (size_t)(slash - path) : 0;
+    if (!slash) strcpy(dir, ".");
+    else if (dl == 0) strcpy(dir, "/");
+    else if (dl < sizeof dir) { memcpy(dir, path, dl); dir[dl] = 0; }
+    else return 0; /* cannot name it: nothing to sync */
+    int e = lmio__io_fault(LMIO__IO_DIRSYNC);
+    if (e) return e;
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) return errno;
+    int r = fsync(dfd) == 0 || errno == EINVAL ? 0 : errno; /* EINVAL: this fs cannot sync directories */
+    close(dfd);
+    return r;
+}
+
 lmio_status lmio__outfile_commit(lmio__outfile *o, int durable, lmio_error *err)
 {
     lmio_status s = LMIO_OK;
-    if (durable && fsync(o->fd) != 0) {
-        int e = errno;
+    int e;
+    if (durable && ((e = lmio__io_fault(LMIO__IO_FSYNC)) || (fsync(o->fd) != 0 && (e = errno)))) {
         s = lmio__fail(err, LMIO_ERR_IO, o->final_path, -1, "", "fsync failed: %s", strerror(e));
         lmio__outfile_abort(o);
         return s;
     }
     if (close(o->fd) != 0) {
-        int e = errno;
+        e = errno;
         o->fd = -1;
         s = lmio__fail(err, LMIO_ERR_IO, o->final_path, -1, "", "close failed: %s", strerror(e));
         lmio__outfile_abort(o);
         return s;
     }
     o->fd = -1;
-    if (rename(o->tmp_path, o->final_path) != 0) {
-        int e = errno;
+    if ((e = lmio__io_fault(LMIO__IO_RENAME)) || (rename(o->tmp_path, o->final_path) != 0 && (e = errno))) {
         s = lmio__fail(err, LMIO_ERR_IO, o->final_path, -1, "", "cannot rename the finished file into place: %s",
                        strerror(e));
         lmio__outfile_abort(o);
         return s;
     }
-    if (durable) {
-        /* The rename is only durable once the directory entry is. A stack
-         * buffer: nothing may fail after the new file is already in place. */
-        char dir[4096];
-        const char *slash = strrchr(o->final_path, '/');
-        size_t dl = slash ? (size_t)(slash - o->final_path) : 0;
-        if (!slash) strcpy(dir, ".");
-        else if (dl == 0) strcpy(dir, "/");
-        else if (dl < sizeof dir) { memcpy(dir, o->final_path, dl); dir[dl] = 0; }
-        else dir[0] = 0;
-        int dfd = dir[0] ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
-        if (dfd >= 0) {
-            fsync(dfd);
-            close(dfd);
-        }
-    }
+    /* The rename is only durable once the directory entry is. Inside a
+     * staging directory that is the stage's job, once, before its swap. */
+    if (durable && !in_staging_dir(o->final_path) && (e = fsync_parent(o->final_path)))
+        s = lmio__fail(err, LMIO_ERR_IO, o->final_path, -1, "",
+                       "written and renamed into place, but its directory could not be synced: %s; expected "
+                       "the new file to survive a crash",
+                       strerror(e));
     outfile_reset(o);
-    return LMIO_OK;
+    return s;
 }
 
 lmio_status lmio__write_file(const char *path, const void *data, size_t len, int durable, lmio_error *err)
@@ -250,4 +328,48 @@ lmio_status lmio__path_join(char *out, size_t cap, const char *dir, const char *
         return lmio__fail(err, LMIO_ERR_INVALID_ARG, dir, -1, "", "path to \"%s\" is too long; expected under %zu bytes",
                           name, cap);
     return LMIO_OK;
+}
+
+/* realpath's answer starts with dir's followed by '/': a real containment
+ * test, unlike a bare prefix ("/m/gpt2-old" is not inside "/m/gpt2"). */
+static bool under(const char *real, const char *dir)
+{
+    size_t n = strlen(dir);
+    return !strncmp(real, dir, n) && (real[n] == '/' || (n == 1 && dir[0] == '/'));
+}
+
+/* The models--X folder of a Hugging Face cache snapshot directory
+ * (<cache>/models--X/snapshots/<rev>) into out, else false. */
+static bool hf_repo_of(const char *real_dir, char *out, size_t cap)
+{
+    const char *rev = strrchr(real_dir, '/');
+    if (!rev || rev == real_dir) return false;
+    size_t pl = (size_t)(rev - real_dir);
+    if (pl < 10 || strncmp(real_dir + pl - 10, "/snapshots", 10)) return false;
+    size_t rl = pl - 10;
+    const char *repo = real_dir;
+    for (size_t i = 0; i < rl; i++)
+        if (real_dir[i] == '/') repo = real_dir + i + 1;
+    if (strncmp(repo, "models--", 8) || rl >= cap) return false;
+    memcpy(out, real_dir, rl);
+    out[rl] = 0;
+    return true;
+}
+
+lmio_status lmio__check_inside(const char *dir, const char *path, lmio_error *err)
+{
+    /* Path-based, so a directory changed while it is being loaded could
+     * still race it; what it stops is a directory made by someone else
+     * whose links point at the loading user's private files. */
+    char rd[PATH_MAX], rp[PATH_MAX], repo[PATH_MAX];
+    if (!realpath(dir, rd) || !realpath(path, rp)) return LMIO_OK; /* missing or dangling: the open reports it */
+    if (under(rp, rd)) return LMIO_OK;
+    if (hf_repo_of(rd, repo, sizeof repo) && strlen(repo) + 7 < sizeof repo) {
+        strcat(repo, "/blobs");
+        if (under(rp, repo)) return LMIO_OK;
+    }
+    return lmio__fail(err, LMIO_ERR_INVALID_ARG, path, -1, "",
+                      "is a symbolic link that leads outside the model directory %s; expected a file inside it "
+                      "(or, in a Hugging Face cache, in the repository's blobs/)",
+                      dir);
 }

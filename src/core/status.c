@@ -60,16 +60,68 @@ lmio_status lmio__fail(lmio_error *err, lmio_status code, const char *path, int6
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
 
+    char raw[LMIO_ERROR_MESSAGE_MAX];
     int n = 0;
     if (path && *path)
-        n = snprintf(err->message, sizeof err->message, "%s: ", path);
+        n = snprintf(raw, sizeof raw, "%s: ", path);
     if (n < 0) n = 0;
-    if ((size_t)n < sizeof err->message && offset >= 0)
-        n += snprintf(err->message + n, sizeof err->message - (size_t)n, "offset %lld: ",
-                      (long long)offset);
-    if ((size_t)n < sizeof err->message)
-        snprintf(err->message + n, sizeof err->message - (size_t)n, "%s", what);
+    if ((size_t)n < sizeof raw && offset >= 0)
+        n += snprintf(raw + n, sizeof raw - (size_t)n, "offset %lld: ", (long long)offset);
+    if ((size_t)n < sizeof raw)
+        snprintf(raw + n, sizeof raw - (size_t)n, "%s", what);
+    /* Here, not at each call site: messages quote names, keys and values
+     * from files, and a message goes to terminals and logs as it is. */
+    lmio_escape_text(err->message, sizeof err->message, raw, strlen(raw));
     return code;
+}
+
+/* The code point of the valid UTF-8 sequence at s (len bytes). */
+static uint32_t utf8_cp(const unsigned char *s, size_t len)
+{
+    if (len == 1) return s[0];
+    uint32_t cp = s[0] & (0x7F >> len);
+    for (size_t k = 1; k < len; k++) cp = (cp << 6) | (s[k] & 0x3F);
+    return cp;
+}
+
+/* Controls and invisible reordering marks: what a terminal acts on or what
+ * makes displayed text differ from its bytes (Trojan Source). */
+static bool must_escape(uint32_t cp)
+{
+    return cp < 0x20 || (cp >= 0x7F && cp <= 0x9F) || cp == 0x061C || cp == 0x200E || cp == 0x200F ||
+           (cp >= 0x202A && cp <= 0x202E) || (cp >= 0x2066 && cp <= 0x2069);
+}
+
+size_t lmio_escape_text(char *dst, size_t cap, const char *src, size_t n)
+{
+    if (!dst || cap == 0) return 0;
+    const unsigned char *s = (const unsigned char *)src;
+    size_t o = 0, i = 0;
+    while (s && i < n) {
+        size_t len = 1;
+        if (s[i] >= 0x80) {
+            size_t ok = lmio__utf8_prefix(src + i, n - i < 4 ? n - i : 4);
+            len = ok ? (s[i] >= 0xF0 ? 4 : s[i] >= 0xE0 ? 3 : 2) : 0; /* 0: an invalid byte */
+        }
+        bool esc = len == 0 || must_escape(utf8_cp(s + i, len));
+        if (len == 0) len = 1;
+        size_t need = esc ? 4 * len : len;
+        if (o + need >= cap) break; /* whole characters or nothing */
+        for (size_t k = 0; k < len; k++) {
+            if (esc) {
+                static const char hex[] = "0123456789abcdef";
+                dst[o++] = '\\';
+                dst[o++] = 'x';
+                dst[o++] = hex[s[i + k] >> 4];
+                dst[o++] = hex[s[i + k] & 15];
+            } else {
+                dst[o++] = (char)s[i + k];
+            }
+        }
+        i += len;
+    }
+    dst[o] = 0;
+    return o;
 }
 
 bool lmio__numel(int ndim, const uint64_t *shape, uint64_t *numel)

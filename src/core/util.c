@@ -2,6 +2,7 @@
  * program (the CLI first) does not grow its own copies that drift. */
 #include "core.h"
 
+#include <string.h>
 #include <strings.h>
 
 void lmio_shape_format(char *buf, size_t cap, int ndim, const uint64_t *shape)
@@ -38,4 +39,34 @@ lmio_status lmio_file_write_atomic(const char *path, const void *data, size_t le
         return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "lmio_file_write_atomic: %s is NULL",
                           path ? "data" : "path");
     return lmio__write_file(path, data, len, durable, err);
+}
+
+typedef struct copy_job {
+    void *dst;
+    const void *src;
+    size_t n;
+} copy_job;
+
+static void copy_fn(void *ctx)
+{
+    copy_job *j = ctx;
+    memcpy(j->dst, j->src, j->n);
+}
+
+lmio_status lmio_tensor_read(const lmio_tensor *t, uint64_t offset, void *dst, size_t n, lmio_error *err)
+{
+    if (!t || (!dst && n)) return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "lmio_tensor_read: NULL argument");
+    if (offset > t->nbytes || n > t->nbytes - offset)
+        return lmio__fail(err, LMIO_ERR_INVALID_ARG, t->source ? t->source : "", -1, t->name ? t->name : "",
+                          "bytes [%llu, %llu) of tensor \"%s\"; expected a range within its %llu bytes",
+                          (unsigned long long)offset, (unsigned long long)offset + n, t->name ? t->name : "",
+                          (unsigned long long)t->nbytes);
+    if (!n) return LMIO_OK;
+    copy_job j = {dst, (const unsigned char *)t->data + offset, n};
+    if (lmio__guarded(copy_fn, &j)) return LMIO_OK;
+    return lmio__fail(err, LMIO_ERR_IO, t->source ? t->source : "", t->file_offset >= 0 ? t->file_offset + (int64_t)offset : -1,
+                      t->name ? t->name : "",
+                      "data of tensor \"%s\" can no longer be read (the file shrank after it was mapped); expected "
+                      "the file to stay as it was while open",
+                      t->name ? t->name : "");
 }

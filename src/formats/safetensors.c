@@ -8,6 +8,7 @@
 #include "../core/json.h"
 #include "formats.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -385,6 +386,32 @@ static lmio_status build_header(const lmio_statedict *sd, const wentry *ws, size
 /* Streaming granularity: large enough for full-speed write(2), small enough
  * that progress moves and conversion buffers stay a few MiB. */
 #define WRITE_CHUNK (16u << 20)
+
+/* A tensor's source memory went away mid-save: a mapped input was
+ * truncated (a write(2) from it fails EFAULT; a load of it raises SIGBUS,
+ * caught by lmio__guarded). The file to blame is the input, not the output. */
+static lmio_status source_gone(const lmio_tensor *t, uint64_t off, const char *path, lmio_error *err)
+{
+    return lmio__fail(err, LMIO_ERR_IO, t->source ? t->source : path,
+                      t->source && t->file_offset >= 0 ? t->file_offset + (int64_t)off : -1, t->name,
+                      "data of tensor \"%s\" can no longer be read (the file shrank after it was mapped); "
+                      "expected the file to stay as it was while open; %s was left as it was",
+                      t->name, path);
+}
+
+typedef struct convert_job {
+    void *dst;
+    lmio_dtype dst_dtype;
+    const void *src;
+    lmio_dtype src_dtype;
+    size_t n;
+} convert_job;
+
+static void convert_fn(void *ctx)
+{
+    convert_job *j = ctx;
+    lmio_convert(j->dst, j->dst_dtype, j->src, j->src_dtype, j->n, NULL);
+}
 #define CONVERT_CHUNK_ELEMS (1u << 20)
 
 static lmio_status report(const lmio_save_opts *o, uint64_t done, uint64_t total, const char *path,
@@ -428,7 +455,10 @@ static lmio_status st_save(const lmio_statedict *sd, const char *path, const lmi
         if (w->out_dtype == w->t.dtype) {
             for (uint64_t off = 0; off < w->t.nbytes; off += WRITE_CHUNK) {
                 size_t m = w->t.nbytes - off < WRITE_CHUNK ? (size_t)(w->t.nbytes - off) : WRITE_CHUNK;
-                if ((s = lmio__outfile_write(&out, src + off, m, err))) goto fail;
+                if ((s = lmio__outfile_write(&out, src + off, m, err))) {
+                    if (out.sys_errno == EFAULT) s = source_gone(&w->t, off, path, err);
+                    goto fail;
+                }
                 if ((s = report(&o, out.written, total, path, err))) goto fail;
             }
             continue;
@@ -440,7 +470,11 @@ static lmio_status st_save(const lmio_statedict *sd, const char *path, const lmi
         size_t in_sz = lmio_dtype_bits(w->t.dtype) / 8, out_sz = lmio_dtype_bits(w->out_dtype) / 8;
         for (uint64_t e = 0; e < w->t.numel; e += CONVERT_CHUNK_ELEMS) {
             size_t m = w->t.numel - e < CONVERT_CHUNK_ELEMS ? (size_t)(w->t.numel - e) : CONVERT_CHUNK_ELEMS;
-            lmio_convert(cbuf, w->out_dtype, src + e * in_sz, w->t.dtype, m, NULL);
+            convert_job j = {cbuf, w->out_dtype, src + e * in_sz, w->t.dtype, m};
+            if (!lmio__guarded(convert_fn, &j)) {
+                s = source_gone(&w->t, e * in_sz, path, err);
+                goto fail;
+            }
             if ((s = lmio__outfile_write(&out, cbuf, m * out_sz, err))) goto fail;
             if ((s = report(&o, out.written, total, path, err))) goto fail;
         }

@@ -225,7 +225,7 @@ lmio_status lmio_tokenizer_load(const char *path, lmio_tokenizer **out, lmio_err
     }
     snprintf(p1, sizeof p1, "%s/tokenizer.json", path);
     if (exists(p1)) {
-        s = load_tokenizer_json(t, p1, err);
+        if (!(s = lmio__check_inside(path, p1, err))) s = load_tokenizer_json(t, p1, err);
         return finish_or_free(t, p1, s, out, err);
     }
     snprintf(p1, sizeof p1, "%s/vocab.json", path);
@@ -237,7 +237,8 @@ lmio_status lmio_tokenizer_load(const char *path, lmio_tokenizer **out, lmio_err
                           "no tokenizer.json and no vocab.json + merges.txt; expected a tokenizer directory");
     }
     lmio__json *v = NULL, *cfg = NULL;
-    if (!(s = lmio__json_load_file(p1, &v, err)) && !(s = load_vocab(t, v, p1, err)) &&
+    if (!(s = lmio__check_inside(path, p1, err)) && !(s = lmio__check_inside(path, p2, err)) &&
+        !(s = lmio__check_inside(path, p3, err)) && !(s = lmio__json_load_file(p1, &v, err)) && !(s = load_vocab(t, v, p1, err)) &&
         !(s = load_merges_txt(t, p2, err)) && exists(p3) && !(s = lmio__json_load_file(p3, &cfg, err))) {
         lmio__json *dec = lmio__json_get(cfg, "added_tokens_decoder");
         const char *k;
@@ -266,7 +267,7 @@ lmio_status lmio_tokenizer_load(const char *path, lmio_tokenizer **out, lmio_err
     char p4[4096];
     lmio__json *map = NULL;
     snprintf(p4, sizeof p4, "%s/special_tokens_map.json", path);
-    if (!s && exists(p4) && !(s = lmio__json_load_file(p4, &map, err))) {
+    if (!s && exists(p4) && !(s = lmio__check_inside(path, p4, err)) && !(s = lmio__json_load_file(p4, &map, err))) {
         const char *k;
         lmio__json *val;
         lmio__json_iter it = lmio__json_iter_begin(map);

@@ -172,6 +172,103 @@ check "verify n_layer beyond the weights" 1 "$(run verify "$T/deep")"
 expect_grep "missing layer named" 'missing tensor "transformer.h.2.ln_1.weight"; expected it in a GPT2LMHeadModel state dict with n_layer = 65536' "$T/err"
 sed -i 's/65536/2/' "$T/deep/config.json"
 check "logits on the example" 0 "$(run logits "$T/deep" --ids 1,2,3 --out "$T/x.npy")"
+# ---- hostile destinations, inputs and signals (issue 7) ----
+H="$T/hostile"; mkdir "$H"
+# a hang (a FIFO opened for reading or writing) fails the case instead of the run
+trun() { timeout 60 $LMIO "$@" >"$T/out" 2>"$T/err"; echo $?; }
+tmps() { find "$1" -name '*.lmio-tmp-*' | wc -l; }
+same_tree() { (cd "$1" && find . -printf '%p %s %m\n' | sort && find . -type f -exec md5sum {} + | sort); }
+
+# outputs that are not regular files are refused, never replaced
+mkfifo "$H/fifo"
+check "convert onto a FIFO" 1 "$(trun convert "$T/m.safetensors" "$H/fifo")"
+expect_grep "FIFO output named" "fifo: is a FIFO; expected a regular file" "$T/err"
+[ -p "$H/fifo" ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "not ok: the FIFO was replaced"; }
+check "example onto a FIFO" 1 "$(trun example "$H/fifo")"
+if mknod "$H/null" c 1 3 2>/dev/null; then
+    check "convert onto a device" 1 "$(trun convert "$T/m.safetensors" "$H/null")"
+    expect_grep "device output named" "null: is a device" "$T/err"
+    [ -c "$H/null" ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "not ok: the device node was replaced"; }
+fi
+# inputs that are FIFOs give an error, not a hang
+check "inspect a FIFO" 1 "$(trun inspect "$H/fifo")"; expect_grep "FIFO input named" "fifo: is a FIFO" "$T/err"
+check "verify a FIFO" 1 "$(trun verify "$H/fifo")"
+mkdir "$H/src"; cp "$T/m.safetensors" "$H/src/model.safetensors"; echo '{"model_type": "gpt2"}' > "$H/src/config.json"
+mkdir "$H/fifodir"; cp "$T/m.safetensors" "$H/fifodir/model.safetensors"; mkfifo "$H/fifodir/config.json"
+check "inspect dir with a FIFO config" 1 "$(trun inspect "$H/fifodir")"; expect_grep "FIFO config named" "config.json: is a FIFO" "$T/err"
+check "inspect --json dir with a FIFO config" 1 "$(trun inspect --json "$H/fifodir")"
+check "verify dir with a FIFO config" 1 "$(trun verify "$H/fifodir")"
+# a config.json linked to a file outside the directory is not read, printed or copied
+echo '{"model_type": "gpt2", "api_key": "s3cr3t-token"}' > "$H/secret.json"
+mkdir "$H/leak"; cp "$T/m.safetensors" "$H/leak/model.safetensors"; ln -s "$H/secret.json" "$H/leak/config.json"
+check "inspect --json dir with a leaking link" 1 "$(trun inspect --json "$H/leak")"
+expect_grep "leaking link named" "config.json: is a symbolic link that leads outside the model directory" "$T/err"
+grep -q s3cr3t "$T/out" "$T/err" && { fail=$((fail + 1)); echo "not ok: the linked secret was printed"; } || pass=$((pass + 1))
+check "convert dir with a leaking link" 1 "$(trun convert "$H/leak" "$H/leak-out")"
+[ -e "$H/leak-out" ] && { fail=$((fail + 1)); echo "not ok: convert copied a leaking link"; } || pass=$((pass + 1))
+
+# a directory save replaces only what lmio writes, and never its own source
+mkdir -p "$H/run/checkpoints"
+check "convert into run/checkpoints/step1" 0 "$(trun convert "$H/src" "$H/run/checkpoints/step1")"
+before=$(same_tree "$H/run")
+check "convert step1 into run" 1 "$(trun convert "$H/run/checkpoints/step1" "$H/run")"
+check "convert step1 into run, keeping others" 1 "$(trun convert "$H/run/checkpoints/step1" "$H/run" --keep-other-files)"
+expect_grep "source inside named" "run: contains .*step1/model.safetensors, which is being read from" "$T/err"
+[ "$before" = "$(same_tree "$H/run")" ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "not ok: run changed"; }
+mkdir -p "$H/repo/.git"; echo ref > "$H/repo/.git/HEAD"; echo '# my model' > "$H/repo/README.md"; echo '*.bin lfs' > "$H/repo/.gitattributes"
+before=$(same_tree "$H/repo")
+check "convert into a cloned repo" 1 "$(trun convert "$H/src" "$H/repo")"
+expect_grep "cloned repo refusal named" "repo: holds \".*\", which lmio does not write" "$T/err"
+[ "$before" = "$(same_tree "$H/repo")" ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "not ok: repo changed"; }
+check "convert into a cloned repo --keep-other-files" 0 "$(trun convert "$H/src" "$H/repo" --keep-other-files --dtype bf16)"
+grep -q '# my model' "$H/repo/README.md" && [ -f "$H/repo/.git/HEAD" ] && [ -f "$H/repo/model.safetensors" ] &&
+    pass=$((pass + 1)) || { fail=$((fail + 1)); echo "not ok: --keep-other-files lost something"; }
+check "convert --keep-other-files on files" 2 "$(trun convert "$T/m.safetensors" "$H/x.safetensors" --keep-other-files)"
+
+# names and values from a file reach the terminal escaped
+python3 - "$H/esc.safetensors" <<'PY'
+import json, struct, sys
+h = json.dumps({"__metadata__": {"note": "\x1b[31mred\x1b[0m\nOK"},
+                "w\x1b[2J": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+open(sys.argv[1], "wb").write(struct.pack("<Q", len(h)) + h + b"\0" * 4)
+PY
+check "inspect escapes" 0 "$(trun inspect "$H/esc.safetensors")"
+grep -q $'\x1b' "$T/out" && { fail=$((fail + 1)); echo "not ok: an escape character reached the terminal"; } || pass=$((pass + 1))
+expect_grep "metadata escaped" 'note = \\x1b\[31mred\\x1b\[0m\\x0aOK' "$T/out"
+expect_grep "name escaped" 'w\\x1b\[2J ' "$T/out"
+printf 'x' | dd of="$H/esc.safetensors" bs=1 seek=20 conv=notrunc 2>/dev/null
+trun inspect "$H/esc.safetensors" >/dev/null
+grep -q $'\x1b' "$T/err" && { fail=$((fail + 1)); echo "not ok: an escape character reached stderr"; } || pass=$((pass + 1))
+
+# SIGINT and SIGTERM remove in-flight temporaries; SIGKILL's leftovers go
+# with the next save to the same place (LMIO_FAIL_IO=...:stall parks the
+# save inside its nth write, so the signal lands mid-save every time)
+# (job control on: a background job of a script would otherwise start with
+# SIGINT ignored, and lmio rightly leaves an ignored SIGINT ignored)
+set -m
+signal_case() { # NAME SIGNAL EXPECTED_RC N OUT ARGS...
+    local name=$1 sig=$2 want=$3 n=$4 out=$5; shift 5
+    LMIO_FAIL_IO="write:$n:stall" "$BIN" convert "$@" "$out" >/dev/null 2>&1 &
+    local pid=$! k=0
+    while [ "$(tmps "$H")" = 0 ] && [ $k -lt 500 ]; do sleep 0.02; k=$((k + 1)); done
+    [ "$(tmps "$H")" != 0 ] || echo "    ($name: no temporary appeared)"
+    kill -"$sig" $pid; wait $pid; local rc=$?
+    check "$name exit status" "$want" "$rc"
+}
+signal_case "file convert SIGINT" INT 130 1 "$H/sig.safetensors" "$T/m.safetensors"
+[ "$(tmps "$H")" = 0 ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "not ok: SIGINT left a temporary"; }
+signal_case "file convert SIGTERM" TERM 143 1 "$H/sig.safetensors" "$T/m.safetensors"
+[ "$(tmps "$H")" = 0 ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "not ok: SIGTERM left a temporary"; }
+signal_case "dir convert SIGTERM" TERM 143 3 "$H/sigdir" "$H/src"
+[ "$(tmps "$H")" = 0 ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "not ok: SIGTERM left a temporary directory"; }
+signal_case "file convert SIGKILL" KILL 137 1 "$H/sig.safetensors" "$T/m.safetensors"
+[ "$(tmps "$H")" = 1 ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "not ok: SIGKILL left no temporary to clean"; }
+check "convert after a SIGKILL" 0 "$(trun convert "$T/m.safetensors" "$H/sig.safetensors")"
+[ "$(tmps "$H")" = 0 ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "not ok: the SIGKILL leftover stayed"; }
+signal_case "dir convert SIGKILL" KILL 137 3 "$H/sigdir" "$H/src"
+check "dir convert after a SIGKILL" 0 "$(trun convert "$H/src" "$H/sigdir")"
+[ "$(tmps "$H")" = 0 ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "not ok: the SIGKILLed directory stayed"; }
+set +m
 
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -156,6 +156,13 @@ static void carry(void)
     CHECK_OK(lmio_pretrained_load(scratch("dst"), NULL, &w, NULL, &e_));
     CHECK(w && lmio_tensor_find(w, "w", &t, NULL) == LMIO_OK && t.dtype == LMIO_DTYPE_BF16);
     lmio_statedict_free(w);
+    /* a file linked out of the directory is not copied into the new one */
+    write_bytes(scratch("secret.txt"), "s3cr3t", 6);
+    CHECK(symlink(scratch("secret.txt"), scratch("src/notes.txt")) == 0);
+    CHECK(lmio_pretrained_convert(scratch("src"), scratch("dst3"), &o, &err) != LMIO_OK);
+    CHECK_MSG(strstr(err.message, "notes.txt") && strstr(err.message, "outside"), "%s", err.message);
+    CHECK(stat(scratch("dst3"), &st) != 0);
+    unlink(scratch("src/notes.txt"));
     /* what cannot be carried is an error, never left behind in silence */
     CHECK(mkfifo(scratch("src/pipe"), 0600) == 0);
     CHECK(lmio_pretrained_convert(scratch("src"), scratch("dst2"), &o, &err) == LMIO_ERR_UNSUPPORTED);

@@ -22,6 +22,7 @@ int main(void)
     printf("}, \"PretrainedOpts\": {\"size\": %zu, ", sizeof(lmio_pretrained_opts));
     F(lmio_pretrained_opts, struct_size); F(lmio_pretrained_opts, dtype); F(lmio_pretrained_opts, max_shard_size); F(lmio_pretrained_opts, durable);
     F(lmio_pretrained_opts, format); F(lmio_pretrained_opts, source_dir);
+    F(lmio_pretrained_opts, keep_other_files);
     printf("}}\n");
     return 0;
 }

@@ -136,7 +136,8 @@ LIB.lmio_tokenizer_free.argtypes = [P]
 
 class PretrainedOpts(ctypes.Structure):
     _fields_ = [("struct_size", ctypes.c_size_t), ("dtype", ctypes.c_int), ("max_shard_size", ctypes.c_uint64),
-                ("durable", ctypes.c_int), ("format", ctypes.c_char_p), ("source_dir", ctypes.c_char_p)]
+                ("durable", ctypes.c_int), ("format", ctypes.c_char_p), ("source_dir", ctypes.c_char_p),
+                ("keep_other_files", ctypes.c_int64)]
 
 
 LIB.lmio_pretrained_save.argtypes = [ctypes.c_char_p, P, P, P, ctypes.POINTER(PretrainedOpts), ctypes.POINTER(Error)]

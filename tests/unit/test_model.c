@@ -371,7 +371,7 @@ static void pretrained(void)
     write_text(p, "meow");
     lmio_error err;
     CHECK(lmio_pretrained_save(tmp("photos"), c, w, NULL, NULL, &err) == LMIO_ERR_INVALID_ARG);
-    CHECK(strstr(err.message, "is not a model directory") != NULL);
+    CHECK(strstr(err.message, "holds \"cat.jpg\", which lmio does not write") != NULL);
     CHECK(stat(p, &st) == 0);
 
     /* broken directories */

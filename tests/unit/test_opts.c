@@ -39,6 +39,15 @@ typedef struct {
     lmio_dtype dtype;
 } pretrained_opts_v0;
 
+/* lmio_pretrained_opts before keep_other_files: sizeof 32, tail padding
+ * after durable */
+typedef struct {
+    size_t struct_size;
+    lmio_dtype dtype;
+    uint64_t max_shard_size;
+    int durable;
+} pretrained_opts_v1;
+
 /* A heap block of exactly n bytes holding src, so sanitizers see any read
  * past it. */
 static void *exact_copy(const void *src, size_t n)
@@ -140,6 +149,18 @@ static void pretrained_and_generate(void)
     lmio_tensor t;
     CHECK(back && lmio_tensor_find(back, "w", &t, NULL) == LMIO_OK && t.dtype == LMIO_DTYPE_F16);
     lmio_statedict_free(back);
+    /* an older struct's padding is garbage, never keep_other_files */
+    pretrained_opts_v1 v1;
+    memset(&v1, 0xAA, sizeof v1);
+    v1.struct_size = sizeof v1;
+    v1.dtype = LMIO_DTYPE_NONE;
+    v1.max_shard_size = 0;
+    v1.durable = 0;
+    FILE *f = fopen(scratch("dir/README.md"), "w");
+    if (f) fclose(f);
+    CHECK(lmio_pretrained_save(scratch("dir"), NULL, sd, NULL, (const lmio_pretrained_opts *)(void *)&v1, &err) ==
+          LMIO_ERR_INVALID_ARG);
+    CHECK(strstr(err.message, "README.md") != NULL);
     lmio_pretrained_opts bad = LMIO_PRETRAINED_OPTS_INIT;
     bad.struct_size = 0;
     CHECK(lmio_pretrained_save(scratch("dir2"), NULL, sd, NULL, &bad, &err) == LMIO_ERR_INVALID_ARG);

@@ -1,0 +1,67 @@
+/* Reads of mapped files that cannot kill the process.
+ *
+ * A mapped input that another process truncates raises SIGBUS on the next
+ * read past its new end, whatever the mmap flags (shared/reference/
+ * hostile-inputs.md §5). Two ways out were possible: stop reading through
+ * the mapping (pread into owned buffers) or catch the signal around the
+ * reads. pread would mean keeping a descriptor per shard open for the life
+ * of a state dict (thousands of shards exhaust the fd limit) and giving up
+ * the zero-copy views the API promises, so lmio catches the signal instead,
+ * and only where it is safe to: lmio__guarded runs a function that just
+ * loads and computes (memcpy, dtype conversion, memcmp), with no allocation,
+ * lock or I/O that a jump could leave half done, so leaving it with
+ * siglongjmp is sound. The jump buffer is thread-local (the signal goes to
+ * the thread that faulted), and a SIGBUS outside a guarded region goes to
+ * whatever handler was installed before, or kills the process as usual. */
+#define _GNU_SOURCE
+#include "core.h"
+
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <string.h>
+
+static _Thread_local sigjmp_buf *tl_jump;
+static struct sigaction g_prev;
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+static void on_sigbus(int sig, siginfo_t *info, void *uctx)
+{
+    if (tl_jump) siglongjmp(*tl_jump, 1);
+    if (g_prev.sa_flags & SA_SIGINFO) {
+        if (g_prev.sa_sigaction) g_prev.sa_sigaction(sig, info, uctx);
+        return;
+    }
+    if (g_prev.sa_handler != SIG_DFL && g_prev.sa_handler != SIG_IGN) {
+        g_prev.sa_handler(sig);
+        return;
+    }
+    /* Default action: returning re-executes the faulting load, which now
+     * raises SIGBUS with the default disposition and ends the process. */
+    signal(SIGBUS, SIG_DFL);
+}
+
+static void install(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_sigbus;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, &g_prev);
+}
+
+bool lmio__guarded(void (*fn)(void *ctx), void *ctx)
+{
+    pthread_once(&g_once, install);
+    sigjmp_buf here;
+    sigjmp_buf *volatile outer = tl_jump; /* guarded regions may nest */
+    if (sigsetjmp(here, 0)) { /* SA_NODEFER: SIGBUS is not blocked, no mask to restore */
+        tl_jump = outer;
+        return false;
+    }
+    tl_jump = &here;
+    fn(ctx);
+    tl_jump = outer;
+    return true;
+}

@@ -1,0 +1,547 @@
+/* Destinations, temporary files and inputs that someone else made: refused
+ * or handled safely, never a hang, a crash or lost data (issue 7). An
+ * alarm turns any hang into a failure. */
+#include "../../src/checkpoint/checkpoint.h"
+#include "../../src/core/core.h"
+#include "fixture.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/sysmacros.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static lmio_error err;
+
+static mode_t mode_of(const char *p)
+{
+    struct stat st;
+    return lstat(p, &st) == 0 ? st.st_mode : 0;
+}
+
+/* ---- file destinations ---- */
+
+static void nonregular_destinations(void)
+{
+    const char *data = "hello";
+    /* a FIFO: opening it for writing would block; replacing it would
+     * silently turn it into a file */
+    mkfifo(scratch("fifo"), 0644);
+    CHECK(lmio_file_write_atomic(scratch("fifo"), data, 5, 1, &err) == LMIO_ERR_INVALID_ARG);
+    CHECK(strstr(err.message, "fifo: is a FIFO; expected a regular file") != NULL);
+    CHECK(S_ISFIFO(mode_of(scratch("fifo"))));
+    lmio_statedict *sd = fx_weights(1, 16, 1);
+    CHECK(lmio_safetensors_save(sd, scratch("fifo"), NULL, &err) == LMIO_ERR_INVALID_ARG);
+    CHECK(S_ISFIFO(mode_of(scratch("fifo"))));
+    /* a device node (what /dev/null is) */
+    CHECK(mknod(scratch("null"), S_IFCHR | 0666, makedev(1, 3)) == 0);
+    CHECK(lmio_safetensors_save(sd, scratch("null"), NULL, &err) == LMIO_ERR_INVALID_ARG);
+    CHECK(strstr(err.message, "null: is a device") != NULL);
+    CHECK(S_ISCHR(mode_of(scratch("null"))));
+    /* a socket */
+    int sfd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    snprintf(a.sun_path, sizeof a.sun_path, "%s", scratch("sock"));
+    CHECK(bind(sfd, (struct sockaddr *)&a, sizeof a) == 0);
+    CHECK(lmio_file_write_atomic(scratch("sock"), data, 5, 0, &err) == LMIO_ERR_INVALID_ARG);
+    CHECK(strstr(err.message, "is a socket") != NULL);
+    CHECK(S_ISSOCK(mode_of(scratch("sock"))));
+    close(sfd);
+    /* a symlink to a FIFO is refused too; one to a file replaces the link
+     * entry and never writes through it */
+    CHECK(symlink(scratch("fifo"), scratch("to-fifo")) == 0);
+    CHECK(lmio_file_write_atomic(scratch("to-fifo"), data, 5, 0, &err) == LMIO_ERR_INVALID_ARG);
+    CHECK(strstr(err.message, "is a symlink to a FIFO") != NULL);
+    fx_write_text(scratch("target"), "precious");
+    CHECK(symlink(scratch("target"), scratch("to-target")) == 0);
+    CHECK_OK(lmio_file_write_atomic(scratch("to-target"), data, 5, 0, &e_));
+    char *t = fx_read(scratch("target"), NULL);
+    CHECK(t && !strcmp(t, "precious"));
+    free(t);
+    CHECK(S_ISREG(mode_of(scratch("to-target"))));
+    /* a trailing slash names a directory, not a file */
+    CHECK(lmio_file_write_atomic(scratch("x/"), data, 5, 0, &err) == LMIO_ERR_INVALID_ARG);
+    CHECK(strstr(err.message, "ends with '/'") != NULL);
+    CHECK(fx_count_named(g_scratch, LMIO__TMP_TAG) == 0);
+    lmio_statedict_free(sd);
+}
+
+static void mode_and_owner_kept(void)
+{
+    mode_t old = umask(022);
+    const char *p = scratch("private.safetensors");
+    lmio_statedict *sd = fx_weights(2, 16, 1);
+    CHECK_OK(lmio_safetensors_save(sd, p, NULL, &e_));
+    CHECK((mode_of(p) & 07777) == 0644); /* new: 0666 & ~umask */
+    chmod(p, 0600);
+    CHECK_OK(lmio_safetensors_save(sd, p, NULL, &e_));
+    CHECK_MSG((mode_of(p) & 07777) == 0600, "mode %o", mode_of(p) & 07777);
+    chmod(p, 0640);
+    CHECK_OK(lmio_file_write_atomic(p, "x", 1, 0, &e_));
+    CHECK((mode_of(p) & 07777) == 0640);
+    if (geteuid() == 0) {
+        CHECK(chown(p, 1234, 5678) == 0);
+        CHECK_OK(lmio_safetensors_save(sd, p, NULL, &e_));
+        struct stat st;
+        CHECK(stat(p, &st) == 0 && st.st_uid == 1234 && st.st_gid == 5678);
+    }
+    umask(old);
+    lmio_statedict_free(sd);
+}
+
+/* ---- temporary files ---- */
+
+typedef struct probe {
+    const char *dir;
+    int seen, locked, cleaned;
+} probe;
+
+/* The first progress call happens with the temporary file created: look
+ * at it as another process would, then empty the registry as a signal
+ * handler would. */
+static int probe_progress(void *ctx, uint64_t done, uint64_t total)
+{
+    probe *p = ctx;
+    (void)done, (void)total;
+    if (p->seen) return 0;
+    DIR *d = opendir(p->dir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (strncmp(e->d_name, ".live.safetensors" LMIO__TMP_TAG, strlen(".live.safetensors" LMIO__TMP_TAG)))
+            continue;
+        p->seen = strlen(e->d_name) == strlen(".live.safetensors" LMIO__TMP_TAG) + 6;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", p->dir, e->d_name);
+        int fd = open(path, O_RDONLY);
+        p->locked = fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+        if (fd >= 0) close(fd);
+    }
+    if (d) closedir(d);
+    lmio_cleanup_temporaries();
+    p->cleaned = fx_count_named(p->dir, LMIO__TMP_TAG) == 0;
+    return 0;
+}
+
+static void temporaries(void)
+{
+    mkdir(scratch("tmp"), 0755);
+    char dest[600];
+    snprintf(dest, sizeof dest, "%s/live.safetensors", scratch("tmp"));
+    lmio_statedict *sd = fx_weights(2, 1 << 16, 1);
+    fx_write_text(dest, "old");
+    lmio_save_opts o = LMIO_SAVE_OPTS_INIT;
+    probe p = {scratch("tmp"), 0, 0, 0};
+    o.progress = probe_progress;
+    o.progress_ctx = &p;
+    /* the save whose temporary file the "signal" removed fails, cleanly */
+    CHECK(lmio_safetensors_save(sd, dest, &o, &err) == LMIO_ERR_IO);
+    CHECK(p.seen && p.locked && p.cleaned);
+    char *t = fx_read(dest, NULL);
+    CHECK(t && !strcmp(t, "old"));
+    free(t);
+
+    /* leftovers of killed saves go with the next save to the same place;
+     * one a live save holds (its flock) stays */
+    char stale[700], live[700], other[700];
+    snprintf(stale, sizeof stale, "%s/.live.safetensors" LMIO__TMP_TAG "AbC123", scratch("tmp"));
+    snprintf(live, sizeof live, "%s/.live.safetensors" LMIO__TMP_TAG "LiVe99", scratch("tmp"));
+    snprintf(other, sizeof other, "%s/.other.safetensors" LMIO__TMP_TAG "AbC123", scratch("tmp"));
+    fx_write_text(stale, "partial");
+    fx_write_text(live, "partial");
+    fx_write_text(other, "partial");
+    int lfd = open(live, O_RDONLY);
+    CHECK(flock(lfd, LOCK_EX) == 0);
+    CHECK_OK(lmio_safetensors_save(sd, dest, NULL, &e_));
+    CHECK(access(stale, F_OK) != 0);
+    CHECK(access(live, F_OK) == 0);
+    CHECK(access(other, F_OK) == 0); /* another destination's: not ours to judge */
+    close(lfd);
+    CHECK_OK(lmio_safetensors_save(sd, dest, NULL, &e_));
+    CHECK(access(live, F_OK) != 0);
+    unlink(other);
+
+    /* a real killed save: a child stalls in its first write and is
+     * SIGKILLed; until then its file survives other saves */
+    pid_t pid = fork();
+    if (pid == 0) {
+        lmio__io_fault_arm(LMIO__IO_WRITE, 1, -1);
+        lmio_safetensors_save(sd, dest, NULL, NULL);
+        _exit(0);
+    }
+    for (int i = 0; i < 500 && fx_count_named(scratch("tmp"), LMIO__TMP_TAG) == 0; i++) usleep(10000);
+    CHECK(fx_count_named(scratch("tmp"), LMIO__TMP_TAG) == 1);
+    CHECK_OK(lmio_safetensors_save(sd, dest, NULL, &e_));
+    CHECK(fx_count_named(scratch("tmp"), LMIO__TMP_TAG) == 1); /* the live one stayed */
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    CHECK(fx_count_named(scratch("tmp"), LMIO__TMP_TAG) == 1); /* SIGKILL left it */
+    CHECK_OK(lmio_safetensors_save(sd, dest, NULL, &e_));
+    CHECK(fx_count_named(scratch("tmp"), LMIO__TMP_TAG) == 0);
+
+    /* the same for a directory save killed mid-way */
+    char ddest[700];
+    snprintf(ddest, sizeof ddest, "%s/model", scratch("tmp"));
+    pid = fork();
+    if (pid == 0) {
+        lmio__io_fault_arm(LMIO__IO_WRITE, 2, -1);
+        lmio_pretrained_save(ddest, NULL, sd, NULL, NULL, NULL);
+        _exit(0);
+    }
+    for (int i = 0; i < 500 && fx_count_named(scratch("tmp"), LMIO__TMP_TAG) < 2; i++) usleep(10000);
+    CHECK(fx_count_named(scratch("tmp"), ".model" LMIO__TMP_TAG) == 1);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    CHECK_OK(lmio_pretrained_save(ddest, NULL, sd, NULL, NULL, &e_));
+    CHECK_MSG(fx_count_named(scratch("tmp"), LMIO__TMP_TAG) == 0, "%d left", fx_count_named(scratch("tmp"), LMIO__TMP_TAG));
+    lmio_statedict_free(sd);
+}
+
+/* ---- directory destinations ---- */
+
+static void make_tree(const char *root, const char *const *files)
+{
+    char p[1024];
+    for (int i = 0; files[i]; i++) {
+        snprintf(p, sizeof p, "%s/%s", root, files[i]);
+        for (char *s = p + strlen(root) + 1; (s = strchr(s, '/')); s++) {
+            *s = 0;
+            mkdir(p, 0755);
+            *s = '/';
+        }
+        fx_write_text(p, files[i]);
+    }
+}
+
+static void directory_destinations(void)
+{
+    lmio_config *cfg;
+    lmio_config_create_gpt2(&cfg, NULL);
+    lmio_statedict *sd = fx_weights(3, 256, 2);
+    lmio_tokenizer *tok = fx_tokenizer(scratch("corpus.txt"));
+    char sig[256], sig2[256];
+
+    /* a project folder with its own config.json: never replaced */
+    mkdir(scratch("project"), 0755);
+    make_tree(scratch("project"), (const char *[]){"config.json", "src/main.c", ".git/HEAD", NULL});
+    fx_tree_sig(scratch("project"), sig, sizeof sig);
+    CHECK(lmio_pretrained_save(scratch("project"), cfg, sd, tok, NULL, &err) == LMIO_ERR_INVALID_ARG);
+    CHECK(strstr(err.message, "which lmio does not write") != NULL && strstr(err.message, "project: holds") != NULL);
+    fx_tree_sig(scratch("project"), sig2, sizeof sig2);
+    CHECK(!strcmp(sig, sig2));
+
+    /* a cloned model repository: refused, or kept with keep_other_files */
+    mkdir(scratch("repo"), 0755);
+    lmio_pretrained_opts o = LMIO_PRETRAINED_OPTS_INIT;
+    o.max_shard_size = 1000; /* the old save is sharded */
+    CHECK_OK(lmio_pretrained_save(scratch("repo"), cfg, sd, tok, &o, &e_));
+    make_tree(scratch("repo"), (const char *[]){".git/HEAD", ".git/objects/ab/cdef", "README.md", ".gitattributes", NULL});
+    fx_tree_sig(scratch("repo"), sig, sizeof sig);
+    CHECK(lmio_pretrained_save(scratch("repo"), cfg, sd, tok, NULL, &err) == LMIO_ERR_INVALID_ARG);
+    fx_tree_sig(scratch("repo"), sig2, sizeof sig2);
+    CHECK(!strcmp(sig, sig2));
+    o = (lmio_pretrained_opts)LMIO_PRETRAINED_OPTS_INIT;
+    o.keep_other_files = 1;
+    o.dtype = LMIO_DTYPE_BF16;
+    CHECK_OK(lmio_pretrained_save(scratch("repo"), cfg, sd, tok, &o, &e_));
+    char p[700];
+    snprintf(p, sizeof p, "%s/README.md", scratch("repo"));
+    char *t = fx_read(p, NULL);
+    CHECK(t && !strcmp(t, "README.md"));
+    free(t);
+    snprintf(p, sizeof p, "%s/.git/objects/ab/cdef", scratch("repo"));
+    CHECK(access(p, F_OK) == 0);
+    snprintf(p, sizeof p, "%s/model.safetensors.index.json", scratch("repo"));
+    CHECK(access(p, F_OK) != 0); /* the old save's index and shards went */
+    snprintf(p, sizeof p, "%s/model-00001-of-00003.safetensors", scratch("repo"));
+    CHECK(access(p, F_OK) != 0);
+    lmio_statedict *w2;
+    CHECK_OK(lmio_pretrained_load(scratch("repo"), NULL, &w2, NULL, &e_));
+    lmio_tensor tt;
+    CHECK(lmio_tensor_find(w2, "layer.0.weight", &tt, NULL) == LMIO_OK && tt.dtype == LMIO_DTYPE_BF16);
+    lmio_statedict_free(w2);
+    CHECK(fx_count_named(g_scratch, LMIO__TMP_TAG) == 0);
+
+    /* every file a full save writes is on lmio's one list */
+    o = (lmio_pretrained_opts)LMIO_PRETRAINED_OPTS_INIT;
+    o.max_shard_size = 1000;
+    CHECK_OK(lmio_pretrained_save(scratch("full"), cfg, sd, tok, &o, &e_));
+    DIR *d = opendir(scratch("full"));
+    struct dirent *e;
+    int n = 0;
+    while (d && (e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+            CHECK_MSG(lmio__is_lmio_file(e->d_name), "%s", e->d_name);
+            n++;
+        }
+    if (d) closedir(d);
+    CHECK(n >= 9);
+    CHECK(!lmio__is_lmio_file("README.md") && !lmio__is_lmio_file("model-1-of-2.safetensors") &&
+          !lmio__is_lmio_file("pytorch_model.bin") && lmio__is_lmio_file(".config.json.lmio-tmp-abcdef"));
+
+    /* mode and owner of a replaced directory are kept */
+    chmod(scratch("full"), 0700);
+    if (geteuid() == 0) CHECK(chown(scratch("full"), 1234, 5678) == 0);
+    CHECK_OK(lmio_pretrained_save(scratch("full"), cfg, sd, NULL, NULL, &e_));
+    struct stat st;
+    CHECK(stat(scratch("full"), &st) == 0 && (st.st_mode & 07777) == 0700);
+    if (geteuid() == 0) CHECK(st.st_uid == 1234 && st.st_gid == 5678);
+    chmod(scratch("full"), 0750);
+    CHECK_OK(lmio_pretrained_save(scratch("full"), cfg, sd, NULL, NULL, &e_));
+    CHECK(stat(scratch("full"), &st) == 0 && (st.st_mode & 07777) == 0750);
+
+    /* the source must not be inside the destination, nor the destination
+     * inside the source; the same directory is fine */
+    mkdir(scratch("run"), 0755);
+    mkdir(scratch("run/checkpoints"), 0755);
+    CHECK_OK(lmio_pretrained_save(scratch("run/checkpoints/step1"), cfg, sd, tok, NULL, &e_));
+    lmio_config *c1;
+    lmio_statedict *w1;
+    lmio_tokenizer *t1;
+    CHECK_OK(lmio_pretrained_load(scratch("run/checkpoints/step1"), &c1, &w1, &t1, &e_));
+    fx_tree_sig(scratch("run"), sig, sizeof sig);
+    o = (lmio_pretrained_opts)LMIO_PRETRAINED_OPTS_INIT;
+    o.keep_other_files = 1; /* not even then */
+    CHECK(lmio_pretrained_save(scratch("run"), c1, w1, t1, &o, &err) == LMIO_ERR_INVALID_ARG);
+    CHECK(strstr(err.message, "contains") && strstr(err.message, "step1/model.safetensors, which is being read"));
+    CHECK(lmio_pretrained_save(scratch("run/checkpoints/step1/f16"), c1, w1, t1, NULL, &err) == LMIO_ERR_INVALID_ARG);
+    CHECK(strstr(err.message, "is inside") != NULL);
+    fx_tree_sig(scratch("run"), sig2, sizeof sig2);
+    CHECK(!strcmp(sig, sig2));
+    o = (lmio_pretrained_opts)LMIO_PRETRAINED_OPTS_INIT;
+    o.dtype = LMIO_DTYPE_F16;
+    CHECK_OK(lmio_pretrained_save(scratch("run/checkpoints/step1"), c1, w1, t1, &o, &e_));
+    lmio_config_free(c1);
+    lmio_statedict_free(w1);
+    lmio_tokenizer_free(t1);
+    CHECK_OK(lmio_pretrained_load(scratch("run/checkpoints/step1"), NULL, &w1, NULL, &e_));
+    CHECK(lmio_tensor_find(w1, "layer.2.weight", &tt, NULL) == LMIO_OK && tt.dtype == LMIO_DTYPE_F16);
+    lmio_statedict_free(w1);
+
+    /* not a directory, a symlink, a trailing slash */
+    fx_write_text(scratch("afile"), "x");
+    CHECK(lmio_pretrained_save(scratch("afile"), cfg, sd, NULL, NULL, &err) == LMIO_ERR_INVALID_ARG);
+    CHECK(strstr(err.message, "afile: exists and is not a directory") != NULL);
+    CHECK(symlink(scratch("full"), scratch("linkdir")) == 0);
+    CHECK(lmio_pretrained_save(scratch("linkdir"), cfg, sd, NULL, NULL, &err) == LMIO_ERR_INVALID_ARG);
+    CHECK(strstr(err.message, "is a symbolic link") != NULL);
+    snprintf(p, sizeof p, "%s/", scratch("slash"));
+    CHECK_OK(lmio_pretrained_save(p, cfg, sd, NULL, NULL, &e_));
+    CHECK(S_ISDIR(mode_of(scratch("slash"))));
+    CHECK(fx_count_named(g_scratch, LMIO__TMP_TAG) == 0);
+
+    lmio_config_free(cfg);
+    lmio_statedict_free(sd);
+    lmio_tokenizer_free(tok);
+}
+
+/* ---- inputs ---- */
+
+static void fifo_inputs(void)
+{
+    mkfifo(scratch("in.fifo"), 0644);
+    lmio_statedict *sd;
+    CHECK(lmio_statedict_open(scratch("in.fifo"), NULL, &sd, &err) == LMIO_ERR_INVALID_ARG);
+    CHECK(strstr(err.message, "in.fifo: is a FIFO; expected a regular file") != NULL);
+    /* inside a model directory: config.json, then tokenizer.json */
+    lmio_statedict *w = fx_weights(1, 16, 1);
+    CHECK_OK(lmio_pretrained_save(scratch("fifodir"), NULL, w, NULL, NULL, &e_));
+    char p[700];
+    snprintf(p, sizeof p, "%s/config.json", scratch("fifodir"));
+    mkfifo(p, 0644);
+    lmio_statedict *w2;
+    CHECK(lmio_pretrained_load(scratch("fifodir"), NULL, &w2, NULL, &err) == LMIO_ERR_INVALID_ARG);
+    CHECK(strstr(err.message, "config.json: is a FIFO") != NULL);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/tokenizer.json", scratch("fifodir"));
+    mkfifo(p, 0644);
+    lmio_tokenizer *tok;
+    CHECK(lmio_pretrained_load(scratch("fifodir"), NULL, &w2, &tok, &err) == LMIO_ERR_INVALID_ARG);
+    CHECK(strstr(err.message, "tokenizer.json: is a FIFO") != NULL);
+    lmio_statedict_free(w);
+}
+
+static void shrinking_input(void)
+{
+    const char *src = scratch("shrink.safetensors");
+    lmio_statedict *w = fx_weights(2, 1 << 18, 3); /* 2 MiB of data */
+    CHECK_OK(lmio_safetensors_save(w, src, NULL, &e_));
+    lmio_statedict *sd;
+    CHECK_OK(lmio_statedict_open(src, NULL, &sd, &e_));
+    CHECK(truncate(src, 4096) == 0);
+    /* copied as it is (write(2) from the mapping), converted, read */
+    for (int conv = 0; conv < 2; conv++) {
+        lmio_save_opts o = LMIO_SAVE_OPTS_INIT;
+        o.dtype = conv ? LMIO_DTYPE_F16 : LMIO_DTYPE_NONE;
+        CHECK(lmio_safetensors_save(sd, scratch("shrunk-out.safetensors"), &o, &err) == LMIO_ERR_IO);
+        CHECK_MSG(strstr(err.message, "shrink.safetensors: offset") && strstr(err.message, "shrank"), "%s", err.message);
+        CHECK(access(scratch("shrunk-out.safetensors"), F_OK) != 0);
+    }
+    lmio_tensor t;
+    lmio_statedict_get(sd, 1, &t, NULL);
+    char buf[4096];
+    CHECK(lmio_tensor_read(&t, t.nbytes - sizeof buf, buf, sizeof buf, &err) == LMIO_ERR_IO);
+    CHECK(strstr(err.message, "shrink.safetensors") != NULL);
+    CHECK(lmio_tensor_read(&t, t.nbytes, buf, 1, &err) == LMIO_ERR_INVALID_ARG);
+    /* a directory whose shard shrank: save_pretrained fails, no leftovers */
+    CHECK_MSG(lmio_pretrained_save(scratch("shrunk-dir"), NULL, sd, NULL, NULL, &err) == LMIO_ERR_IO, "%s", err.message);
+    CHECK(access(scratch("shrunk-dir"), F_OK) != 0);
+    CHECK(fx_count_named(g_scratch, LMIO__TMP_TAG) == 0);
+    /* a SIGBUS outside lmio's guarded reads still ends the process as it
+     * would without lmio (the handler passes it on) */
+    pid_t pid = fork();
+    if (pid == 0) {
+        volatile unsigned char x = ((const unsigned char *)t.data)[t.nbytes - 1];
+        (void)x;
+        _exit(0);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    CHECK(!(WIFEXITED(status) && WEXITSTATUS(status) == 0)); /* not swallowed */
+#if !defined(__SANITIZE_ADDRESS__)
+    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGBUS); /* (ASan's own handler reports it instead) */
+#endif
+    lmio_statedict_free(sd);
+    lmio_statedict_free(w);
+}
+
+static void symlinks_leaving_the_directory(void)
+{
+    lmio_statedict *w = fx_weights(2, 64, 1);
+    lmio_config *cfg;
+    lmio_config_create_gpt2(&cfg, NULL);
+    lmio_tokenizer *tok = fx_tokenizer(scratch("corpus2.txt"));
+    CHECK_OK(lmio_pretrained_save(scratch("src"), cfg, w, tok, NULL, &e_));
+    fx_write_text(scratch("secret.json"), "{\"model_type\": \"gpt2\", \"api_key\": \"s3cr3t\"}");
+    const char *names[] = {"config.json", "model.safetensors", "tokenizer.json"};
+    for (int i = 0; i < 3; i++) {
+        char d[64], p[700], real[700];
+        snprintf(d, sizeof d, "evil%d", i);
+        CHECK_OK(lmio_pretrained_save(scratch(d), cfg, w, tok, NULL, &e_));
+        snprintf(p, sizeof p, "%s/%s", scratch(d), names[i]);
+        snprintf(real, sizeof real, "%s/%s", scratch("src"), names[i]);
+        unlink(p);
+        CHECK(symlink(i == 0 ? scratch("secret.json") : real, p) == 0);
+        lmio_config *c2 = NULL;
+        lmio_statedict *w2 = NULL;
+        lmio_tokenizer *t2 = NULL;
+        CHECK(lmio_pretrained_load(scratch(d), &c2, &w2, &t2, &err) == LMIO_ERR_INVALID_ARG);
+        CHECK_MSG(strstr(err.message, names[i]) && strstr(err.message, "leads outside the model directory"), "%s",
+                  err.message);
+        CHECK(!strstr(err.message, "s3cr3t"));
+    }
+    /* a link that stays inside is fine */
+    char p[700];
+    snprintf(p, sizeof p, "%s/sub", scratch("src"));
+    mkdir(p, 0755);
+    snprintf(p, sizeof p, "%s/sub/config.json", scratch("src"));
+    char c[700];
+    snprintf(c, sizeof c, "%s/config.json", scratch("src"));
+    rename(c, p);
+    CHECK(symlink("sub/config.json", c) == 0);
+    lmio_config *c2;
+    lmio_statedict *w2;
+    CHECK_OK(lmio_pretrained_load(scratch("src"), &c2, &w2, NULL, &e_));
+    lmio_config_free(c2);
+    lmio_statedict_free(w2);
+
+    /* the Hugging Face cache: snapshots/<rev>/<file> -> ../../blobs/<hash> */
+    char hub[600];
+    snprintf(hub, sizeof hub, "%s", scratch("hub")); /* scratch() reuses its buffers */
+    char repo[700], blobs[800], snap[800], other[800];
+    mkdir(hub, 0755);
+    snprintf(repo, sizeof repo, "%s/models--org--tiny", hub);
+    snprintf(blobs, sizeof blobs, "%s/blobs", repo);
+    snprintf(snap, sizeof snap, "%s/snapshots", repo);
+    mkdir(repo, 0755);
+    mkdir(blobs, 0755);
+    mkdir(snap, 0755);
+    snprintf(snap, sizeof snap, "%s/snapshots/0123abcd", repo);
+    mkdir(snap, 0755);
+    const char *files[] = {"config.json", "model.safetensors", "tokenizer.json"};
+    for (int i = 0; i < 3; i++) {
+        char from[800], blob[900], link[900], target[64];
+        snprintf(from, sizeof from, "%s/%s", scratch("evil0"), files[i]);
+        if (i == 0) snprintf(from, sizeof from, "%s/sub/config.json", scratch("src"));
+        snprintf(blob, sizeof blob, "%s/%040d", blobs, i);
+        size_t n = 0;
+        char *data = fx_read(from, &n);
+        fx_write(blob, data, n);
+        free(data);
+        snprintf(link, sizeof link, "%s/%s", snap, files[i]);
+        snprintf(target, sizeof target, "../../blobs/%040d", i);
+        CHECK(symlink(target, link) == 0);
+    }
+    lmio_tokenizer *t2;
+    CHECK_OK(lmio_pretrained_load(snap, &c2, &w2, &t2, &e_));
+    lmio_config_free(c2);
+    lmio_statedict_free(w2);
+    lmio_tokenizer_free(t2);
+    /* ... but not into another repository's blobs */
+    snprintf(other, sizeof other, "%s/models--org--other", hub);
+    mkdir(other, 0755);
+    snprintf(other, sizeof other, "%s/models--org--other/blobs", hub);
+    mkdir(other, 0755);
+    char blob[900], link[900];
+    snprintf(blob, sizeof blob, "%s/%040d", other, 9);
+    fx_write_text(blob, "{\"model_type\": \"gpt2\"}");
+    snprintf(link, sizeof link, "%s/config.json", snap);
+    unlink(link);
+    char target[128];
+    snprintf(target, sizeof target, "../../../models--org--other/blobs/%040d", 9);
+    CHECK(symlink(target, link) == 0);
+    CHECK_MSG(lmio_pretrained_load(snap, &c2, &w2, NULL, &err) == LMIO_ERR_INVALID_ARG, "%s", err.message);
+    lmio_config_free(cfg);
+    lmio_statedict_free(w);
+    lmio_tokenizer_free(tok);
+}
+
+/* ---- what reaches a terminal ---- */
+
+static void escaping(void)
+{
+    char out[256];
+    lmio_escape_text(out, sizeof out, "a\x1b[31mred\n", 10);
+    CHECK(!strcmp(out, "a\\x1b[31mred\\x0a"));
+    lmio_escape_text(out, sizeof out, "caf\xc3\xa9 \xc4\x9f \\ ok", 13);
+    CHECK(!strcmp(out, "caf\xc3\xa9 \xc4\x9f \\ ok")); /* letters whose bytes look like C1 stay */
+    lmio_escape_text(out, sizeof out, "c1\xc2\x9bx bad\xff rlo\xe2\x80\xae", 17);
+    CHECK_MSG(!strcmp(out, "c1\\xc2\\x9bx bad\\xff rlo\\xe2\\x80\\xae"), "%s", out);
+    char twice[256];
+    lmio_escape_text(twice, sizeof twice, out, strlen(out));
+    CHECK(!strcmp(out, twice));
+    CHECK(lmio_escape_text(out, 6, "ab\x1b", 3) == 2); /* never half an escape */
+    CHECK(!strcmp(out, "ab"));
+
+    /* a name with an escape sequence, in a file that is broken */
+    const char *h = "{\"evil\\u001b[2J\\u001b[32mOK\\n\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,8]}}";
+    size_t hl = strlen(h);
+    unsigned char file[512] = {0};
+    for (int i = 0; i < 8; i++) file[i] = (unsigned char)(hl >> (8 * i));
+    memcpy(file + 8, h, hl);
+    fx_write(scratch("evil.safetensors"), file, 8 + hl + 8);
+    lmio_statedict *sd;
+    CHECK(lmio_statedict_open(scratch("evil.safetensors"), NULL, &sd, &err) == LMIO_ERR_FORMAT);
+    CHECK_MSG(strstr(err.message, "evil\\x1b[2J\\x1b[32mOK\\x0a") != NULL, "%s", err.message);
+    CHECK(!strchr(err.message, '\x1b') && !strchr(err.message, '\n'));
+    CHECK(strchr(err.key, '\x1b') != NULL); /* the key keeps the exact name */
+}
+
+int main(void)
+{
+    if (scratch_begin("hostile")) return 1;
+    alarm(120); /* a hang (a FIFO opened blocking) fails instead of stalling ctest */
+    nonregular_destinations();
+    mode_and_owner_kept();
+    temporaries();
+    directory_destinations();
+    fifo_inputs();
+    shrinking_input();
+    symlinks_leaving_the_directory();
+    escaping();
+    scratch_end();
+    return test_result("test_hostile");
+}
