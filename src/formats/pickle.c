@@ -191,6 +191,7 @@ static lmio_status pop_mark(machine *m, const char *op, size_t *start)
 static lmio_status add_items(machine *m, pval *c, const uint32_t *items, size_t k)
 {
     size_t have = c->kind == K_DICT ? 2 * c->n : c->n;
+    if (k == 0) return LMIO_OK; /* an empty SETITEMS/APPENDS */
     if (!lmio__grow((void **)&c->u.items, sizeof *c->u.items, have + k, &c->cap)) return nomem(m);
     memcpy(c->u.items + have, items, k * sizeof *items);
     c->n += c->kind == K_DICT ? k / 2 : k;
