@@ -498,7 +498,9 @@ static void build_pickle(lmio__pickler *w, const wten *ts, size_t n, const wstor
 }
 
 #define CONVERT_CHUNK_ELEMS (1u << 20)
-#define WRITE_CHUNK (16u << 20)
+/* small enough that a chunk is still in cache when write(2) copies it
+ * after the CRC pass read it */
+#define WRITE_CHUNK (1u << 20)
 
 typedef struct wjob {
     const lmio_save_opts *o;
