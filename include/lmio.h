@@ -526,7 +526,8 @@ LMIO_API lmio_status lmio_pretrained_save(const char *dir, const lmio_config *cf
                                           lmio_error *err);
 
 /* Loads a directory written by Transformers or lmio: single or sharded
- * safetensors (every shard the index names must exist and hold the tensors
+ * safetensors, or pytorch_model.bin when no safetensors weights are there
+ * (every shard the index names must exist and hold the tensors
  * it is named for), any float dtype. For GPT-2, names are normalised to
  * GPT2LMHeadModel's ("transformer." prefix added where absent), the legacy
  * attn.bias / attn.masked_bias buffers are dropped, and a tied lm_head is

@@ -19,9 +19,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 # ---- a torch.save-shaped zip ----
 
-def torch_zip(records, root="archive", compress=(), dup_central=None):
+def torch_zip(records, root="archive", compress=(), dup_central=None, zip64_central=False):
     """records: [(name, bytes)] -> (file bytes, {name: data offset}).
-    dup_central names a member listed twice in the central directory."""
+    dup_central names a member listed twice in the central directory;
+    zip64_central moves every size and offset into zip64 extra fields, as
+    a writer must for members past 4 GiB."""
     out, central, offs = bytearray(), bytearray(), {}
     for name, data in records:
         full = f"{root}/{name}".encode() if root is not None else name.encode()
@@ -37,8 +39,13 @@ def torch_zip(records, root="archive", compress=(), dup_central=None):
         out += payload
         crc = zlib.crc32(data)
         out += struct.pack("<IIII", 0x08074B50, crc, len(payload), len(data))
-        entry = struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 0, 0, 0x0808, method, 0, 0, crc, len(payload),
-                            len(data), len(full), 0, 0, 0, 0, 0, hdr_off) + full
+        if zip64_central:
+            x = struct.pack("<HHQQQ", 1, 24, len(data), len(payload), hdr_off)
+            entry = struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 0, 45, 0x0808, method, 0, 0, crc, 0xFFFFFFFF,
+                                0xFFFFFFFF, len(full), len(x), 0, 0, 0, 0, 0xFFFFFFFF) + full + x
+        else:
+            entry = struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 0, 0, 0x0808, method, 0, 0, crc, len(payload),
+                                len(data), len(full), 0, 0, 0, 0, 0, hdr_off) + full
         central += entry * (2 if name == dup_central else 1)
     cd_off, n = len(out), len(records) + (dup_central is not None)
     out += central
@@ -285,6 +292,7 @@ def good_files():
     sd = state_dict(s("w") + tensor() + s("w_t") + tensor(size=(3, 2), stride=(1, 3)) +
                     s("row1") + tensor(offset=3, size=(3,), stride=(1,)))
     files["legacy.pt"] = legacy(sd, [("0", F32x6)])
+    files["zip64_extras.pt"] = ckpt(sd, zip64_central=True)[0]
     return files
 
 
