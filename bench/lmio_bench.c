@@ -45,10 +45,10 @@ static int bench_pretrained(const char *dir, int runs)
         double t0 = now();
         lmio_config *cfg;
         lmio_statedict *w;
-        lmio_gpt2 *m;
-        if (lmio_pretrained_load(dir, &cfg, &w, NULL, &err) || lmio_gpt2_create(cfg, w, &m, &err)) die(&err);
+        lmio_model *m;
+        if (lmio_pretrained_load(dir, &cfg, &w, NULL, &err) || lmio_model_create(cfg, w, &m, &err)) die(&err);
         t_load[r] = now() - t0;
-        lmio_gpt2_free(m);
+        lmio_model_free(m);
         lmio_statedict_free(w);
         lmio_config_free(cfg);
     }

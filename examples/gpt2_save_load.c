@@ -59,7 +59,7 @@ int main(int argc, char **argv)
 
     /* 1. the config: GPT-2's defaults, resized */
     lmio_config *cfg;
-    check(lmio_config_create_gpt2(&cfg, &err), &err);
+    check(lmio_config_create("gpt2", &cfg, &err), &err);
     check(lmio_config_set_int(cfg, "vocab_size", (int64_t)V, &err), &err);
     check(lmio_config_set_int(cfg, "n_positions", (int64_t)P, &err), &err);
     check(lmio_config_set_int(cfg, "n_embd", (int64_t)C, &err), &err);
@@ -110,12 +110,12 @@ int main(int argc, char **argv)
         memcpy(ids, enc, n * sizeof *ids);
         lmio_free(enc);
     }
-    lmio_gpt2 *a, *b;
-    check(lmio_gpt2_create(cfg, sd, &a, &err), &err);
-    check(lmio_gpt2_create(cfg2, sd2, &b, &err), &err);
+    lmio_model *a, *b;
+    check(lmio_model_create(cfg, sd, &a, &err), &err);
+    check(lmio_model_create(cfg2, sd2, &b, &err), &err);
     float *la = malloc(n * V * sizeof *la), *lb = malloc(n * V * sizeof *lb);
-    check(lmio_gpt2_logits(a, ids, n, la, &err), &err);
-    check(lmio_gpt2_logits(b, ids, n, lb, &err), &err);
+    check(lmio_model_logits(a, ids, n, la, &err), &err);
+    check(lmio_model_logits(b, ids, n, lb, &err), &err);
     double max_diff = 0;
     for (size_t i = 0; i < n * V; i++) max_diff = fmax(max_diff, fabs((double)la[i] - (double)lb[i]));
     printf("reloaded %zu tensors%s; logits for %zu tokens: max abs difference %g\n", lmio_statedict_count(sd2),
@@ -124,8 +124,8 @@ int main(int argc, char **argv)
     printf(rc ? "MISMATCH\n" : "match: the reloaded model computes exactly the same logits\n");
     free(la);
     free(lb);
-    lmio_gpt2_free(a);
-    lmio_gpt2_free(b);
+    lmio_model_free(a);
+    lmio_model_free(b);
     lmio_statedict_free(sd);
     lmio_statedict_free(sd2);
     lmio_config_free(cfg);

@@ -2,39 +2,18 @@
  * is written as tokenizer.json, config.json and model.safetensors.index.json
  * in turn, and each loader must return a status, never crash or leak. */
 #include "../src/core/core.h"
-
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
+#include "scratch.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static const char *scratch(void)
-{
-    static char dir[64];
-    if (!dir[0]) {
-        snprintf(dir, sizeof dir, "/tmp/lmio-fuzz-%d", (int)getpid());
-        mkdir(dir, 0700);
-    }
-    return dir;
-}
+static const char *scratch(void) { return fuzz_scratch(); }
 
-static void put(const char *name, const uint8_t *data, size_t size)
-{
-    char p[256];
-    snprintf(p, sizeof p, "%s/%s", scratch(), name);
-    FILE *f = fopen(p, "wb");
-    if (!f) return;
-    if (size) fwrite(data, 1, size, f);
-    fclose(f);
-}
+static void put(const char *name, const uint8_t *data, size_t size) { fuzz_put(name, data, size); }
 
 static void drop(const char *name)
 {
-    char p[256];
-    snprintf(p, sizeof p, "%s/%s", scratch(), name);
+    char p[512];
+    fuzz_path(p, sizeof p, name);
     unlink(p);
 }
 

@@ -30,7 +30,7 @@ static lmio_tokenizer *tokenizer(void)
             lmio__tok_add_merge(t, merges[i][0], strlen(merges[i][0]), merges[i][1], strlen(merges[i][1]), "", i, NULL))
             abort();
     }
-    if (lmio__tok_add_added(t, "<|endoftext|>", true, -1, NULL) || lmio__tok_finish(t, "", NULL)) abort();
+    if (lmio__tok_add_added(t, "<|endoftext|>", true, -1, "", NULL) || lmio__tok_finish(t, "", NULL)) abort();
     return t;
 }
 

@@ -411,10 +411,12 @@ LMIO_API lmio_status lmio_tokenizer_train(const char *const *files, size_t n_fil
 /* ------------------------------------------------------------------------ */
 
 /* The config is kept as the JSON object it came from, so keys lmio does not
- * know survive a load/save round trip. Getters apply the model's documented
- * defaults and aliases (GPT-2: hidden_size = n_embd, num_hidden_layers =
+ * know survive a load/save round trip. For an architecture lmio knows
+ * (lmio_arch_supported), getters apply its Transformers config class's
+ * defaults and key aliases (GPT-2: hidden_size = n_embd, num_hidden_layers =
  * n_layer, num_attention_heads = n_head, max_position_embeddings =
- * n_positions). */
+ * n_positions); for any other model_type they return the config's own
+ * values only. */
 typedef struct lmio_config lmio_config;
 
 /* The on-disk format lmio writes: "lmio_format_version" in config.json.
@@ -422,7 +424,11 @@ typedef struct lmio_config lmio_config;
 #define LMIO_FORMAT_VERSION_MAJOR 1
 #define LMIO_FORMAT_VERSION_MINOR 0
 
-/* GPT-2 small's config (Transformers' GPT2Config defaults). */
+/* A config holding every default of model_type's Transformers config class
+ * ("gpt2": GPT2Config(), GPT-2 small). LMIO_ERR_UNSUPPORTED, naming the
+ * model types lmio knows, for any other model_type. */
+LMIO_API lmio_status lmio_config_create(const char *model_type, lmio_config **out, lmio_error *err);
+/* lmio_config_create("gpt2", ...), kept from lmio 0.1. */
 LMIO_API lmio_status lmio_config_create_gpt2(lmio_config **out, lmio_error *err);
 /* path: config.json or a directory holding it. */
 LMIO_API lmio_status lmio_config_load(const char *path, lmio_config **out, lmio_error *err);
@@ -454,24 +460,46 @@ LMIO_API lmio_status lmio_config_set_string(lmio_config *cfg, const char *key, c
 LMIO_API lmio_status lmio_config_set_null(lmio_config *cfg, const char *key, lmio_error *err);
 
 /* ------------------------------------------------------------------------ */
-/* Reference GPT-2 (fp32 compute)                                            */
+/* Models: the reference implementations (fp32 compute)                      */
 /* ------------------------------------------------------------------------ */
 
-/* A GPT-2 built from a config and a state dict with Transformers'
- * GPT2LMHeadModel names ("transformer.h.0.attn.c_attn.weight", ...; a tied
- * lm_head may be absent). F32 weights are used in place (the state dict must
- * outlive the model); F16, BF16 and F64 weights are widened to f32 once. */
-typedef struct lmio_gpt2 lmio_gpt2;
+/* lmio runs the architectures of its architecture table: today "gpt2"
+ * (Transformers' GPT2LMHeadModel). Files and directories of any other
+ * architecture still load, save, convert and verify; only running them
+ * needs a known model_type. */
 
-LMIO_API lmio_status lmio_gpt2_create(const lmio_config *cfg, const lmio_statedict *weights, lmio_gpt2 **out,
-                                      lmio_error *err);
-LMIO_API void lmio_gpt2_free(lmio_gpt2 *model);
-LMIO_API size_t lmio_gpt2_vocab_size(const lmio_gpt2 *model);
+/* 1 if lmio can run model_type (config.json's "model_type"), else 0. */
+LMIO_API int lmio_arch_supported(const char *model_type);
+/* The i-th model type lmio can run (0-based), NULL past the last. Static storage. */
+LMIO_API const char *lmio_arch_name(size_t i);
+
+/* A model of any supported architecture. */
+typedef struct lmio_model lmio_model;
+
+/* Builds the model cfg's model_type names from weights, a state dict with
+ * Transformers' names (GPT-2: GPT2LMHeadModel's, "transformer.h.0.attn
+ * .c_attn.weight", ...; a tied lm_head may be absent). An unknown model_type
+ * is LMIO_ERR_UNSUPPORTED naming it and the model types lmio knows. Every
+ * tensor is checked (present, shape as the config implies, a float dtype)
+ * before anything sized by the config is allocated, so a config that claims
+ * more layers or positions than the weights hold fails at once, naming the
+ * first missing or mis-shaped tensor. F32 weights are used in place (the
+ * state dict must outlive the model); F16, BF16 and F64 weights are widened
+ * to f32 once. Free with lmio_model_free. */
+LMIO_API lmio_status lmio_model_create(const lmio_config *cfg, const lmio_statedict *weights, lmio_model **out,
+                                       lmio_error *err);
+LMIO_API void lmio_model_free(lmio_model *model);
+/* Its config's model_type ("gpt2"). Static storage; NULL for NULL. */
+LMIO_API const char *lmio_model_type(const lmio_model *model);
+/* Rows of the logits (the config's vocab_size); 0 for NULL. */
+LMIO_API size_t lmio_model_vocab_size(const lmio_model *model);
+/* The most positions one sequence may have (GPT-2: n_positions); 0 for NULL. */
+LMIO_API size_t lmio_model_max_positions(const lmio_model *model);
 
 /* Logits for every position of ids: logits has n * vocab_size floats,
- * row-major (position, token). n must not exceed n_positions. */
-LMIO_API lmio_status lmio_gpt2_logits(lmio_gpt2 *model, const int32_t *ids, size_t n, float *logits,
-                                      lmio_error *err);
+ * row-major (position, token). n must not exceed max_positions. */
+LMIO_API lmio_status lmio_model_logits(lmio_model *model, const int32_t *ids, size_t n, float *logits,
+                                       lmio_error *err);
 
 typedef struct lmio_generate_opts {
     size_t struct_size;  /* sizeof(lmio_generate_opts), set by INIT        */
@@ -483,7 +511,24 @@ typedef struct lmio_generate_opts {
 #define LMIO_GENERATE_OPTS_INIT {sizeof(lmio_generate_opts), 1, 1.0f, 0, -1}
 
 /* Appends up to n_new tokens after the prompt into out (n_new slots);
- * *n_out receives how many were generated (fewer when stop_id came). */
+ * *n_out receives how many were generated (fewer when stop_id came). The
+ * prompt plus the new tokens must fit in max_positions. opts may be NULL. */
+LMIO_API lmio_status lmio_model_generate(lmio_model *model, const int32_t *prompt, size_t n_prompt, size_t n_new,
+                                         const lmio_generate_opts *opts, int32_t *out, size_t *n_out,
+                                         lmio_error *err);
+
+/* ---- GPT-2, as lmio 0.1 spelled it ----
+ * Thin wrappers kept so existing programs build: an lmio_gpt2 is an
+ * lmio_model, and each call below is its lmio_model_* namesake, except that
+ * lmio_gpt2_create also refuses a model_type other than "gpt2". */
+typedef struct lmio_model lmio_gpt2;
+
+LMIO_API lmio_status lmio_gpt2_create(const lmio_config *cfg, const lmio_statedict *weights, lmio_gpt2 **out,
+                                      lmio_error *err);
+LMIO_API void lmio_gpt2_free(lmio_gpt2 *model);
+LMIO_API size_t lmio_gpt2_vocab_size(const lmio_gpt2 *model);
+LMIO_API lmio_status lmio_gpt2_logits(lmio_gpt2 *model, const int32_t *ids, size_t n, float *logits,
+                                      lmio_error *err);
 LMIO_API lmio_status lmio_gpt2_generate(lmio_gpt2 *model, const int32_t *prompt, size_t n_prompt, size_t n_new,
                                         const lmio_generate_opts *opts, int32_t *out, size_t *n_out,
                                         lmio_error *err);
@@ -515,8 +560,11 @@ typedef struct lmio_pretrained_opts {
  * dtype, architectures, lmio_version and lmio_format_version),
  * generation_config.json, model.safetensors or model-0000i-of-0000N
  * .safetensors + model.safetensors.index.json, and the tokenizer files.
- * Every shard carries __metadata__ {"format": "pt"}. For GPT-2 a tied
- * lm_head.weight is left out, as Transformers does. cfg, weights and tok may
+ * Every shard carries __metadata__ {"format": "pt"}. For an architecture
+ * lmio knows (lmio_arch_supported), "architectures" is filled in when the
+ * config lacks it, its legacy buffers are left out, and so is a tied head
+ * (GPT-2's lm_head.weight when tie_word_embeddings), as Transformers does;
+ * tensors of other architectures are written as they are. cfg, weights and tok may
  * each be NULL to leave that part out. The directory appears whole or not at
  * all: it is built beside dir and renamed into place; an existing dir is
  * replaced only if it is a model directory (holds config.json or weights) or
@@ -528,13 +576,15 @@ LMIO_API lmio_status lmio_pretrained_save(const char *dir, const lmio_config *cf
 /* Loads a directory written by Transformers or lmio: single or sharded
  * safetensors, or pytorch_model.bin when no safetensors weights are there
  * (every shard the index names must exist and hold the tensors
- * it is named for), any float dtype. For GPT-2, names are normalised to
- * GPT2LMHeadModel's ("transformer." prefix added where absent), the legacy
- * attn.bias / attn.masked_bias buffers are dropped, and a tied lm_head is
- * dropped (the model uses wte). Pass NULL for parts not wanted; *cfg is set
- * to NULL when the directory has no config.json, *tok to NULL when it has no
- * tokenizer files (a tokenizer of a kind lmio does not read, such as
- * WordPiece, is LMIO_ERR_UNSUPPORTED: pass tok = NULL to load the rest). The state dict's tensors
+ * it is named for), any float dtype. For an architecture lmio knows, names
+ * are normalised to its Transformers class's (GPT-2: the "transformer."
+ * prefix added where absent), its legacy buffers are dropped (GPT-2's
+ * attn.bias / attn.masked_bias), and a tied head is dropped (the model uses
+ * the embedding); the tensors of any other model_type are kept as they
+ * are. Pass NULL for parts not wanted; *cfg is set to NULL when the
+ * directory has no config.json, *tok to NULL when it has no tokenizer files
+ * (a tokenizer of a kind lmio does not read, such as WordPiece, is
+ * LMIO_ERR_UNSUPPORTED: pass tok = NULL to load the rest). The state dict's tensors
  * are zero-copy views into the mapped shards. */
 LMIO_API lmio_status lmio_pretrained_load(const char *dir, lmio_config **cfg, lmio_statedict **weights,
                                           lmio_tokenizer **tok, lmio_error *err);
@@ -552,6 +602,57 @@ LMIO_API lmio_status lmio_pretrained_convert(const char *src_dir, const char *ds
 /* "500MB", "2GB", "10KB", "123" (bytes); decimal units as Hugging Face uses
  * (1 GB = 10^9 bytes), "GiB"/"MiB"/"KiB" binary. */
 LMIO_API lmio_status lmio_parse_size(const char *text, uint64_t *out, lmio_error *err);
+
+/* ------------------------------------------------------------------------ */
+/* Verifying                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* Called after each tensor's bytes have been read, in file order (by file,
+ * then offset); nonfinite counts its NaN and Inf values (0 for dtypes other
+ * than F16, BF16, F32, F64). t is borrowed for the call. Return non-zero
+ * to stop: the verification then fails with LMIO_ERR_CANCELLED. */
+typedef int (*lmio_verify_tensor_fn)(void *ctx, const lmio_tensor *t, uint64_t nonfinite);
+
+typedef struct lmio_verify_opts {
+    size_t struct_size;       /* sizeof(lmio_verify_opts), set by INIT        */
+    size_t buffer_size;       /* bytes per read; 0: 8 MiB. The one buffer is
+                                 reused, so memory does not grow with the
+                                 model (at least 4096; rounded down to 8)   */
+    lmio_verify_tensor_fn tensor_fn; /* NULL: none                           */
+    void *ctx;
+} lmio_verify_opts;
+#define LMIO_VERIFY_OPTS_INIT {sizeof(lmio_verify_opts), 0, NULL, NULL}
+
+/* What a verification found; every field is filled on success. */
+typedef struct lmio_verify_report {
+    const char *format;         /* the file's format ("safetensors"), NULL
+                                   for a directory or a state dict built in
+                                   memory; static storage                   */
+    size_t tensors;
+    uint64_t parameters;        /* sum of numel                              */
+    uint64_t data_bytes;        /* sum of nbytes                             */
+    size_t files;               /* distinct files the data was read from     */
+    size_t nonfinite_tensors;   /* floating tensors holding NaN or Inf       */
+    uint64_t nonfinite_values;
+} lmio_verify_report;
+
+/* Validates a model completely at disk speed in bounded memory. A file:
+ * every rule lmio_statedict_open checks, then every data byte read with
+ * pread (nothing is read into memory whole; the file is only mapped to
+ * parse its header). A directory: everything lmio_pretrained_load checks
+ * (config, index, every shard and the tensors the index places there,
+ * tokenizer files of a kind lmio reads), then every shard's data read the
+ * same way. An
+ * unreadable or vanished byte is LMIO_ERR_IO naming the file and offset.
+ * NaN and Inf are counted, not errors: they are legal, if rarely meant.
+ * opts may be NULL; out may be NULL. */
+LMIO_API lmio_status lmio_verify(const char *path, const lmio_verify_opts *opts, lmio_verify_report *out,
+                                 lmio_error *err);
+/* The data part of lmio_verify for a state dict already open: each
+ * tensor's bytes are read again from the file it came from (tensors built
+ * in memory are scanned where they are). */
+LMIO_API lmio_status lmio_statedict_verify(const lmio_statedict *sd, const lmio_verify_opts *opts,
+                                           lmio_verify_report *out, lmio_error *err);
 
 #ifdef __cplusplus
 }

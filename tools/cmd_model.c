@@ -1,4 +1,5 @@
-/* lmio logits and lmio generate: the reference GPT-2 on a model directory. */
+/* lmio logits and lmio generate: a reference model (lmio_model_*) on a model
+ * directory of an architecture lmio can run. */
 #include "cli.h"
 
 #include <stdio.h>
@@ -12,13 +13,14 @@
 const char k_logits_help[] =
     "usage: lmio logits DIR --ids 1,2,3 --out FILE.npy\n"
     "\n"
-    "Run the reference GPT-2 (fp32) on the ids and write the logits, float32 of\n"
-    "shape (len(ids), vocab_size), as a NumPy .npy file.\n";
+    "Run the reference model (fp32) on the ids and write the logits, float32 of\n"
+    "shape (len(ids), vocab_size), as a NumPy .npy file. The directory's\n"
+    "model_type must be one lmio can run (the error names them when not).\n";
 
 const char k_generate_help[] =
     "usage: lmio generate DIR --prompt TEXT [-n N] [--greedy | --temperature T --seed S] [--json]\n"
     "\n"
-    "Continue TEXT with the reference GPT-2: N new tokens (default 32), greedy by\n"
+    "Continue TEXT with the reference model: N new tokens (default 32), greedy by\n"
     "default, or sampled at temperature T with seed S (reproducible). Stops early\n"
     "at the config's eos_token_id. Prints the continuation, or with --json\n"
     "{\"prompt_ids\": [...], \"ids\": [...new ids...], \"text\": \"...\"}.\n";
@@ -27,12 +29,12 @@ typedef struct loaded {
     lmio_config *cfg;
     lmio_statedict *w;
     lmio_tokenizer *tok;
-    lmio_gpt2 *model;
+    lmio_model *model;
 } loaded;
 
 static void loaded_free(loaded *l)
 {
-    lmio_gpt2_free(l->model);
+    lmio_model_free(l->model);
     lmio_statedict_free(l->w);
     lmio_config_free(l->cfg);
     lmio_tokenizer_free(l->tok);
@@ -50,7 +52,7 @@ static int load_model(const char *dir, int want_tok, loaded *l)
         loaded_free(l);
         return fail_msg("%s: no config.json; expected a model directory with a config", dir);
     }
-    if (lmio_gpt2_create(l->cfg, l->w, &l->model, &err)) {
+    if (lmio_model_create(l->cfg, l->w, &l->model, &err)) {
         loaded_free(l);
         return fail(&err);
     }
@@ -107,10 +109,10 @@ int cmd_logits(const cli_command *self, int argc, char **argv)
     if (rc) { free(ids); return rc; }
     float *logits;
     size_t total;
-    unsigned char *npy = npy_alloc(n, lmio_gpt2_vocab_size(l.model), &logits, &total);
+    unsigned char *npy = npy_alloc(n, lmio_model_vocab_size(l.model), &logits, &total);
     lmio_error err;
-    if (!npy) rc = fail_msg("%s: out of memory for %zu x %zu logits", out, n, lmio_gpt2_vocab_size(l.model));
-    else if (lmio_gpt2_logits(l.model, ids, n, logits, &err)) rc = fail(&err);
+    if (!npy) rc = fail_msg("%s: out of memory for %zu x %zu logits", out, n, lmio_model_vocab_size(l.model));
+    else if (lmio_model_logits(l.model, ids, n, logits, &err)) rc = fail(&err);
     else if (lmio_file_write_atomic(out, npy, total, 1, &err)) rc = fail(&err);
     free(npy);
     free(ids);
@@ -188,7 +190,7 @@ static int generate(const gen_args *a, loaded *l)
     if (!out) rc = fail_msg("out of memory");
     else if (lmio_tokenizer_encode(l->tok, a->prompt, strlen(a->prompt), &pids, &np, &err)) rc = fail(&err);
     else if (np == 0) rc = fail_msg("the prompt encodes to no tokens");
-    else if (lmio_gpt2_generate(l->model, pids, np, (size_t)a->n_new, &a->go, out, &nout, &err) ||
+    else if (lmio_model_generate(l->model, pids, np, (size_t)a->n_new, &a->go, out, &nout, &err) ||
              lmio_tokenizer_decode(l->tok, out, nout, &text, &tl, &err))
         rc = fail(&err);
     else rc = print_generated(a, pids, np, out, nout, text, tl);

@@ -1,7 +1,6 @@
 /* lmio verify PATH|DIR */
 #include "cli.h"
 
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,64 +16,24 @@ const char k_verify_help[] =
     "tensors holding NaN or Inf are reported (they are legal, but rarely meant).\n"
     "Exit 0 when valid, 1 with the reason when not.\n";
 
-static uint64_t count_nonfinite(const lmio_tensor *t)
+/* Prints a note for a floating tensor holding NaN or Inf (legal, rarely meant). */
+static int note_nonfinite(void *ctx, const lmio_tensor *t, uint64_t bad)
 {
-    /* Widen in small blocks through the library's own converter so every
-     * float dtype is checked the same way. */
-    if (!lmio_dtype_is_convertible_float(t->dtype)) return 0;
-    enum { BLOCK = 4096 };
-    float buf[BLOCK];
-    uint64_t bad = 0;
-    size_t esz = lmio_dtype_bits(t->dtype) / 8;
-    for (uint64_t i = 0; i < t->numel; i += BLOCK) {
-        size_t m = t->numel - i < BLOCK ? (size_t)(t->numel - i) : BLOCK;
-        lmio_convert(buf, LMIO_DTYPE_F32, (const unsigned char *)t->data + i * esz, t->dtype, m, NULL);
-        for (size_t k = 0; k < m; k++) bad += !isfinite(buf[k]);
-    }
-    return bad;
+    (void)ctx;
+    if (bad) printf("note: tensor \"%s\" holds %llu NaN/Inf value(s)\n", t->name, (unsigned long long)bad);
+    return 0;
 }
 
-/* What verify adds up over a state dict. */
-typedef struct tally {
-    uint64_t params, bytes, nonfinite_tensors;
-    str_list files; /* distinct weight files: an index interleaves them */
-} tally;
-
-/* Counts t, notes NaN/Inf, and remembers its file; -1 when out of memory. */
-static int tally_tensor(tally *y, const lmio_tensor *t)
-{
-    y->params += t->numel;
-    y->bytes += t->nbytes;
-    uint64_t bad = count_nonfinite(t);
-    if (bad) {
-        y->nonfinite_tensors++;
-        printf("note: tensor \"%s\" holds %llu NaN/Inf value(s)\n", t->name, (unsigned long long)bad);
-    }
-    if (!t->source) return 0;
-    for (size_t f = 0; f < y->files.n; f++)
-        if (!strcmp(y->files.v[f], t->source)) return 0;
-    return str_list_push(&y->files, t->source);
-}
-
-/* Reads every byte: a shard truncated or unreadable since it was opened
- * shows up here, not in a later consumer. */
-static void touch_all(const lmio_tensor *t)
-{
-    volatile unsigned char sink = 0;
-    for (uint64_t k = 0; k < t->nbytes; k += 512) sink ^= ((const unsigned char *)t->data)[k];
-    (void)sink;
-}
-
-/* For GPT-2, the weights against the config; and a tokenizer whose ids
- * all have an embedding. */
+/* For an architecture lmio can run, the weights against the config (by
+ * building the model); and a tokenizer whose ids all have an embedding. */
 static int check_model(const char *dir, const lmio_config *cfg, const lmio_statedict *w, const lmio_tokenizer *tok)
 {
     lmio_error err;
     if (!cfg) return EXIT_OK;
-    if (!strcmp(lmio_config_model_type(cfg), "gpt2")) {
-        lmio_gpt2 *m;
-        if (lmio_gpt2_create(cfg, w, &m, &err)) return fail(&err);
-        lmio_gpt2_free(m);
+    if (lmio_arch_supported(lmio_config_model_type(cfg))) {
+        lmio_model *m;
+        if (lmio_model_create(cfg, w, &m, &err)) return fail(&err);
+        lmio_model_free(m);
     }
     int64_t vocab;
     if (tok && lmio_config_get_int(cfg, "vocab_size", &vocab, NULL) == LMIO_OK &&
@@ -86,7 +45,8 @@ static int check_model(const char *dir, const lmio_config *cfg, const lmio_state
 }
 
 /* A whole model directory: everything from_pretrained checks, every data
- * byte read, and for GPT-2 the weights checked against the config. */
+ * byte read, and for an architecture lmio can run the weights checked
+ * against the config. */
 static int verify_dir(const char *dir)
 {
     lmio_error err;
@@ -98,21 +58,19 @@ static int verify_dir(const char *dir)
      * lmio reads its kind */
     if (lmio_pretrained_load(dir, &cfg, &w, NULL, &err)) return fail(&err);
     int rc = dir_tokenizer(dir, &tok, tok_note, sizeof tok_note);
-    tally y = {0};
-    for (size_t i = 0; i < lmio_statedict_count(w) && rc == EXIT_OK; i++) {
-        lmio_tensor t;
-        lmio_statedict_get(w, i, &t, NULL);
-        touch_all(&t);
-        if (tally_tensor(&y, &t)) rc = fail_msg("out of memory");
-    }
+    /* every shard's bytes read with pread in a bounded buffer: a shard
+     * truncated or unreadable since it was opened shows up here */
+    lmio_verify_opts vo = LMIO_VERIFY_OPTS_INIT;
+    vo.tensor_fn = note_nonfinite;
+    lmio_verify_report y = {0};
+    if (rc == EXIT_OK && lmio_statedict_verify(w, &vo, &y, &err)) rc = fail(&err);
     if (rc == EXIT_OK) rc = check_model(dir, cfg, w, tok);
     if (rc == EXIT_OK)
         printf("%s: OK (%s%s, %zu weight file%s, %zu tensors, %llu parameters, %llu data bytes%s%s)\n", dir,
-               cfg ? "config " : "no config", cfg ? lmio_config_model_type(cfg) : "", y.files.n,
-               y.files.n == 1 ? "" : "s", lmio_statedict_count(w), (unsigned long long)y.params,
-               (unsigned long long)y.bytes, tok ? ", tokenizer" : tok_note[0] ? ", tokenizer not read by lmio" : ", no tokenizer",
+               cfg ? "config " : "no config", cfg ? lmio_config_model_type(cfg) : "", y.files,
+               y.files == 1 ? "" : "s", y.tensors, (unsigned long long)y.parameters,
+               (unsigned long long)y.data_bytes, tok ? ", tokenizer" : tok_note[0] ? ", tokenizer not read by lmio" : ", no tokenizer",
                y.nonfinite_tensors ? ", non-finite values noted above" : "");
-    str_list_free(&y.files);
     lmio_config_free(cfg);
     lmio_statedict_free(w);
     lmio_tokenizer_free(tok);
@@ -122,23 +80,17 @@ static int verify_dir(const char *dir)
 static int verify_file(const char *path)
 {
     lmio_error err;
-    lmio_statedict *sd;
-    /* Reading (not mapping) the file makes every byte pass through read(2),
-     * so an unreadable sector is an error here rather than a SIGBUS later. */
-    lmio_open_opts oo = LMIO_OPEN_OPTS_INIT;
-    oo.use_mmap = 0;
-    if (lmio_statedict_open(path, &oo, &sd, &err)) return fail(&err);
-    tally y = {0};
-    for (size_t i = 0; i < lmio_statedict_count(sd); i++) {
-        lmio_tensor t;
-        lmio_statedict_get(sd, i, &t, NULL);
-        t.source = NULL; /* one file: nothing to collect */
-        tally_tensor(&y, &t);
-    }
-    printf("%s: OK (%s, %zu tensors, %llu parameters, %llu data bytes%s)\n", path, lmio_statedict_format(sd),
-           lmio_statedict_count(sd), (unsigned long long)y.params, (unsigned long long)y.bytes,
+    /* The header is parsed from a mapping and every data byte is read
+     * with pread through one bounded buffer: an unreadable sector is an
+     * error here rather than a SIGBUS later, and a file larger than memory
+     * can still be verified. */
+    lmio_verify_opts vo = LMIO_VERIFY_OPTS_INIT;
+    vo.tensor_fn = note_nonfinite;
+    lmio_verify_report y;
+    if (lmio_verify(path, &vo, &y, &err)) return fail(&err);
+    printf("%s: OK (%s, %zu tensors, %llu parameters, %llu data bytes%s)\n", path, y.format ? y.format : "?",
+           y.tensors, (unsigned long long)y.parameters, (unsigned long long)y.data_bytes,
            y.nonfinite_tensors ? ", non-finite values noted above" : "");
-    lmio_statedict_free(sd);
     return EXIT_OK;
 }
 

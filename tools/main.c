@@ -25,7 +25,7 @@ static const cli_command k_commands[] = {
     {"convert", "IN OUT [--dtype f32|f16|bf16]", "rewrite, converting floating tensors", cmd_convert, k_convert_help},
     {"example", "OUT", "write the built-in example model", cmd_example, k_example_help},
     {"tokenizer", "encode|decode|train ...", "GPT-2 byte-level BPE (see --help)", cmd_tokenizer, k_tokenizer_help},
-    {"logits", "DIR --ids 1,2,3 --out F.npy", "reference GPT-2 logits as .npy", cmd_logits, k_logits_help},
+    {"logits", "DIR --ids 1,2,3 --out F.npy", "reference model logits as .npy", cmd_logits, k_logits_help},
     {"generate", "DIR --prompt TEXT [-n N]", "continue a prompt (greedy or sampled)", cmd_generate, k_generate_help},
     {"version", "", "print lmio's version", cmd_version, "usage: lmio version\n\nPrint lmio's version.\n"},
 };

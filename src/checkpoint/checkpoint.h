@@ -3,7 +3,7 @@
 #define LMIO_CHECKPOINT_H
 
 #include "../core/json.h"
-#include "../model/model.h"
+#include "../model/arch.h"
 
 /* A directory being built beside its destination (dircommit.c). */
 typedef struct lmio__stage {

@@ -11,21 +11,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static bool is_gpt2(const lmio_config *cfg) { return cfg && !strcmp(lmio_config_model_type(cfg), "gpt2"); }
-
-static bool gpt2_tied(const lmio_config *cfg)
-{
-    int tie = 1;
-    lmio_config_get_bool(cfg, "tie_word_embeddings", &tie, NULL);
-    return tie;
-}
-
-static bool ends_with(const char *s, const char *suf)
-{
-    size_t a = strlen(s), b = strlen(suf);
-    return a >= b && !strcmp(s + a - b, suf);
-}
-
 /* A shard name from an index must be a plain file name inside the
  * directory: no separators, no "..", nothing absolute. */
 static bool plain_name(const char *n) { return *n && !strchr(n, '/') && strcmp(n, ".") && strcmp(n, ".."); }
@@ -40,7 +25,8 @@ static lmio_status load_sharded(const char *dir, const char *index, lmio_statedi
         lmio__json_decref(root);
         return lmio__fail(err, LMIO_ERR_FORMAT, index, -1, "weight_map", "no \"weight_map\" object; expected {tensor: shard}");
     }
-    /* open every shard the index names, once */
+    /* open every shard the index names, once; opened maps a shard's file
+     * name to its number among all's adopted state dicts */
     lmio__smap opened = {0};
     const char *name;
     lmio__json *v;
@@ -65,18 +51,19 @@ static lmio_status load_sharded(const char *dir, const char *index, lmio_statedi
                                file, name, dir);
             break;
         }
+        size_t child = lmio__statedict_child_count(all);
         if ((s = lmio__statedict_adopt(all, sh, err))) { lmio_statedict_free(sh); break; }
-        if (!lmio__smap_put(&opened, file, strlen(file), 0)) { s = lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory"); break; }
+        if (!lmio__smap_put(&opened, file, strlen(file), (uint32_t)child)) { s = lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory"); break; }
     }
     /* every tensor must be in the shard the index names for it */
     it = lmio__json_iter_begin(map);
     while (lmio__json_iter_next(&it, &name, &v)) {
         if (s) break;
         const char *file = lmio__json_string_value(v);
-        char path[4096];
-        if ((s = lmio__path_join(path, sizeof path, dir, file, err))) break;
+        uint32_t child = UINT32_MAX;
         lmio_tensor t;
-        if (lmio__statedict_find_in_child(all, path, name, &t) != LMIO_OK) {
+        lmio__smap_get(&opened, file, strlen(file), &child);
+        if (lmio__statedict_find_in_child(all, child, name, &t) != LMIO_OK) {
             s = lmio__fail(err, LMIO_ERR_NOT_FOUND, index, -1, name,
                            "tensor \"%s\" is not in shard \"%s\", where the index places it", name, file);
             break;
@@ -89,34 +76,42 @@ static lmio_status load_sharded(const char *dir, const char *index, lmio_statedi
     return s;
 }
 
-/* GPT-2 checkpoints come with or without the "transformer." prefix and may
- * carry the legacy mask buffers (safetensors-hf.md §2.8); lmio's state dict
- * always uses GPT2LMHeadModel's names. */
-static lmio_status normalize_gpt2(const lmio_config *cfg, lmio_statedict *raw, const char *dir,
-                                  lmio_statedict **out, lmio_error *err)
+/* Checkpoints of a known architecture come with or without its name
+ * prefix and may carry legacy buffers (GPT-2: "transformer.", attn.bias and
+ * attn.masked_bias; safetensors-hf.md §2.8); lmio's state dict always uses
+ * the names of the architecture's Transformers class. A tied head is
+ * dropped (the model uses the embedding, as Transformers re-ties it). */
+static lmio_status normalize(const lmio__arch *a, bool tied, lmio_statedict *raw, const char *dir,
+                             lmio_statedict **out, lmio_error *err)
 {
     lmio_statedict *sd;
     lmio_status s = lmio_statedict_create(&sd, err);
     if (s) return s;
-    bool tied = gpt2_tied(cfg), has_head = false;
     for (size_t i = 0; i < lmio_statedict_count(raw) && !s; i++) {
         lmio_tensor t;
         lmio_statedict_get(raw, i, &t, NULL);
-        if (ends_with(t.name, ".attn.bias") || ends_with(t.name, ".attn.masked_bias")) continue;
-        if (!strcmp(t.name, "lm_head.weight")) {
-            has_head = true;
-            if (tied) continue; /* the model uses wte, as Transformers re-ties it */
+        if (lmio__arch_dropped(a, t.name)) continue;
+        char name[LMIO_NAME_MAX + 64];
+        const lmio__tensor_spec *ts = lmio__arch_spec(a, t.name, NULL);
+        snprintf(name, sizeof name, "%s", t.name);
+        if (!ts && a->name_prefix) {
+            snprintf(name, sizeof name, "%s%s", a->name_prefix, t.name);
+            if (!(ts = lmio__arch_spec(a, name, NULL))) snprintf(name, sizeof name, "%s", t.name);
         }
-        char name[LMIO_NAME_MAX + 16];
-        bool base = !strncmp(t.name, "wte.", 4) || !strncmp(t.name, "wpe.", 4) || !strncmp(t.name, "h.", 2) ||
-                    !strncmp(t.name, "ln_f.", 5);
-        snprintf(name, sizeof name, "%s%s", base ? "transformer." : "", t.name);
+        if (ts && (ts->flags & LMIO__T_TIED) && tied) continue;
         s = lmio__statedict_add_view(sd, name, strlen(name), t.dtype, t.ndim, t.shape, t.data, t.nbytes,
                                      t.file_offset, t.source, err);
     }
-    if (!s && !tied && !has_head)
-        s = lmio__fail(err, LMIO_ERR_NOT_FOUND, dir, -1, "lm_head.weight",
-                       "tie_word_embeddings is false but no shard holds lm_head.weight; expected the untied head");
+    /* an untied head must be there: nothing else could stand in for it */
+    for (size_t i = 0; i < a->n_tensors && !s && !tied; i++) {
+        const lmio__tensor_spec *ts = &a->tensors[i];
+        lmio_tensor t;
+        if ((ts->flags & LMIO__T_TIED) && !(ts->flags & LMIO__T_PER_LAYER) &&
+            lmio_tensor_find(sd, ts->hf_name, &t, NULL) != LMIO_OK)
+            s = lmio__fail(err, LMIO_ERR_NOT_FOUND, dir, -1, ts->hf_name,
+                           "tie_word_embeddings is false but no shard holds %s; expected the untied head",
+                           ts->hf_name);
+    }
     if (!s) s = lmio__statedict_adopt(sd, raw, err);
     if (s) {
         lmio_statedict_free(sd);
@@ -177,11 +172,12 @@ static lmio_status load_weights(const char *dir, const lmio_config *cfg, lmio_st
     } else if ((s = lmio_statedict_open(path, NULL, &raw, err))) {
         return s;
     }
-    if (!is_gpt2(cfg)) {
+    const lmio__arch *a = lmio__arch_of(cfg);
+    if (!a) { /* an architecture lmio does not run: its tensors as they are */
         *out = raw;
         return LMIO_OK;
     }
-    s = normalize_gpt2(cfg, raw, dir, out, err);
+    s = normalize(a, lmio__arch_tied(cfg), raw, dir, out, err);
     if (s) lmio_statedict_free(raw);
     return s;
 }

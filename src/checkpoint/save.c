@@ -2,6 +2,7 @@
  * (shared/reference/safetensors-hf.md §2), committed atomically. */
 #include "../formats/formats.h"
 #include "checkpoint.h"
+#include "../tokenizer/tokenizer.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -33,21 +34,6 @@ lmio_status lmio_parse_size(const char *text, uint64_t *out, lmio_error *err)
                       "(decimal) or KiB, MiB, GiB (binary), at least 1 byte", text);
 }
 
-static bool is_gpt2(const lmio_config *cfg) { return cfg && !strcmp(lmio_config_model_type(cfg), "gpt2"); }
-
-static bool gpt2_tied(const lmio_config *cfg)
-{
-    int tie = 1;
-    lmio_config_get_bool(cfg, "tie_word_embeddings", &tie, NULL);
-    return tie;
-}
-
-static bool ends_with(const char *s, const char *suf)
-{
-    size_t a = strlen(s), b = strlen(suf);
-    return a >= b && !strcmp(s + a - b, suf);
-}
-
 static const char *torch_dtype_name(lmio_dtype d)
 {
     switch (d) {
@@ -66,26 +52,42 @@ static lmio_status write_json_file(const char *dir, const char *name, lmio__json
     return s ? s : lmio__write_json_python(path, v, durable, err);
 }
 
-/* The tensors to write: for GPT-2 a tied lm_head is left out (Transformers
- * re-ties it on load), as are the legacy mask buffers. */
+/* A tied tensor (spec ts, named name) must equal what it is tied to,
+ * since only that one is written. */
+static lmio_status check_tied(const lmio_statedict *w, const lmio__tensor_spec *ts, size_t layer,
+                              const lmio_tensor *t, lmio_error *err)
+{
+    char to[LMIO_NAME_MAX + 32];
+    lmio_tensor e;
+    if (!lmio__tensor_name(ts->tied_to, layer, to, sizeof to) || lmio_tensor_find(w, to, &e, NULL) != LMIO_OK)
+        return LMIO_OK;
+    if (e.nbytes == t->nbytes && e.dtype == t->dtype && (!t->nbytes || !memcmp(e.data, t->data, t->nbytes)))
+        return LMIO_OK;
+    return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, t->name,
+                      "%s differs from %s but tie_word_embeddings is true; expected equal tensors, or set "
+                      "tie_word_embeddings to false",
+                      t->name, to);
+}
+
+/* The tensors to write. For an architecture lmio knows, a tied head is left
+ * out (Transformers re-ties it on load), as are the legacy buffers; other
+ * architectures' tensors are all written. */
 static lmio_status select_weights(const lmio_config *cfg, const lmio_statedict *w, lmio_statedict **out,
                                   lmio_error *err)
 {
     lmio_statedict *sel;
     lmio_status s = lmio_statedict_create(&sel, err);
     if (s) return s;
-    bool drop_head = is_gpt2(cfg) && gpt2_tied(cfg);
+    const lmio__arch *a = lmio__arch_of(cfg);
+    bool tied = a && lmio__arch_tied(cfg);
     for (size_t i = 0; i < lmio_statedict_count(w) && !s; i++) {
         lmio_tensor t;
         lmio_statedict_get(w, i, &t, NULL);
-        if (is_gpt2(cfg) && (ends_with(t.name, ".attn.bias") || ends_with(t.name, ".attn.masked_bias"))) continue;
-        if (drop_head && !strcmp(t.name, "lm_head.weight")) {
-            lmio_tensor e;
-            if (lmio_tensor_find(w, "transformer.wte.weight", &e, NULL) == LMIO_OK &&
-                (e.nbytes != t.nbytes || e.dtype != t.dtype || (t.nbytes && memcmp(e.data, t.data, t.nbytes))))
-                s = lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "lm_head.weight",
-                               "lm_head.weight differs from transformer.wte.weight but tie_word_embeddings is true; "
-                               "expected equal tensors, or set tie_word_embeddings to false");
+        if (lmio__arch_dropped(a, t.name)) continue;
+        size_t layer = 0;
+        const lmio__tensor_spec *ts = tied ? lmio__arch_spec(a, t.name, &layer) : NULL;
+        if (ts && (ts->flags & LMIO__T_TIED)) {
+            s = check_tied(w, ts, layer, &t, err);
             continue;
         }
         s = lmio_statedict_add(sel, t.name, t.dtype, t.ndim, t.shape, t.data, t.nbytes, LMIO_BORROW, err);
@@ -185,16 +187,15 @@ static lmio_status save_configs(const char *tmp, const lmio_config *cfg, const l
     snprintf(fv, sizeof fv, "%d.%d", LMIO_FORMAT_VERSION_MAJOR, LMIO_FORMAT_VERSION_MINOR);
     if (!s) s = lmio_config_set_string(c, "lmio_format_version", fv, err);
     if (!s) s = lmio_config_set_string(c, "lmio_version", LMIO_VERSION_STRING, err);
-    if (!s && is_gpt2(c) && !lmio__json_get(obj, "architectures")) {
+    const lmio__arch *arch = lmio__arch_of(c);
+    if (!s && arch && !lmio__json_get(obj, "architectures")) {
         lmio__json *a = lmio__json_array();
-        bool ok = lmio__json_append(a, lmio__json_string("GPT2LMHeadModel"));
+        bool ok = lmio__json_append(a, lmio__json_string(arch->hf_class));
         ok &= lmio__json_set(obj, "architectures", a);
         if (!ok) s = lmio__fail(err, LMIO_ERR_NOMEM, "config.json", -1, "architectures", "out of memory");
     }
-    if (!s) {
-        char path[8192];
-        if (!(s = lmio__path_join(path, sizeof path, tmp, "config.json", err))) s = lmio_config_save(c, path, err);
-    }
+    /* what lmio_config_save writes, with the caller's durable choice */
+    if (!s) s = write_json_file(tmp, "config.json", obj, o->durable, err);
     char gpath[8192];
     struct stat gst;
     bool carried = !s && !lmio__path_join(gpath, sizeof gpath, tmp, "generation_config.json", NULL) &&
@@ -210,7 +211,7 @@ static lmio_status save_configs(const char *tmp, const lmio_config *cfg, const l
             lmio__json *v = lmio__json_get(obj, keys[k]);
             int64_t iv;
             if (v && !lmio__json_is_null(v)) ok &= lmio__json_set(g, keys[k], lmio__json_incref(v));
-            else if (is_gpt2(c) && k < 2 && lmio_config_get_int(c, keys[k], &iv, NULL) == LMIO_OK)
+            else if (arch && k < 2 && lmio_config_get_int(c, keys[k], &iv, NULL) == LMIO_OK) /* its default */
                 ok &= lmio__json_set(g, keys[k], lmio__json_integer(iv));
         }
         s = ok ? write_json_file(tmp, "generation_config.json", g, o->durable, err)
@@ -244,7 +245,7 @@ lmio_status lmio_pretrained_save(const char *dir, const lmio_config *cfg, const 
     if (!s && o.source_dir) s = lmio__carry_files(o.source_dir, st.tmp, o.durable, err);
     if (!s && cfg) s = save_configs(st.tmp, cfg, sel, &o, err);
     if (!s && sel) s = save_weights(st.tmp, sel, &o, fmt, err);
-    if (!s && tok) s = lmio_tokenizer_save(tok, st.tmp, err);
+    if (!s && tok) s = lmio__tokenizer_save(tok, st.tmp, o.durable, err);
     if (!s) s = lmio__stage_commit(&st, err);
     lmio_statedict_free(sel);
     lmio__stage_abort(&st);

@@ -93,6 +93,9 @@ void lmio__buf_json_string(lmio__buf *b, const char *s);
 void lmio__buf_free(lmio__buf *b);
 
 /* ---- hash maps (hashmap.c) ---- */
+/* SipHash-1-3 of p under a per-process random key: for indexes whose keys
+ * come from untrusted files. Not stable across runs; never store it. */
+uint64_t lmio__hash(const void *p, size_t n);
 typedef struct lmio__smap_slot {
     const char *key; /* borrowed; NULL marks an empty slot */
     size_t len;
@@ -102,6 +105,7 @@ typedef struct lmio__smap_slot {
 typedef struct lmio__smap {
     lmio__smap_slot *slots;
     size_t cap, count;
+    uint64_t key[2]; /* the hash key, set when the map first grows */
 } lmio__smap;
 bool lmio__smap_put(lmio__smap *m, const char *key, size_t len, uint32_t value);
 bool lmio__smap_get(const lmio__smap *m, const char *key, size_t len, uint32_t *value);
@@ -113,6 +117,7 @@ typedef struct lmio__umap_slot {
 typedef struct lmio__umap {
     lmio__umap_slot *slots;
     size_t cap, count;
+    uint64_t key[2]; /* the hash key, set when the map first grows */
 } lmio__umap;
 bool lmio__umap_put(lmio__umap *m, uint64_t key, uint64_t value);
 bool lmio__umap_get(const lmio__umap *m, uint64_t key, uint64_t *value);
@@ -178,10 +183,17 @@ lmio_status lmio__statedict_add_view(lmio_statedict *sd, const char *name, size_
                                      lmio_dtype dtype, int ndim, const uint64_t *shape,
                                      const void *data, uint64_t nbytes, int64_t file_offset,
                                      const char *source, lmio_error *err);
+/* Adds metadata in any order without the public checks; the reader must
+ * call lmio__metadata_sort (which refuses duplicate keys) before handing sd
+ * out. */
+lmio_status lmio__metadata_append(lmio_statedict *sd, const char *key, const char *value, lmio_error *err);
+lmio_status lmio__metadata_sort(lmio_statedict *sd, lmio_error *err);
 /* Makes sd own child (freed with sd), so views into child stay valid. */
 lmio_status lmio__statedict_adopt(lmio_statedict *sd, lmio_statedict *child, lmio_error *err);
-/* Finds name in the adopted state dict opened from child_path. */
-lmio_status lmio__statedict_find_in_child(const lmio_statedict *sd, const char *child_path, const char *name,
+/* How many state dicts sd has adopted; the next adopted is number count. */
+size_t lmio__statedict_child_count(const lmio_statedict *sd);
+/* Finds name in the adopted state dict number child (in order of adoption). */
+lmio_status lmio__statedict_find_in_child(const lmio_statedict *sd, size_t child, const char *name,
                                           lmio_tensor *out);
 /* Looks up a name of explicit length (names from files need not be NUL-terminated). */
 bool lmio__statedict_has(const lmio_statedict *sd, const char *name, size_t name_len);

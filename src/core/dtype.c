@@ -193,7 +193,11 @@ static const kernels *active(void)
         g_simd_mode = (e && strcmp(e, "0") == 0) ? 1 : 2;
     }
 #if defined(__x86_64__) || defined(__i386__)
-    if (g_simd_mode == 2 && cpu_has_avx2_f16c()) return &k_avx2;
+    /* -1 = not asked yet: cpuid traps to the hypervisor on many VMs, which
+     * made every small lmio_convert call cost microseconds */
+    static int has_avx2 = -1;
+    if (has_avx2 < 0) has_avx2 = cpu_has_avx2_f16c();
+    if (g_simd_mode == 2 && has_avx2) return &k_avx2;
 #endif
     return &k_portable;
 }

@@ -116,8 +116,8 @@ bool lmio__json_iter_next(lmio__json_iter *it, const char **key, lmio__json **va
 
 /* ---- text ---- */
 
-lmio_status lmio__json_parse(const char *text, size_t n, const char *path, int64_t base_offset,
-                             lmio__json **out, lmio_error *err)
+static lmio_status parse_flags(const char *text, size_t n, size_t flags, const char *path, int64_t base_offset,
+                               lmio__json **out, lmio_error *err)
 {
     lmio__json_init();
     json_error_t jerr;
@@ -125,7 +125,7 @@ lmio_status lmio__json_parse(const char *text, size_t n, const char *path, int64
     /* Duplicate keys are disallowed by the safetensors spec and by
      * config.json consumers alike; a reader that silently kept one of two
      * definitions could be steered by whoever wrote the file. */
-    json_t *v = json_loadb(text, n, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *v = json_loadb(text, n, JSON_REJECT_DUPLICATES | flags, &jerr);
     if (v && t_json_oom) {
         /* jansson can lose an allocation failure and still return a value
          * that may lack part of the input: never trust it */
@@ -143,6 +143,118 @@ lmio_status lmio__json_parse(const char *text, size_t n, const char *path, int64
     }
     *out = v;
     return LMIO_OK;
+}
+
+lmio_status lmio__json_parse(const char *text, size_t n, const char *path, int64_t base_offset,
+                             lmio__json **out, lmio_error *err)
+{
+    return parse_flags(text, n, 0, path, base_offset, out, err);
+}
+
+/* ---- scanning an object member by member ---- */
+
+static bool json_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+static size_t skip_ws(const char *t, size_t n, size_t i)
+{
+    while (i < n && json_ws(t[i])) i++;
+    return i;
+}
+
+/* The end of the string starting at the quote t[i], just past its closing
+ * quote; n when it is unterminated. Content is checked by the parser. */
+static size_t string_end(const char *t, size_t n, size_t i)
+{
+    for (i++; i < n; i++) {
+        if (t[i] == '\\') i++;
+        else if (t[i] == '"') return i + 1;
+    }
+    return n;
+}
+
+/* The end of the value starting at t[i]: brackets matched outside strings,
+ * or a scalar up to the next delimiter. Only finds the span; jansson then
+ * parses it, so anything malformed inside is still reported by it. */
+static size_t value_end(const char *t, size_t n, size_t i)
+{
+    if (i < n && t[i] == '"') return string_end(t, n, i);
+    if (i < n && (t[i] == '{' || t[i] == '[')) {
+        size_t depth = 0;
+        while (i < n) {
+            char c = t[i];
+            if (c == '"') { i = string_end(t, n, i); continue; }
+            if (c == '{' || c == '[') depth++;
+            else if ((c == '}' || c == ']') && --depth == 0) return i + 1;
+            i++;
+        }
+        return n;
+    }
+    while (i < n && !json_ws(t[i]) && t[i] != ',' && t[i] != '}' && t[i] != ']') i++;
+    return i;
+}
+
+static lmio_status syntax(const char *path, int64_t off, const char *what, lmio_error *err)
+{
+    return lmio__fail(err, LMIO_ERR_FORMAT, path, off, "", "invalid JSON: %s; expected one well-formed JSON object",
+                      what);
+}
+
+static lmio_status scan_member(const char *t, size_t n, size_t *pos, const char *path, int64_t base,
+                               lmio__json_member_fn fn, void *ctx, lmio_error *err)
+{
+    size_t i = *pos;
+    if (i >= n || t[i] != '"') return syntax(path, base + (int64_t)i, "a member does not start with a string key", err);
+    size_t kend = string_end(t, n, i);
+    lmio__json *key = NULL, *val = NULL;
+    lmio_status s = parse_flags(t + i, kend - i, JSON_DECODE_ANY, path, base + (int64_t)i, &key, err);
+    if (s) return s;
+    size_t j = skip_ws(t, n, kend);
+    if (j >= n || t[j] != ':') {
+        json_decref(key);
+        return syntax(path, base + (int64_t)j, "no ':' after a key", err);
+    }
+    j = skip_ws(t, n, j + 1);
+    size_t vend = value_end(t, n, j);
+    if ((s = parse_flags(t + j, vend - j, JSON_DECODE_ANY, path, base + (int64_t)j, &val, err))) {
+        json_decref(key);
+        return s;
+    }
+    s = fn(ctx, json_string_value(key), val, base + (int64_t)i, err);
+    json_decref(key);
+    json_decref(val);
+    *pos = vend;
+    return s;
+}
+
+lmio_status lmio__json_scan_object(const char *text, size_t n, const char *path, int64_t base_offset,
+                                   lmio__json_member_fn fn, void *ctx, lmio_error *err)
+{
+    size_t i = skip_ws(text, n, 0);
+    if (i >= n || text[i] != '{') {
+        /* not an object: let the parser say what it is, or what is wrong */
+        lmio__json *v;
+        lmio_status s = parse_flags(text, n, JSON_DECODE_ANY, path, base_offset, &v, err);
+        if (s) return s;
+        const char *kind = json_is_array(v) ? "an array" : json_is_string(v) ? "a string" : "a scalar";
+        json_decref(v);
+        return lmio__fail(err, LMIO_ERR_FORMAT, path, base_offset + (int64_t)i, "",
+                          "the top level is %s; expected a JSON object", kind);
+    }
+    i = skip_ws(text, n, i + 1);
+    if (i < n && text[i] == '}') return skip_ws(text, n, i + 1) == n ? LMIO_OK : syntax(path, base_offset + (int64_t)i + 1, "text follows the object", err);
+    for (;;) {
+        lmio_status s = scan_member(text, n, &i, path, base_offset, fn, ctx, err);
+        if (s) return s;
+        i = skip_ws(text, n, i);
+        if (i < n && text[i] == ',') {
+            i = skip_ws(text, n, i + 1);
+            continue;
+        }
+        if (i < n && text[i] == '}') break;
+        return syntax(path, base_offset + (int64_t)i, i < n ? "no ',' or '}' after a member" : "the object is not closed", err);
+    }
+    i = skip_ws(text, n, i + 1);
+    return i == n ? LMIO_OK : syntax(path, base_offset + (int64_t)i, "text follows the object", err);
 }
 
 char *lmio__json_dump(const lmio__json *v, int indent, const char *path, lmio_error *err)

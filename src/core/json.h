@@ -84,6 +84,17 @@ bool lmio__json_iter_next(lmio__json_iter *it, const char **key, lmio__json **va
  * (base_offset + position of the problem). */
 lmio_status lmio__json_parse(const char *text, size_t n, const char *path, int64_t base_offset,
                              lmio__json **out, lmio_error *err);
+/* Parses the object in text one member at a time and calls fn with each
+ * key and value (both borrowed for the call; offset: where the key starts in
+ * the file). Peak memory is one member's, not the whole tree's: a header of
+ * a million tensors would otherwise hold ~1 KB of jansson nodes per entry.
+ * Duplicate keys at the top level are the caller's to detect; inside a
+ * member they are an error as in lmio__json_parse. A non-zero status from
+ * fn stops the scan and is returned. */
+typedef lmio_status (*lmio__json_member_fn)(void *ctx, const char *key, lmio__json *value, int64_t offset,
+                                            lmio_error *err);
+lmio_status lmio__json_scan_object(const char *text, size_t n, const char *path, int64_t base_offset,
+                                   lmio__json_member_fn fn, void *ctx, lmio_error *err);
 /* Reads a whole small file (config, vocabulary) and parses it as JSON. */
 lmio_status lmio__json_load_file(const char *path, lmio__json **out, lmio_error *err);
 

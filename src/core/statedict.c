@@ -1,23 +1,27 @@
 /* The state dict: an ordered set of named tensors plus string metadata.
- * Names are indexed in an open-addressing hash table so lookups and the
+ * Names are indexed in an open-addressing hash table, keyed (lmio__hash) so
+ * that names chosen to collide cannot turn it quadratic, so lookups and the
  * duplicate check stay O(1) for models with tens of thousands of tensors. */
 #include "core.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+/* Per tensor a small constant: names and shapes live in the arena, and the
+ * index holds 32-bit entry numbers, so a file of a million empty tensors
+ * costs tens of megabytes, not a gigabyte. */
 typedef struct entry {
-    char *name;
-    size_t name_len;
-    lmio_dtype dtype;
-    int ndim;
-    uint64_t shape[LMIO_MAX_DIMS];
-    uint64_t numel;
+    const char *name;      /* in the arena, NUL-terminated */
+    const uint64_t *shape; /* in the arena; NULL when ndim is 0 */
     const void *data;
-    uint64_t nbytes;
     void *owned; /* data copied in (LMIO_COPY), freed with the state dict */
-    int64_t file_offset;
     const char *source; /* borrowed from this or an adopted state dict */
+    uint64_t numel, nbytes;
+    int64_t file_offset;
+    uint32_t name_len;
+    int32_t dtype;
+    int32_t ndim;
 } entry;
 
 typedef struct meta {
@@ -25,36 +29,63 @@ typedef struct meta {
     char *value;
 } meta;
 
+/* Bump allocation in blocks that never move, so names handed out in views
+ * stay valid while more tensors are added. */
+typedef struct arena {
+    char **blocks;
+    size_t n_blocks, cap_blocks;
+    size_t used, avail; /* in the last block */
+} arena;
+
 struct lmio_statedict {
     entry *entries;
     size_t count, cap;
-    size_t *slots; /* index+1 into entries; 0 = empty */
-    size_t nslots; /* power of two, >= 2 * count */
+    uint32_t *slots; /* index+1 into entries; 0 = empty */
+    size_t nslots;   /* power of two, >= 2 * count */
+    arena names;
     meta *meta;
     size_t meta_count, meta_cap;
     char *path;
     const char *format;
     lmio__file file;
     lmio_statedict **children; /* adopted: freed with this one */
-    size_t n_children;
+    size_t n_children, children_cap;
 };
 
-static uint64_t hash_name(const char *s, size_t n)
+static void *arena_alloc(arena *a, size_t n)
 {
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 1099511628211ULL;
+    n = (n + 7) & ~(size_t)7; /* shapes are u64 */
+    if (n > a->avail) {
+        /* small first blocks: a sharded model holds one state dict per shard */
+        size_t size = a->n_blocks ? 65536 : 512;
+        if (size < n) size = n;
+        if (a->n_blocks == a->cap_blocks &&
+            !lmio__grow((void **)&a->blocks, sizeof *a->blocks, a->n_blocks + 1, &a->cap_blocks))
+            return NULL;
+        char *b = lmio__malloc(size);
+        if (!b) return NULL;
+        a->blocks[a->n_blocks++] = b;
+        a->used = 0;
+        a->avail = size;
     }
-    return h;
+    char *p = a->blocks[a->n_blocks - 1] + a->used;
+    a->used += n;
+    a->avail -= n;
+    return p;
 }
 
-static size_t *find_slot(const lmio_statedict *sd, const char *name, size_t n)
+static void arena_free(arena *a)
+{
+    for (size_t i = 0; i < a->n_blocks; i++) lmio__free(a->blocks[i]);
+    lmio__free(a->blocks);
+}
+
+static uint32_t *find_slot(const lmio_statedict *sd, const char *name, size_t n)
 {
     if (!sd->nslots) return NULL;
     size_t mask = sd->nslots - 1;
-    for (size_t i = (size_t)hash_name(name, n) & mask;; i = (i + 1) & mask) {
-        size_t v = sd->slots[i];
+    for (size_t i = (size_t)lmio__hash(name, n) & mask;; i = (i + 1) & mask) {
+        uint32_t v = sd->slots[i];
         if (v == 0) return &sd->slots[i];
         const entry *e = &sd->entries[v - 1];
         if (e->name_len == n && memcmp(e->name, name, n) == 0) return &sd->slots[i];
@@ -64,13 +95,13 @@ static size_t *find_slot(const lmio_statedict *sd, const char *name, size_t n)
 static bool grow_index(lmio_statedict *sd)
 {
     size_t nslots = sd->nslots ? sd->nslots * 2 : 64;
-    size_t *slots = lmio__calloc(nslots, sizeof *slots);
+    uint32_t *slots = lmio__calloc(nslots, sizeof *slots);
     if (!slots) return false;
     lmio__free(sd->slots);
     sd->slots = slots;
     sd->nslots = nslots;
     for (size_t i = 0; i < sd->count; i++)
-        *find_slot(sd, sd->entries[i].name, sd->entries[i].name_len) = i + 1;
+        *find_slot(sd, sd->entries[i].name, sd->entries[i].name_len) = (uint32_t)(i + 1);
     return true;
 }
 
@@ -85,10 +116,8 @@ lmio_status lmio_statedict_create(lmio_statedict **out, lmio_error *err)
 void lmio_statedict_free(lmio_statedict *sd)
 {
     if (!sd) return;
-    for (size_t i = 0; i < sd->count; i++) {
-        lmio__free(sd->entries[i].name);
-        lmio__free(sd->entries[i].owned);
-    }
+    for (size_t i = 0; i < sd->count; i++) lmio__free(sd->entries[i].owned);
+    arena_free(&sd->names);
     for (size_t i = 0; i < sd->meta_count; i++) {
         lmio__free(sd->meta[i].key);
         lmio__free(sd->meta[i].value);
@@ -105,16 +134,16 @@ void lmio_statedict_free(lmio_statedict *sd)
 
 lmio_status lmio__statedict_adopt(lmio_statedict *sd, lmio_statedict *child, lmio_error *err)
 {
-    lmio_statedict **c = lmio__realloc(sd->children, (sd->n_children + 1) * sizeof *c);
-    if (!c) return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
-    sd->children = c;
-    c[sd->n_children++] = child;
+    if (sd->n_children == sd->children_cap &&
+        !lmio__grow((void **)&sd->children, sizeof *sd->children, sd->n_children + 1, &sd->children_cap))
+        return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
+    sd->children[sd->n_children++] = child;
     return LMIO_OK;
 }
 
 bool lmio__statedict_has(const lmio_statedict *sd, const char *name, size_t n)
 {
-    size_t *slot = find_slot(sd, name, n);
+    uint32_t *slot = find_slot(sd, name, n);
     return slot && *slot;
 }
 
@@ -123,6 +152,7 @@ static lmio_status append(lmio_statedict *sd, const char *name, size_t name_len,
                           uint64_t nbytes, void *owned, int64_t file_offset, const char *source,
                           lmio_error *err)
 {
+    if (sd->count >= UINT32_MAX - 1 || name_len > UINT32_MAX) goto nomem;
     if ((sd->count + 1) * 2 > sd->nslots && !grow_index(sd)) goto nomem;
     if (sd->count == sd->cap) {
         size_t cap = sd->cap ? sd->cap * 2 : 16;
@@ -131,7 +161,7 @@ static lmio_status append(lmio_statedict *sd, const char *name, size_t name_len,
         sd->entries = e;
         sd->cap = cap;
     }
-    size_t *slot = find_slot(sd, name, name_len);
+    uint32_t *slot = find_slot(sd, name, name_len);
     if (*slot) {
         lmio__free(owned);
         char shown[LMIO_ERROR_KEY_MAX];
@@ -141,19 +171,24 @@ static lmio_status append(lmio_statedict *sd, const char *name, size_t name_len,
     }
     entry *e = &sd->entries[sd->count];
     memset(e, 0, sizeof *e);
-    e->name = lmio__strndup(name, name_len);
-    if (!e->name) goto nomem;
-    e->name_len = name_len;
-    e->dtype = dtype;
+    char *nm = arena_alloc(&sd->names, name_len + 1);
+    uint64_t *sh = ndim ? arena_alloc(&sd->names, (size_t)ndim * sizeof *shape) : NULL;
+    if (!nm || (ndim && !sh)) goto nomem;
+    memcpy(nm, name, name_len);
+    nm[name_len] = '\0';
+    if (ndim) memcpy(sh, shape, (size_t)ndim * sizeof *shape);
+    e->name = nm;
+    e->name_len = (uint32_t)name_len;
+    e->dtype = (int32_t)dtype;
     e->ndim = ndim;
-    if (ndim) memcpy(e->shape, shape, (size_t)ndim * sizeof *shape);
+    e->shape = sh;
     e->numel = numel;
     e->data = nbytes ? data : NULL;
     e->nbytes = nbytes;
     e->owned = owned;
     e->file_offset = file_offset;
     e->source = source;
-    *slot = ++sd->count;
+    *slot = (uint32_t)++sd->count;
     return LMIO_OK;
 nomem:
     lmio__free(owned);
@@ -223,9 +258,9 @@ static void fill_view(const entry *e, lmio_tensor *out)
 {
     memset(out, 0, sizeof *out);
     out->name = e->name;
-    out->dtype = e->dtype;
+    out->dtype = (lmio_dtype)e->dtype;
     out->ndim = e->ndim;
-    memcpy(out->shape, e->shape, sizeof e->shape);
+    if (e->ndim) memcpy(out->shape, e->shape, (size_t)e->ndim * sizeof *e->shape);
     out->data = e->data;
     out->nbytes = e->nbytes;
     out->numel = e->numel;
@@ -248,7 +283,7 @@ lmio_status lmio_tensor_find(const lmio_statedict *sd, const char *name, lmio_te
 {
     if (!sd || !name || !out)
         return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "NULL argument");
-    size_t *slot = find_slot(sd, name, strlen(name));
+    uint32_t *slot = find_slot(sd, name, strlen(name));
     if (!slot || !*slot)
         return lmio__fail(err, LMIO_ERR_NOT_FOUND, sd->path ? sd->path : "", -1, name,
                           "no tensor named \"%s\"", name);
@@ -306,6 +341,33 @@ lmio_status lmio_metadata_set(lmio_statedict *sd, const char *key, const char *v
     return LMIO_OK;
 }
 
+/* Readers add metadata in file order and sort once (O(n log n)): keys
+ * inserted one by one in descending order would each shift the whole array. */
+lmio_status lmio__metadata_append(lmio_statedict *sd, const char *key, const char *value, lmio_error *err)
+{
+    char *k = lmio__strdup(key), *v = lmio__strdup(value);
+    if (!k || !v || (sd->meta_count == sd->meta_cap &&
+                     !lmio__grow((void **)&sd->meta, sizeof *sd->meta, sd->meta_count + 1, &sd->meta_cap))) {
+        lmio__free(k);
+        lmio__free(v);
+        return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, key, "out of memory");
+    }
+    sd->meta[sd->meta_count++] = (meta){k, v};
+    return LMIO_OK;
+}
+
+static int cmp_meta(const void *a, const void *b) { return strcmp(((const meta *)a)->key, ((const meta *)b)->key); }
+
+lmio_status lmio__metadata_sort(lmio_statedict *sd, lmio_error *err)
+{
+    if (sd->meta_count > 1) qsort(sd->meta, sd->meta_count, sizeof *sd->meta, cmp_meta);
+    for (size_t i = 1; i < sd->meta_count; i++)
+        if (!strcmp(sd->meta[i - 1].key, sd->meta[i].key))
+            return lmio__fail(err, LMIO_ERR_DUPLICATE, sd->path ? sd->path : "", -1, sd->meta[i].key,
+                              "metadata key \"%s\" appears twice; expected unique keys", sd->meta[i].key);
+    return LMIO_OK;
+}
+
 size_t lmio_metadata_count(const lmio_statedict *sd) { return sd ? sd->meta_count : 0; }
 
 lmio_status lmio_metadata_get(const lmio_statedict *sd, size_t i, const char **key,
@@ -346,12 +408,11 @@ lmio_status lmio__statedict_set_source(lmio_statedict *sd, const char *path, con
     return LMIO_OK;
 }
 
-lmio_status lmio__statedict_find_in_child(const lmio_statedict *sd, const char *child_path, const char *name,
+size_t lmio__statedict_child_count(const lmio_statedict *sd) { return sd->n_children; }
+
+lmio_status lmio__statedict_find_in_child(const lmio_statedict *sd, size_t child, const char *name,
                                           lmio_tensor *out)
 {
-    for (size_t i = 0; i < sd->n_children; i++) {
-        const char *p = sd->children[i]->path;
-        if (p && !strcmp(p, child_path)) return lmio_tensor_find(sd->children[i], name, out, NULL);
-    }
-    return LMIO_ERR_NOT_FOUND;
+    if (child >= sd->n_children) return LMIO_ERR_NOT_FOUND;
+    return lmio_tensor_find(sd->children[child], name, out, NULL);
 }

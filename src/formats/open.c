@@ -47,6 +47,12 @@ lmio_status lmio_statedict_save(const lmio_statedict *sd, const char *path, cons
     if (opt_status) return opt_status;
     if (!sd || !path || !*path)
         return lmio__fail(err, LMIO_ERR_INVALID_ARG, path ? path : "", -1, "", "state dict or path missing");
+    /* "out/" can only mean a directory: say so, rather than report why a
+     * temporary file beside "out/" could not be made */
+    if (path[strlen(path) - 1] == '/')
+        return lmio__fail(err, LMIO_ERR_INVALID_ARG, path, -1, "",
+                          "ends with '/', so it names a directory; expected a file path such as %smodel.safetensors",
+                          path);
     const lmio__format *fmt = lmio__format_find(format ? format : "safetensors");
     if (!fmt || !fmt->save) {
         char names[256];

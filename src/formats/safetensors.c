@@ -21,6 +21,13 @@ typedef struct tinfo {
     uint64_t begin, end;
 } tinfo;
 
+/* What the offset check needs per tensor, kept while the header is scanned:
+ * 24 bytes, where the parsed entry itself would be ~1 KB. */
+typedef struct span {
+    uint64_t begin, end;
+    size_t index; /* in the state dict */
+} span;
+
 /* ---- reading ---- */
 
 /* A JSON integer that fits a u64 and is >= 0; jansson keeps integers and
@@ -91,14 +98,6 @@ static lmio_status parse_tensor(const char *path, const char *name, const lmio__
     return LMIO_OK;
 }
 
-static int cmp_offsets(const void *a, const void *b)
-{
-    const tinfo *x = a, *y = b;
-    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
-    if (x->end != y->end) return x->end < y->end ? -1 : 1;
-    return 0;
-}
-
 static lmio_status check_header_length(const char *path, const lmio__file *f, uint64_t *n_out,
                                        lmio_error *err)
 {
@@ -137,92 +136,134 @@ static lmio_status read_metadata(lmio_statedict *sd, const char *path, lmio__jso
         if (!lmio__json_is_string(v))
             return lmio__fail(err, LMIO_ERR_FORMAT, path, 8, k,
                               "__metadata__ key \"%s\" has a non-string value; expected a string", k);
-        lmio_status s = lmio_metadata_set(sd, k, lmio__json_string_value(v), err);
+        lmio_status s = lmio__metadata_append(sd, k, lmio__json_string_value(v), err);
         if (s) return s;
     }
+    return lmio__metadata_sort(sd, err);
+}
+
+typedef struct scan_ctx {
+    lmio_statedict *sd;
+    const char *path;
+    const unsigned char *data;
+    uint64_t data_start, data_len;
+    span *spans;
+    size_t n, cap;
+    bool seen_metadata;
+} scan_ctx;
+
+/* One member of the header: __metadata__ or a tensor, added to the state
+ * dict at once; offsets are checked when all are known. */
+static lmio_status scan_entry(void *vctx, const char *k, lmio__json *v, int64_t offset, lmio_error *err)
+{
+    scan_ctx *c = vctx;
+    if (strcmp(k, "__metadata__") == 0) {
+        if (c->seen_metadata)
+            return lmio__fail(err, LMIO_ERR_FORMAT, c->path, offset, k,
+                              "invalid JSON: duplicate object key \"__metadata__\"; expected each key once");
+        c->seen_metadata = true;
+        return read_metadata(c->sd, c->path, v, err);
+    }
+    tinfo t;
+    lmio_status s = parse_tensor(c->path, k, v, &t, err);
+    if (s) return s;
+    if (c->n == c->cap && !lmio__grow((void **)&c->spans, sizeof *c->spans, c->n + 1, &c->cap))
+        return lmio__fail(err, LMIO_ERR_NOMEM, c->path, -1, "", "out of memory");
+    c->spans[c->n] = (span){t.begin, t.end, lmio_statedict_count(c->sd)};
+    /* data and size are only meaningful once the offsets pass below; until
+     * then nothing reads them, and a failed open frees the state dict */
+    s = lmio__statedict_add_view(c->sd, t.name, t.name_len, t.dtype, t.ndim, t.shape,
+                                 c->data && t.begin < t.end && t.end <= c->data_len ? c->data + t.begin : NULL,
+                                 t.end >= t.begin ? t.end - t.begin : 0,
+                                 (int64_t)(c->data_start + t.begin), NULL, err);
+    if (s == LMIO_ERR_DUPLICATE)
+        return lmio__fail(err, LMIO_ERR_FORMAT, c->path, offset, k,
+                          "invalid JSON: duplicate object key \"%s\"; expected each key once", k);
+    if (s) return s;
+    c->n++;
     return LMIO_OK;
 }
 
-/* Validates a parsed header against the data section and fills sd. */
-static lmio_status read_tensors(lmio_statedict *sd, const char *path, lmio__json *root,
+static int cmp_spans(const void *a, const void *b)
+{
+    const span *x = a, *y = b;
+    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
+    if (x->end != y->end) return x->end < y->end ? -1 : 1;
+    return 0;
+}
+
+/* Scans the header into sd, then validates it against the data section. */
+static lmio_status read_tensors(lmio_statedict *sd, const char *path, const char *hdr, size_t hdr_len,
                                 const unsigned char *data, uint64_t data_len, uint64_t data_start,
                                 lmio_error *err)
 {
-    size_t count = lmio__json_object_size(root);
-    tinfo *ts = count ? lmio__calloc(count, sizeof *ts) : NULL;
-    if (count && !ts) return lmio__fail(err, LMIO_ERR_NOMEM, path, -1, "", "out of memory");
-    size_t nt = 0;
-    lmio_status s = LMIO_OK;
-    const char *k;
-    lmio__json *v;
-    lmio__json_iter it = lmio__json_iter_begin(root);
-    while (lmio__json_iter_next(&it, &k, &v)) {
-        if (strcmp(k, "__metadata__") == 0) {
-            if ((s = read_metadata(sd, path, v, err))) goto out;
-            continue;
-        }
-        if ((s = parse_tensor(path, k, v, &ts[nt], err))) goto out;
-        nt++;
-    }
+    scan_ctx c = {.sd = sd, .path = path, .data = data, .data_start = data_start, .data_len = data_len};
+    lmio_status s = lmio__json_scan_object(hdr, hdr_len, path, 8, scan_entry, &c, err);
+    span *ts = c.spans;
+    size_t nt = c.n;
+    if (s) goto out;
     /* Any order on disk is valid; the reference sorts by offsets and then
      * demands that they tile the data section from 0 with no gap or overlap. */
-    if (nt > 1) qsort(ts, nt, sizeof *ts, cmp_offsets);
+    if (nt > 1) qsort(ts, nt, sizeof *ts, cmp_spans);
     uint64_t pos = 0;
     for (size_t i = 0; i < nt; i++) {
-        tinfo *t = &ts[i];
+        span *t = &ts[i];
+        lmio_tensor v, prev = {0};
+        lmio_statedict_get(sd, t->index, &v, NULL);
+        if (i) lmio_statedict_get(sd, ts[i - 1].index, &prev, NULL);
         if (t->begin != pos || t->end < t->begin) {
             if (t->end < t->begin)
-                s = lmio__fail(err, LMIO_ERR_FORMAT, path, 8, t->name,
+                s = lmio__fail(err, LMIO_ERR_FORMAT, path, 8, v.name,
                                "tensor \"%s\": data_offsets [%llu, %llu] end before they begin; expected begin <= end",
-                               t->name, (unsigned long long)t->begin, (unsigned long long)t->end);
+                               v.name, (unsigned long long)t->begin, (unsigned long long)t->end);
             else
-                s = lmio__fail(err, LMIO_ERR_FORMAT, path, 8, t->name,
+                s = lmio__fail(err, LMIO_ERR_FORMAT, path, 8, v.name,
                                "tensor \"%s\": data_offsets [%llu, %llu] %s; expected it to begin at %llu%s%s%s",
-                               t->name, (unsigned long long)t->begin, (unsigned long long)t->end,
+                               v.name, (unsigned long long)t->begin, (unsigned long long)t->end,
                                t->begin < pos ? "overlap the previous tensor" : "leave a gap",
                                (unsigned long long)pos, i ? " (where \"" : " (the data section starts at 0)",
-                               i ? ts[i - 1].name : "", i ? "\" ends)" : "");
+                               i ? prev.name : "", i ? "\" ends)" : "");
             goto out;
         }
         uint64_t numel, want;
         char sh[256] = ""; /* formatted only when a message needs it */
-        if (!lmio__numel(t->ndim, t->shape, &numel)) {
-            lmio__format_shape(sh, sizeof sh, t->ndim, t->shape);
-            s = lmio__fail(err, LMIO_ERR_FORMAT, path, 8, t->name,
+        if (!lmio__numel(v.ndim, v.shape, &numel)) {
+            lmio__format_shape(sh, sizeof sh, v.ndim, v.shape);
+            s = lmio__fail(err, LMIO_ERR_FORMAT, path, 8, v.name,
                            "tensor \"%s\": shape %s overflows the element count; expected a product below 2^64",
-                           t->name, sh);
+                           v.name, sh);
             goto out;
         }
-        lmio__size_result r = lmio__nbytes(t->dtype, numel, &want);
+        lmio__size_result r = lmio__nbytes(v.dtype, numel, &want);
         if (r == LMIO__SIZE_OVERFLOW) {
-            lmio__format_shape(sh, sizeof sh, t->ndim, t->shape);
-            s = lmio__fail(err, LMIO_ERR_FORMAT, path, 8, t->name,
+            lmio__format_shape(sh, sizeof sh, v.ndim, v.shape);
+            s = lmio__fail(err, LMIO_ERR_FORMAT, path, 8, v.name,
                            "tensor \"%s\": %s shape %s overflows the byte size; expected a size below 2^64",
-                           t->name, lmio_dtype_name(t->dtype), sh);
+                           v.name, lmio_dtype_name(v.dtype), sh);
             goto out;
         }
         if (r == LMIO__SIZE_MISALIGNED) {
-            lmio__format_shape(sh, sizeof sh, t->ndim, t->shape);
-            s = lmio__fail(err, LMIO_ERR_FORMAT, path, 8, t->name,
+            lmio__format_shape(sh, sizeof sh, v.ndim, v.shape);
+            s = lmio__fail(err, LMIO_ERR_FORMAT, path, 8, v.name,
                            "tensor \"%s\": %s shape %s is not a whole number of bytes; expected "
                            "elements * %u bits divisible by 8",
-                           t->name, lmio_dtype_name(t->dtype), sh, lmio_dtype_bits(t->dtype));
+                           v.name, lmio_dtype_name(v.dtype), sh, lmio_dtype_bits(v.dtype));
             goto out;
         }
         if (t->end - t->begin != want) {
-            lmio__format_shape(sh, sizeof sh, t->ndim, t->shape);
-            s = lmio__fail(err, LMIO_ERR_FORMAT, path, 8, t->name,
+            lmio__format_shape(sh, sizeof sh, v.ndim, v.shape);
+            s = lmio__fail(err, LMIO_ERR_FORMAT, path, 8, v.name,
                            "tensor \"%s\": data_offsets [%llu, %llu] hold %llu bytes; expected %llu (%s %s)",
-                           t->name, (unsigned long long)t->begin, (unsigned long long)t->end,
+                           v.name, (unsigned long long)t->begin, (unsigned long long)t->end,
                            (unsigned long long)(t->end - t->begin), (unsigned long long)want,
-                           lmio_dtype_name(t->dtype), sh);
+                           lmio_dtype_name(v.dtype), sh);
             goto out;
         }
         if (t->end > data_len) {
-            s = lmio__fail(err, LMIO_ERR_FORMAT, path, (int64_t)(data_start + data_len), t->name,
+            s = lmio__fail(err, LMIO_ERR_FORMAT, path, (int64_t)(data_start + data_len), v.name,
                            "file ends inside tensor \"%s\" (truncated?); expected data up to file offset %llu, "
                            "file size is %llu",
-                           t->name, (unsigned long long)(data_start + t->end),
+                           v.name, (unsigned long long)(data_start + t->end),
                            (unsigned long long)(data_start + data_len));
             goto out;
         }
@@ -233,16 +274,6 @@ static lmio_status read_tensors(lmio_statedict *sd, const char *path, lmio__json
                        "%llu bytes follow the last tensor; expected the file to end at offset %llu",
                        (unsigned long long)(data_len - pos), (unsigned long long)(data_start + pos));
         goto out;
-    }
-    for (size_t i = 0; i < nt; i++) {
-        tinfo *t = &ts[i];
-        s = lmio__statedict_add_view(sd, t->name, t->name_len, t->dtype, t->ndim, t->shape,
-                                     data + t->begin, t->end - t->begin,
-                                     (int64_t)(data_start + t->begin), NULL, err);
-        if (s) {
-            if (s == LMIO_ERR_DUPLICATE) { /* cannot happen: JSON keys are unique */ }
-            goto out;
-        }
     }
 out:
     lmio__free(ts);
@@ -260,28 +291,15 @@ static lmio_status st_open(const char *path, lmio__file *f, lmio_statedict **out
         return lmio__fail(err, LMIO_ERR_FORMAT, path, (int64_t)(8 + valid), "",
                           "header byte 0x%02x is not valid UTF-8; expected a UTF-8 JSON header",
                           (unsigned char)hdr[valid]);
-    lmio__json *root;
-    if ((s = lmio__json_parse(hdr, (size_t)n, path, 8, &root, err))) return s;
-    if (!lmio__json_is_object(root)) {
-        const char *kind = lmio__json_is_array(root) ? "array" : lmio__json_is_string(root) ? "string" : "scalar";
-        lmio__json_decref(root);
-        return lmio__fail(err, LMIO_ERR_FORMAT, path, 8, "",
-                          "header is a JSON %s; expected a JSON object", kind);
-    }
     lmio_statedict *sd;
-    if ((s = lmio_statedict_create(&sd, err))) {
-        lmio__json_decref(root);
-        return s;
-    }
+    if ((s = lmio_statedict_create(&sd, err))) return s;
     if ((s = lmio__statedict_set_source(sd, path, "safetensors", NULL, err))) {
         lmio_statedict_free(sd);
-        lmio__json_decref(root);
         return s;
     }
     uint64_t data_start = 8 + n;
-    s = read_tensors(sd, path, root, f->data ? f->data + data_start : NULL, f->size - data_start,
+    s = read_tensors(sd, path, hdr, (size_t)n, f->data ? f->data + data_start : NULL, f->size - data_start,
                      data_start, err);
-    lmio__json_decref(root);
     if (s) {
         lmio_statedict_free(sd);
         return s;

@@ -171,26 +171,23 @@ lmio_status lmio__tok_add_merge(lmio_tokenizer *t, const char *a, size_t alen, c
 }
 
 lmio_status lmio__tok_add_added(lmio_tokenizer *t, const char *content, bool special, int32_t want_id,
-                                lmio_error *err)
+                                const char *path, lmio_error *err)
 {
     size_t len = strlen(content);
     if (!len || !lmio__utf8_valid(content, len))
-        return lmio__fail(err, LMIO_ERR_FORMAT, "", -1, "", "added token is empty or not UTF-8");
+        return lmio__fail(err, LMIO_ERR_FORMAT, path, -1, "", "added token is empty or not UTF-8");
     uint32_t id;
     if (!lmio__smap_get(&t->by_str, content, len, &id)) {
         if (want_id >= 0 && (size_t)want_id != t->n)
-            return lmio__fail(err, LMIO_ERR_FORMAT, "", -1, content,
+            return lmio__fail(err, LMIO_ERR_FORMAT, path, -1, content,
                               "added token \"%s\" has id %d; expected %zu (the next free id)", content, want_id, t->n);
         lmio_status s = lmio__tok_add_token(t, content, len, err);
         if (s) return s;
+        /* it decodes through the byte table like any token, as in
+         * tokenizers, and as it will once a saved vocabulary holds it */
         id = (uint32_t)(t->n - 1);
-        /* an added token decodes to its content, not through the byte table */
-        lmio__free(t->raw[id]);
-        t->raw[id] = lmio__strdup(content);
-        if (!t->raw[id]) return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
-        t->raw_len[id] = (uint32_t)len;
     } else if (want_id >= 0 && (uint32_t)want_id != id) {
-        return lmio__fail(err, LMIO_ERR_FORMAT, "", -1, content,
+        return lmio__fail(err, LMIO_ERR_FORMAT, path, -1, content,
                           "added token \"%s\" has id %d but the vocabulary gives it %u", content, want_id, id);
     }
     lmio__added *a = lmio__realloc(t->added, (t->n_added + 1) * sizeof *a);
@@ -198,7 +195,7 @@ lmio_status lmio__tok_add_added(lmio_tokenizer *t, const char *content, bool spe
     t->added = a;
     char *c = lmio__strdup(content);
     if (!c) return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
-    t->added[t->n_added++] = (lmio__added){c, (int32_t)id, special};
+    t->added[t->n_added++] = (lmio__added){c, len, (int32_t)id, special};
     return LMIO_OK;
 }
 
@@ -255,33 +252,85 @@ static void ids_push(ids_vec *o, int32_t id)
     o->v[o->n++] = id;
 }
 
-/* Merges one pre-token's symbols in place: always the adjacent pair of
- * lowest rank, every non-overlapping occurrence left to right, which is what
- * both the reference encoder and tokenizers' priority queue produce. */
-static size_t bpe_word(const lmio_tokenizer *t, int32_t *sym, size_t n)
+/* Work space for one word's merges, reused across words. */
+typedef struct merge_buf {
+    int32_t *sym;      /* token of the symbol starting at each byte; -1 once merged away */
+    uint32_t *nxt, *prv; /* the symbol list; NONE at the ends */
+    uint64_t *heap;    /* rank << 32 | position of the pair's left symbol */
+    size_t cap, heap_n;
+} merge_buf;
+
+#define NONE UINT32_MAX
+
+static void heap_push(merge_buf *b, uint64_t v)
 {
-    while (n > 1) {
-        uint64_t best = UINT64_MAX;
-        for (size_t i = 0; i + 1 < n; i++) {
-            uint64_t v;
-            if (lmio__umap_get(&t->merges, (uint64_t)(uint32_t)sym[i] << 32 | (uint32_t)sym[i + 1], &v) && v < best)
-                best = v;
-        }
-        if (best == UINT64_MAX) break;
-        uint32_t rank = (uint32_t)(best >> 32);
-        int32_t a = (int32_t)t->merge_a[rank], b = (int32_t)t->merge_b[rank], m = (int32_t)(uint32_t)best;
-        size_t j = 0;
-        for (size_t i = 0; i < n;) {
-            if (i + 1 < n && sym[i] == a && sym[i + 1] == b) {
-                sym[j++] = m;
-                i += 2;
-            } else {
-                sym[j++] = sym[i++];
-            }
-        }
-        n = j;
+    size_t i = b->heap_n++;
+    while (i > 0 && b->heap[(i - 1) / 2] > v) {
+        b->heap[i] = b->heap[(i - 1) / 2];
+        i = (i - 1) / 2;
     }
-    return n;
+    b->heap[i] = v;
+}
+
+static uint64_t heap_pop(merge_buf *b)
+{
+    uint64_t top = b->heap[0], v = b->heap[--b->heap_n];
+    size_t i = 0, n = b->heap_n;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && b->heap[c + 1] < b->heap[c]) c++;
+        if (b->heap[c] >= v) break;
+        b->heap[i] = b->heap[c];
+        i = c;
+    }
+    if (n) b->heap[i] = v;
+    return top;
+}
+
+/* The merge of the pair starting at symbol p, if any: rank << 32 | merged id. */
+static bool pair_merge(const lmio_tokenizer *t, const merge_buf *b, uint32_t p, uint64_t *v)
+{
+    uint32_t q = b->nxt[p];
+    return q != NONE &&
+           lmio__umap_get(&t->merges, (uint64_t)(uint32_t)b->sym[p] << 32 | (uint32_t)b->sym[q], v);
+}
+
+static void push_pair(const lmio_tokenizer *t, merge_buf *b, uint32_t p)
+{
+    uint64_t v;
+    if (pair_merge(t, b, p, &v)) heap_push(b, (v >> 32) << 32 | p);
+}
+
+/* Merges one pre-token's symbols (b->sym[0..n)) in place: always the pair
+ * of lowest rank, leftmost first, as tokenizers' Word::merge_all does with
+ * its priority queue (shared/reference/hostile-inputs.md §8). A pair whose
+ * symbols changed since it was queued is skipped when popped. O(n log n):
+ * rescanning the word after every merge made a 400 KB run of letters take
+ * 19 s. Returns the number of symbols, compacted to the front of b->sym. */
+static size_t bpe_word(const lmio_tokenizer *t, merge_buf *b, size_t n)
+{
+    b->heap_n = 0;
+    for (size_t i = 0; i < n; i++) {
+        b->nxt[i] = i + 1 < n ? (uint32_t)(i + 1) : NONE;
+        b->prv[i] = i ? (uint32_t)(i - 1) : NONE;
+    }
+    for (size_t i = 0; i + 1 < n; i++) push_pair(t, b, (uint32_t)i);
+    while (b->heap_n) {
+        uint64_t top = heap_pop(b), v;
+        uint32_t p = (uint32_t)top;
+        if (b->sym[p] < 0 || !pair_merge(t, b, p, &v) || v >> 32 != top >> 32) continue;
+        uint32_t q = b->nxt[p];
+        b->sym[p] = (int32_t)(uint32_t)v;
+        b->sym[q] = -1;
+        b->nxt[p] = b->nxt[q];
+        if (b->nxt[q] != NONE) b->prv[b->nxt[q]] = p;
+        if (b->prv[p] != NONE) push_pair(t, b, b->prv[p]);
+        push_pair(t, b, p);
+    }
+    size_t m = 0;
+    for (uint32_t i = 0; n && i != NONE; i = b->nxt[i]) b->sym[m++] = b->sym[i];
+    return m;
 }
 
 typedef struct enc_state {
@@ -291,10 +340,35 @@ typedef struct enc_state {
     ids_vec pool;       /* cached id runs */
     uint32_t *c_off, *c_len;
     size_t c_n, c_cap;
-    int32_t *sym;
-    size_t sym_cap;
+    merge_buf mb;
     bool oom;
 } enc_state;
+
+static bool merge_buf_reserve(merge_buf *b, size_t n)
+{
+    if (n <= b->cap) return true;
+    if (n >= NONE / 2) return false; /* positions are 32-bit */
+    int32_t *sym = lmio__realloc(b->sym, n * sizeof *sym);
+    if (sym) b->sym = sym;
+    uint32_t *nxt = sym ? lmio__realloc(b->nxt, n * sizeof *nxt) : NULL;
+    if (nxt) b->nxt = nxt;
+    uint32_t *prv = nxt ? lmio__realloc(b->prv, n * sizeof *prv) : NULL;
+    if (prv) b->prv = prv;
+    /* each merge queues at most two pairs and consumes a symbol */
+    uint64_t *heap = prv ? lmio__realloc(b->heap, 3 * n * sizeof *heap) : NULL;
+    if (heap) b->heap = heap;
+    if (!heap) return false;
+    b->cap = n;
+    return true;
+}
+
+static void merge_buf_free(merge_buf *b)
+{
+    lmio__free(b->sym);
+    lmio__free(b->nxt);
+    lmio__free(b->prv);
+    lmio__free(b->heap);
+}
 
 static void encode_word(enc_state *st, const char *w, size_t n, ids_vec *out)
 {
@@ -303,15 +377,11 @@ static void encode_word(enc_state *st, const char *w, size_t n, ids_vec *out)
         for (uint32_t k = 0; k < st->c_len[e]; k++) ids_push(out, st->pool.v[st->c_off[e] + k]);
         return;
     }
-    if (n > st->sym_cap) {
-        int32_t *s = lmio__realloc(st->sym, n * sizeof *s);
-        if (!s) { st->oom = true; return; }
-        st->sym = s;
-        st->sym_cap = n;
-    }
-    for (size_t i = 0; i < n; i++) st->sym[i] = st->t->byte_id[(unsigned char)w[i]];
-    size_t m = bpe_word(st->t, st->sym, n);
-    for (size_t i = 0; i < m; i++) ids_push(out, st->sym[i]);
+    if (!merge_buf_reserve(&st->mb, n)) { st->oom = true; return; }
+    int32_t *sym = st->mb.sym;
+    for (size_t i = 0; i < n; i++) sym[i] = st->t->byte_id[(unsigned char)w[i]];
+    size_t m = bpe_word(st->t, &st->mb, n);
+    for (size_t i = 0; i < m; i++) ids_push(out, sym[i]);
     /* remember it (bounded, so a huge text cannot grow the cache forever) */
     if (st->c_n < (1u << 20)) {
         size_t c_off_cap = st->c_cap, c_len_cap = st->c_cap;
@@ -323,7 +393,13 @@ static void encode_word(enc_state *st, const char *w, size_t n, ids_vec *out)
         st->c_cap = c_off_cap < c_len_cap ? c_off_cap : c_len_cap;
         st->c_off[st->c_n] = (uint32_t)st->pool.n;
         st->c_len[st->c_n] = (uint32_t)m;
-        for (size_t i = 0; i < m; i++) ids_push(&st->pool, st->sym[i]);
+        for (size_t i = 0; i < m; i++) ids_push(&st->pool, sym[i]);
+        /* a run the pool could not take must not be cached: a later hit
+         * would read ids that were never stored */
+        if (st->pool.oom) {
+            st->oom = true;
+            return;
+        }
         if (!lmio__smap_put(&st->cache, w, n, (uint32_t)st->c_n)) st->oom = true;
         st->c_n++;
     }
@@ -344,18 +420,28 @@ static bool encode_plain(enc_state *st, const char *text, size_t len, ids_vec *o
     return true;
 }
 
-/* The earliest added token at or after pos (the longest on a tie). */
+/* Where added token i next occurs at or after pos; len when it does not. */
+static size_t find_added(const lmio_tokenizer *t, size_t i, const char *text, size_t len, size_t pos)
+{
+    size_t cl = t->added[i].len;
+    if (cl > len - pos) return len;
+    const char *f = memmem(text + pos, len - pos, t->added[i].content, cl);
+    return f ? (size_t)(f - text) : len;
+}
+
+/* The earliest added token at or after pos (the longest on a tie). next[i]
+ * caches where token i next occurs: it stays right until pos passes it, so
+ * the text is searched about once per token, not once per token per match
+ * (1 MB of one of two added tokens took 8 s). */
 static const lmio__added *next_added(const lmio_tokenizer *t, const char *text, size_t len, size_t pos,
-                                     size_t *at)
+                                     size_t *next, size_t *at)
 {
     const lmio__added *best = NULL;
     size_t best_at = len, best_len = 0;
     for (size_t i = 0; i < t->n_added; i++) {
-        size_t cl = strlen(t->added[i].content);
-        if (cl > len - pos) continue;
-        const char *f = memmem(text + pos, len - pos, t->added[i].content, cl);
-        if (!f) continue;
-        size_t a = (size_t)(f - text);
+        if (next[i] < pos) next[i] = find_added(t, i, text, len, pos);
+        size_t a = next[i], cl = t->added[i].len;
+        if (a == len) continue;
         if (a < best_at || (a == best_at && cl > best_len)) {
             best = &t->added[i];
             best_at = a;
@@ -377,26 +463,29 @@ lmio_status lmio_tokenizer_encode(const lmio_tokenizer *t, const char *text, siz
                           "byte 0x%02x is not valid UTF-8; expected UTF-8 text", (unsigned char)text[valid]);
     enc_state st = {.t = t, .md = lmio__regex_match_data(t->re)};
     ids_vec out = {0};
-    bool ok = st.md != NULL;
+    size_t *next = t->n_added ? lmio__malloc(t->n_added * sizeof *next) : NULL;
+    bool ok = st.md != NULL && (next || !t->n_added);
+    for (size_t i = 0; ok && i < t->n_added; i++) next[i] = find_added(t, i, text, len, 0);
     size_t pos = 0;
     while (ok && pos < len) {
         size_t at;
-        const lmio__added *a = next_added(t, text, len, pos, &at);
+        const lmio__added *a = next_added(t, text, len, pos, next, &at);
         ok = encode_plain(&st, text + pos, at - pos, &out);
         if (a) {
             ids_push(&out, a->id);
-            pos = at + strlen(a->content);
+            pos = at + a->len;
         } else {
             pos = len;
         }
     }
-    bool oom = !st.md || st.oom || out.oom || st.pool.oom;
+    bool oom = !st.md || (t->n_added && !next) || st.oom || out.oom || st.pool.oom;
+    lmio__free(next);
     lmio__regex_match_data_free(st.md);
     lmio__smap_free(&st.cache);
     lmio__free(st.pool.v);
     lmio__free(st.c_off);
     lmio__free(st.c_len);
-    lmio__free(st.sym);
+    merge_buf_free(&st.mb);
     if (oom || !ok) {
         lmio__free(out.v);
         return oom ? lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory encoding")

@@ -3,6 +3,9 @@
 #include "../core/json.h"
 #include "tokenizer.h"
 
+#include <ctype.h>
+#include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,8 +121,13 @@ static lmio_status load_added_array(lmio_tokenizer *t, lmio__json *arr, const ch
         lmio__json *c = lmio__json_get(a, "content"), *id = lmio__json_get(a, "id");
         if (!lmio__json_is_string(c) || !lmio__json_is_integer(id))
             return lmio__fail(err, LMIO_ERR_FORMAT, path, -1, "", "added_tokens[%zu]; expected {\"id\", \"content\"}", i);
+        /* ids are int32 everywhere (a cast would truncate 2^32 + 5 to 5) */
+        int64_t idv = lmio__json_integer_value(id);
+        if (idv < 0 || idv > INT32_MAX)
+            return lmio__fail(err, LMIO_ERR_FORMAT, path, -1, lmio__json_string_value(c),
+                              "added_tokens[%zu] has id %lld; expected 0..%d", i, (long long)idv, INT32_MAX);
         lmio_status s = lmio__tok_add_added(t, lmio__json_string_value(c), lmio__json_is_true(lmio__json_get(a, "special")),
-                                            (int32_t)lmio__json_integer_value(id), err);
+                                            (int32_t)idv, path, err);
         if (s) return s;
     }
     return LMIO_OK;
@@ -196,7 +204,7 @@ lmio_status lmio_tokenizer_load_files(const char *vocab_json, const char *merges
     lmio__json *v = NULL;
     if (!(s = lmio__json_load_file(vocab_json, &v, err)) && !(s = load_vocab(t, v, vocab_json, err)) &&
         !(s = load_merges_txt(t, merges_txt, err)))
-        for (size_t i = 0; i < n_special && !s; i++) s = lmio__tok_add_added(t, special[i], true, -1, err);
+        for (size_t i = 0; i < n_special && !s; i++) s = lmio__tok_add_added(t, special[i], true, -1, "", err);
     lmio__json_decref(v);
     return finish_or_free(t, vocab_json, s, out, err);
 }
@@ -238,7 +246,18 @@ lmio_status lmio_tokenizer_load(const char *path, lmio_tokenizer **out, lmio_err
         while (lmio__json_iter_next(&it, &k, &a)) {
             const char *c = lmio__json_string_value(lmio__json_get(a, "content"));
             if (!c) continue;
-            if ((s = lmio__tok_add_added(t, c, lmio__json_is_true(lmio__json_get(a, "special")), (int32_t)atol(k), err)))
+            /* the key is the id: digits only, no sign, within int32 */
+            char *end;
+            errno = 0;
+            long long idv = isdigit((unsigned char)k[0]) ? strtoll(k, &end, 10) : -1;
+            if (idv < 0 || *end || errno == ERANGE || idv > INT32_MAX) {
+                s = lmio__fail(err, LMIO_ERR_FORMAT, p3, -1, c,
+                               "added_tokens_decoder key \"%.40s\" (for \"%.80s\"); expected an id in 0..%d", k, c,
+                               INT32_MAX);
+                break;
+            }
+            if ((s = lmio__tok_add_added(t, c, lmio__json_is_true(lmio__json_get(a, "special")), (int32_t)idv, p3,
+                                         err)))
                 break;
         }
     }
@@ -254,7 +273,7 @@ lmio_status lmio_tokenizer_load(const char *path, lmio_tokenizer **out, lmio_err
         while (lmio__json_iter_next(&it, &k, &val)) {
             const char *c = lmio__json_is_string(val) ? lmio__json_string_value(val) : lmio__json_string_value(lmio__json_get(val, "content"));
             if (!c || lmio_tokenizer_token_id(t, c) < 0 || is_added(t, c)) continue;
-            if ((s = lmio__tok_add_added(t, c, true, -1, err))) break;
+            if ((s = lmio__tok_add_added(t, c, true, -1, p4, err))) break;
         }
     }
     lmio__json_decref(map);
@@ -298,24 +317,27 @@ static lmio__json *byte_level(bool add_prefix_space, bool trim_offsets)
     return o;
 }
 
-/* Takes v; a NULL v (a failed build) is reported as out of memory. */
-static lmio_status write_json(lmio__json *v, int indent, const char *dir, const char *name, lmio_error *err)
+/* The five files a tokenizer save writes, built whole in memory first. */
+enum { DOC_TOKENIZER, DOC_VOCAB, DOC_MERGES, DOC_CONFIG, DOC_SPECIAL, N_DOCS };
+static const char *const k_doc_names[N_DOCS] = {"tokenizer.json", "vocab.json", "merges.txt",
+                                                "tokenizer_config.json", "special_tokens_map.json"};
+
+/* Takes v; a NULL v (a failed build) is reported as out of memory. The
+ * text ends with a newline, as the tokenizers library writes it. */
+static lmio_status dump_json(lmio__json *v, int indent, const char *path, lmio__buf *out, lmio_error *err)
 {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
     char *text = lmio__json_dump(v, indent, path, err);
     lmio__json_decref(v);
     if (!text) return LMIO_ERR_NOMEM;
     size_t n = strlen(text);
-    text[n] = '\n'; /* json_dumps leaves room: replace the NUL, write n + 1 */
-    lmio_status s = lmio__write_file(path, text, n + 1, 1, err);
-    lmio__free(text);
-    return s;
+    text[n] = '\n'; /* json_dumps leaves room: replace the NUL, keep n + 1 */
+    *out = (lmio__buf){.data = text, .len = n + 1, .cap = n + 1};
+    return LMIO_OK;
 }
 
-lmio_status lmio_tokenizer_save(const lmio_tokenizer *t, const char *dir, lmio_error *err)
+/* tokenizer.json and vocab.json */
+static lmio_status build_tokenizer_json(const lmio_tokenizer *t, const char *dir, lmio__buf *docs, lmio_error *err)
 {
-    if (!t || !dir) return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "NULL argument");
     /* vocabulary without the added tokens that were appended after it */
     lmio__json *vocab = lmio__json_object(), *merges = lmio__json_array();
     bool ok = vocab && merges;
@@ -354,13 +376,15 @@ lmio_status lmio_tokenizer_save(const lmio_tokenizer *t, const char *dir, lmio_e
         lmio__json_decref(root);
         root = NULL;
     }
-    lmio_status s = write_json(root, 2, dir, "tokenizer.json", err);
-    if (!s) s = write_json(vocab, 0, dir, "vocab.json", err);
-    else lmio__json_decref(vocab);
+    lmio_status s = dump_json(root, 2, dir, &docs[DOC_TOKENIZER], err); /* a NULL root: NOMEM */
+    if (!s) s = dump_json(lmio__json_incref(vocab), 0, dir, &docs[DOC_VOCAB], err);
+    lmio__json_decref(vocab);
     lmio__json_decref(merges);
-    if (s) return s;
+    return s;
+}
 
-    /* merges.txt */
+static lmio_status build_merges_txt(const lmio_tokenizer *t, const char *dir, lmio__buf *out, lmio_error *err)
+{
     lmio__buf b = {0};
     lmio__buf_puts(&b, "#version: 0.2\n");
     for (size_t r = 0; r < t->n_merges; r++) {
@@ -369,17 +393,23 @@ lmio_status lmio_tokenizer_save(const lmio_tokenizer *t, const char *dir, lmio_e
         lmio__buf_puts(&b, t->str[t->merge_b[r]]);
         lmio__buf_put(&b, "\n", 1);
     }
-    char path[4096];
-    snprintf(path, sizeof path, "%s/merges.txt", dir);
-    s = b.oom ? lmio__fail(err, LMIO_ERR_NOMEM, path, -1, "", "out of memory") : lmio__write_file(path, b.data, b.len, 1, err);
-    lmio__buf_free(&b);
-    if (s) return s;
+    if (b.oom) {
+        lmio__buf_free(&b);
+        return lmio__fail(err, LMIO_ERR_NOMEM, dir, -1, "", "out of memory building merges.txt");
+    }
+    *out = b;
+    return LMIO_OK;
+}
 
+/* tokenizer_config.json and special_tokens_map.json, as Python's json.dumps
+ * in Transformers writes them */
+static lmio_status build_tokenizer_config(const lmio_tokenizer *t, const char *dir, lmio__buf *docs, lmio_error *err)
+{
     const char *eos = NULL;
     for (size_t i = 0; i < t->n_added && !eos; i++)
         if (t->added[i].special) eos = t->added[i].content;
     lmio__json *cfg = lmio__json_object(), *dec = lmio__json_object();
-    ok = true;
+    bool ok = true;
     for (size_t i = 0; i < t->n_added; i++) {
         char id[24];
         snprintf(id, sizeof id, "%d", t->added[i].id);
@@ -399,15 +429,51 @@ lmio_status lmio_tokenizer_save(const lmio_tokenizer *t, const char *dir, lmio_e
             ok &= lmio__json_set(map, roles[i], lmio__json_string(eos));
         }
     }
-    /* these two are written by Python's json.dumps in Transformers */
-    char p1[4096], p2[4096];
+    lmio_status s;
     if (!ok)
         s = lmio__fail(err, LMIO_ERR_NOMEM, dir, -1, "", "out of memory building tokenizer_config.json");
-    else if (!(s = lmio__path_join(p1, sizeof p1, dir, "tokenizer_config.json", err)) &&
-             !(s = lmio__path_join(p2, sizeof p2, dir, "special_tokens_map.json", err)) &&
-             !(s = lmio__write_json_python(p1, cfg, 1, err)))
-        s = lmio__write_json_python(p2, map, 1, err);
+    else if (!(s = lmio__json_dump_python(cfg, &docs[DOC_CONFIG], dir, err)))
+        s = lmio__json_dump_python(map, &docs[DOC_SPECIAL], dir, err);
     lmio__json_decref(cfg);
     lmio__json_decref(map);
     return s;
+}
+
+/* Every file is created (under its temporary name) and written before the
+ * first one is renamed into place, so running out of memory or space
+ * leaves the directory as it was rather than holding a mix of old and new. */
+static lmio_status write_docs(const char *dir, const lmio__buf *docs, int durable, lmio_error *err)
+{
+    lmio__outfile o[N_DOCS];
+    size_t begun = 0;
+    lmio_status s = LMIO_OK;
+    for (; begun < N_DOCS && !s; begun++) {
+        char path[4096];
+        if ((s = lmio__path_join(path, sizeof path, dir, k_doc_names[begun], err))) break;
+        if ((s = lmio__outfile_begin(&o[begun], path, err))) break;
+        s = lmio__outfile_write(&o[begun], docs[begun].data, docs[begun].len, err);
+    }
+    for (size_t i = 0; i < N_DOCS; i++) {
+        if (i >= begun) break;
+        if (!s) s = lmio__outfile_commit(&o[i], durable, err);
+        else lmio__outfile_abort(&o[i]);
+    }
+    return s;
+}
+
+lmio_status lmio__tokenizer_save(const lmio_tokenizer *t, const char *dir, int durable, lmio_error *err)
+{
+    if (!t || !dir) return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "NULL argument");
+    lmio__buf docs[N_DOCS] = {{0}};
+    lmio_status s = build_tokenizer_json(t, dir, docs, err);
+    if (!s) s = build_merges_txt(t, dir, &docs[DOC_MERGES], err);
+    if (!s) s = build_tokenizer_config(t, dir, docs, err);
+    if (!s) s = write_docs(dir, docs, durable, err);
+    for (int i = 0; i < N_DOCS; i++) lmio__buf_free(&docs[i]);
+    return s;
+}
+
+lmio_status lmio_tokenizer_save(const lmio_tokenizer *t, const char *dir, lmio_error *err)
+{
+    return lmio__tokenizer_save(t, dir, 1, err);
 }

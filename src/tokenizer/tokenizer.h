@@ -6,6 +6,7 @@
 
 typedef struct lmio__added {
     char *content;
+    size_t len; /* strlen(content) */
     int32_t id;
     bool special;
 } lmio__added;
@@ -40,11 +41,16 @@ lmio_status lmio__tok_add_token(lmio_tokenizer *t, const char *s, size_t len, lm
 /* Appends a merge of two existing ids whose concatenation is in the vocab. */
 lmio_status lmio__tok_add_merge(lmio_tokenizer *t, const char *a, size_t alen, const char *b, size_t blen,
                                 const char *path, size_t line, lmio_error *err);
-/* Registers an added token; appends it to the vocabulary if absent. */
+/* Registers an added token; appends it to the vocabulary if absent.
+ * path names the file it came from in messages. */
 lmio_status lmio__tok_add_added(lmio_tokenizer *t, const char *content, bool special, int32_t want_id,
-                                lmio_error *err);
+                                const char *path, lmio_error *err);
 /* Fills byte_id[] once the vocabulary is complete. */
 lmio_status lmio__tok_finish(lmio_tokenizer *t, const char *path, lmio_error *err);
+
+/* lmio_tokenizer_save with the choice of fsyncing (durable = 1, what the
+ * public call does) or not, for save_pretrained's durable option. */
+lmio_status lmio__tokenizer_save(const lmio_tokenizer *t, const char *dir, int durable, lmio_error *err);
 
 /* The byte-level form of raw bytes (each byte -> one code point, UTF-8). */
 void lmio__bytes_to_unicode(lmio__buf *out, const unsigned char *p, size_t n);

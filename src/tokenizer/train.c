@@ -214,7 +214,7 @@ lmio_status lmio_tokenizer_train(const char *const *files, size_t n_files, const
         apply_merge(&tr, a, b, m);
     }
     if (tr.oom) { s = lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory training"); goto done; }
-    for (size_t i = 0; i < o.n_special && !s; i++) s = lmio__tok_add_added(t, o.special[i], true, -1, err);
+    for (size_t i = 0; i < o.n_special && !s; i++) s = lmio__tok_add_added(t, o.special[i], true, -1, "", err);
     if (!s) s = lmio__tok_finish(t, "", err);
 done:
     for (size_t i = 0; i < tr.n_words; i++) lmio__free(tr.words[i].sym);

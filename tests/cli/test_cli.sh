@@ -155,6 +155,24 @@ printf '{"metadata": {}, "weight_map": {"training.step": "model-00002-of-00002.s
 check "verify dir missing shard" 1 "$(run verify "$T/dir")"
 expect_grep "missing shard named" 'names shard "model-00002-of-00002.safetensors"' "$T/err"
 
+# a directory of an architecture lmio does not run: verify checks it, logits
+# says what it lacks
+mkdir "$T/bert"
+cp "$T/m.safetensors" "$T/bert/model.safetensors"
+printf '{"model_type": "bert"}' > "$T/bert/config.json"
+check "verify unknown architecture" 0 "$(run verify "$T/bert")"
+check "logits unknown architecture" 1 "$(run logits "$T/bert" --ids 1 --out "$T/x.npy")"
+expect_grep "logits names what it lacks" 'model_type "bert" is not an architecture lmio can run; expected one of: gpt2' "$T/err"
+# a config claiming 65536 layers (the cap) over weights holding 2: refused, naming the first missing tensor
+mkdir "$T/deep"
+cp "$T/m.safetensors" "$T/deep/model.safetensors"
+printf '{"model_type": "gpt2", "vocab_size": 96, "n_positions": 64, "n_embd": 32, "n_head": 4, "n_layer": 65536}' \
+    > "$T/deep/config.json"
+check "verify n_layer beyond the weights" 1 "$(run verify "$T/deep")"
+expect_grep "missing layer named" 'missing tensor "transformer.h.2.ln_1.weight"; expected it in a GPT2LMHeadModel state dict with n_layer = 65536' "$T/err"
+sed -i 's/65536/2/' "$T/deep/config.json"
+check "logits on the example" 0 "$(run logits "$T/deep" --ids 1,2,3 --out "$T/x.npy")"
+
 # PyTorch checkpoints under any name, both directions, files and directories
 check "convert --format bin" 0 "$(run convert "$T/m.safetensors" "$T/weights.ckpt" --format bin)"
 check "verify bin" 0 "$(run verify "$T/weights.ckpt")"; expect_grep "verify bin OK" "weights.ckpt: OK (pytorch, 29 tensors, 30593 parameters" "$T/out"

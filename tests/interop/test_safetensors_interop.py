@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
@@ -187,3 +188,73 @@ def test_corrupt_file_errors_name_the_file(tmp_path):
     r = lmio_cli("verify", str(bad), check=False)
     assert r.returncode == 1
     assert f"{bad}: offset {len(data) // 2}: file ends inside tensor" in r.stderr
+
+
+# Every dtype lmio carries, with torch 2.13's dtype for it. torch has no
+# 6-bit float: those two are held against the reference's framework-free
+# reader instead (its Python writer does not take them either).
+TORCH_DTYPE = {
+    "BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16, "U16": torch.uint16,
+    "I32": torch.int32, "U32": torch.uint32, "I64": torch.int64, "U64": torch.uint64, "F16": torch.float16,
+    "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64, "C64": torch.complex64,
+    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "F8_E8M0": torch.float8_e8m0fnu,
+    "F8_E4M3FNUZ": torch.float8_e4m3fnuz, "F8_E5M2FNUZ": torch.float8_e5m2fnuz, "F4": torch.float4_e2m1fn_x2,
+}
+NOT_IN_TORCH = {"F6_E2M3", "F6_E3M2"}
+ITEM = {"BOOL": 1, "U8": 1, "I8": 1, "I16": 2, "U16": 2, "I32": 4, "U32": 4, "I64": 8, "U64": 8, "F16": 2,
+        "BF16": 2, "F32": 4, "F64": 8, "C64": 8}
+
+
+def bit_patterns(dt):
+    """(header shape, bytes): every byte value for the byte-sized and packed
+    types (all NaN, Inf, zero and subnormal encodings included), random bits
+    for the wider ones; BOOL takes only 0 and 1."""
+    rng = np.random.default_rng(sum(map(ord, dt)))
+    if dt == "BOOL":
+        return [4, 64], bytes(rng.integers(0, 2, 256, dtype=np.uint8))
+    if dt == "F4":  # two elements per byte
+        return [4, 128], bytes(range(256))
+    if dt in ("F6_E2M3", "F6_E3M2"):  # four elements per three bytes
+        return [2, 128], bytes(range(192))
+    if dt.startswith("F8"):
+        return [4, 64], bytes(range(256))
+    n = ITEM[dt]
+    special = b"".join(v.to_bytes(n, "little") for v in (0, 1, 1 << (8 * n - 1), (1 << 8 * n) - 1))
+    return [5, 4], special + bytes(rng.integers(0, 256, 16 * n, dtype=np.uint8))
+
+
+def test_dtype_tables_cover_every_lmio_dtype():
+    assert set(TORCH_DTYPE) | NOT_IN_TORCH == set(lm.DTYPES)
+
+
+@pytest.mark.parametrize("dt", sorted(TORCH_DTYPE))
+def test_every_dtype_round_trips_through_torch(tmp_path, dt):
+    shape, data = bit_patterns(dt)
+    tshape = shape[:-1] + [shape[-1] // 2] if dt == "F4" else shape
+    # lmio writes; torch (through safetensors) reads the same dtype, shape and bits
+    ours = tmp_path / "lmio.safetensors"
+    lm.save(ours, {"t": (dt, shape, data)})
+    with safe_open(ours, framework="pt") as f:
+        t = f.get_tensor("t")
+    assert t.dtype == TORCH_DTYPE[dt] and list(t.shape) == tshape
+    assert raw(t) == data
+    # torch writes; lmio reads the same dtype, shape and bits
+    src = torch.frombuffer(bytearray(data), dtype=torch.uint8).view(TORCH_DTYPE[dt]).reshape(tshape)
+    theirs = tmp_path / "torch.safetensors"
+    save_file({"t": src}, theirs)
+    got, _ = lm.load(theirs)
+    assert got["t"] == (dt, shape, data)
+    # and lmio's re-save is the reference writer's file byte for byte
+    lmio_cli("convert", str(theirs), str(tmp_path / "again.safetensors"))
+    assert (tmp_path / "again.safetensors").read_bytes() == theirs.read_bytes()
+
+
+@pytest.mark.parametrize("dt", sorted(NOT_IN_TORCH))
+def test_six_bit_floats_read_by_reference(tmp_path, dt):
+    from safetensors import deserialize
+    shape, data = bit_patterns(dt)
+    path = tmp_path / "f6.safetensors"
+    lm.save(path, {"t": (dt, shape, data)})
+    (name, t), = deserialize(path.read_bytes())
+    assert (name, t["dtype"], t["shape"], bytes(t["data"])) == ("t", dt, shape, data)
+    assert lm.load(path)[0]["t"] == (dt, shape, data)

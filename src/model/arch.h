@@ -1,0 +1,122 @@
+/* The architecture table: everything that differs between model
+ * architectures, one entry per file under src/model/arch/, listed in
+ * arch_table.c. The config code, save/load, lmio_model_* and the CLI look an
+ * entry up by model_type; none of them tests a model-type string. Adding an
+ * architecture is one new file and one line in arch_table.c. */
+#ifndef LMIO_ARCH_H
+#define LMIO_ARCH_H
+
+#include "model.h"
+
+/* ---- tensors ---- */
+
+#define LMIO__SPEC_MAX_DIMS 2
+
+/* Flags of a tensor spec. */
+enum {
+    /* One tensor per layer; "{L}" in its names stands for the layer index. */
+    LMIO__T_PER_LAYER = 1u << 0,
+    /* Equal to tied_to when the config's tie_word_embeddings is true: then it
+     * may be absent on load, is left out on save (Transformers re-ties it),
+     * and the model uses tied_to. */
+    LMIO__T_TIED = 1u << 1,
+    /* Stored [in, out] (Transformers' Conv1D): nn.Linear and GGUF hold the
+     * transpose, so a converter to those layouts must transpose it. */
+    LMIO__T_CONV1D = 1u << 2
+};
+
+/* One row per tensor an architecture has. */
+typedef struct lmio__tensor_spec {
+    const char *hf_name;   /* Transformers' name: "transformer.h.{L}.attn.c_attn.weight" */
+    const char *gguf_name; /* llama.cpp's name: "blk.{L}.attn_qkv.weight"; NULL if none */
+    int ndim;
+    /* The shape in config terms: indexes into the architecture's dims (its
+     * own enum; the values come from the config in create). */
+    unsigned char shape[LMIO__SPEC_MAX_DIMS];
+    unsigned flags;
+    const char *tied_to; /* with LMIO__T_TIED: the hf_name it equals */
+    /* Where create binds the tensor's f32 data (a const float *): offset in
+     * the model struct, or in the layer struct for LMIO__T_PER_LAYER. */
+    size_t offset;
+} lmio__tensor_spec;
+
+/* ---- architectures ---- */
+
+typedef struct lmio__arch {
+    const char *model_type;    /* config.json's "model_type", e.g. gpt2 */
+    const char *hf_class;      /* written to "architectures": "GPT2LMHeadModel" */
+    const char *defaults_json; /* the Transformers config class's defaults */
+    const char *const (*aliases)[2]; /* {generic key, this config's key}: {"hidden_size", "n_embd"} */
+    size_t n_aliases;
+    const lmio__tensor_spec *tensors;
+    size_t n_tensors;
+    const char *const *dim_names; /* a name per dim index, for messages: "n_embd", "3 * n_embd" */
+    const char *layers_key;       /* the config key counting layers, for messages: "n_layer" */
+    size_t layer_size;            /* sizeof the layer struct LMIO__T_PER_LAYER offsets refer to */
+    /* Added on load to names that lack it ("wte.weight" -> "transformer.wte.weight"). */
+    const char *name_prefix;
+    /* Legacy buffers, dropped on load and on save: names ending so. NULL-terminated. */
+    const char *const *dropped_suffixes;
+
+    /* Builds the model. Every tensor's presence and shape is checked
+     * against the config before anything sized by the config is allocated. */
+    lmio_status (*create)(const lmio_config *cfg, const lmio_statedict *weights, void **model, lmio_error *err);
+    /* Runs n tokens at positions pos0.. (the KV cache holds 0..pos0-1) and
+     * writes logits (n_logits, vocab) for the last n_logits of them. */
+    lmio_status (*forward)(void *model, const int32_t *ids, size_t n, size_t pos0, float *logits, size_t n_logits,
+                           lmio_error *err);
+    void (*free)(void *model);
+    size_t (*vocab_size)(const void *model);
+    size_t (*max_positions)(const void *model);
+} lmio__arch;
+
+/* ---- the table (arch_table.c) ---- */
+
+/* The entry for model_type; NULL if lmio does not know it (or it is NULL). */
+const lmio__arch *lmio__arch_find(const char *model_type);
+/* The entry for a config's model_type; NULL for NULL or unknown. */
+const lmio__arch *lmio__arch_of(const lmio_config *cfg);
+/* The known model types, ", "-separated, into buf (truncated safely). */
+void lmio__arch_list(char *buf, size_t cap);
+/* The parsed defaults_json: parsed once, kept for the process (small);
+ * NULL when out of memory (a later call tries again). */
+lmio__json *lmio__arch_defaults(const lmio__arch *a);
+
+/* ---- tensor names and binding (bind.c) ---- */
+
+/* pattern with "{L}" replaced by layer; false when it does not fit in cap. */
+bool lmio__tensor_name(const char *pattern, size_t layer, char *buf, size_t cap);
+/* The spec whose hf_name pattern matches name ("{L}" matching a decimal
+ * layer index, stored in *layer when non-NULL); NULL if none. */
+const lmio__tensor_spec *lmio__arch_spec(const lmio__arch *a, const char *name, size_t *layer);
+/* Whether name is one of a's legacy buffers. */
+bool lmio__arch_dropped(const lmio__arch *a, const char *name);
+/* The config's tie_word_embeddings (with the architecture's default;
+ * Transformers' PretrainedConfig default, true, when neither has one). */
+bool lmio__arch_tied(const lmio_config *cfg);
+
+/* Widened f32 copies of non-f32 weights, owned by a model. */
+typedef struct lmio__f32_pool {
+    float **v;
+    size_t n;
+} lmio__f32_pool;
+void lmio__f32_pool_free(lmio__f32_pool *p);
+
+/* What one model's weights are checked and bound against. */
+typedef struct lmio__binding {
+    const lmio__arch *arch;
+    const lmio_statedict *weights;
+    const uint64_t *dims; /* a value per dim index of the arch */
+    size_t n_layer;
+    bool tied; /* tie_word_embeddings */
+} lmio__binding;
+
+/* With model == NULL: checks every tensor's presence and shape and
+ * allocates nothing, so a config that claims more than the weights hold
+ * fails before anything sized by it exists. Otherwise binds each tensor's
+ * f32 data into model (globals) and layers (n_layer layer structs),
+ * widening F16/BF16/F64 into pool. */
+lmio_status lmio__arch_bind(const lmio__binding *b, void *model, void *layers, lmio__f32_pool *pool,
+                            lmio_error *err);
+
+#endif
