@@ -80,6 +80,13 @@ def main():
     r["py_open_only"] = med(safe_open_only, runs)
     r["torch_save"] = med(lambda: torch.save(sd, pt), runs, rm(pt))
     r["torch_load"] = med(lambda: torch.load(pt, weights_only=True), runs)
+    r["torch_load_mmap"] = med(lambda: torch.load(pt, weights_only=True, mmap=True), runs)
+
+    def torch_load_touch():
+        # the analogue of lmio's open + read every byte: mmap'd tensors summed
+        for t in torch.load(pt, weights_only=True, mmap=True).values():
+            t.view(torch.int64).sum()
+    r["torch_load_mmap_read"] = med(torch_load_touch, runs)
     r["cp"] = med(lambda: subprocess.run(["cp", src, cp_dst], check=True), runs, rm(cp_dst))
 
     def cp_sync():
@@ -96,6 +103,13 @@ def main():
 
     out = subprocess.run([bench_bin, src, outdir, str(runs)], check=True, capture_output=True, text=True).stdout
     lm = json.loads(out)
+    out = subprocess.run([bench_bin, "torch", src, pt, outdir, str(runs)], check=True, capture_output=True,
+                         text=True).stdout
+    lm.update(json.loads(out))
+    lmio_bin = os.path.join(outdir, "lmio.bin")
+    r["torch_load_lmio_bin"] = med(lambda: torch.load(lmio_bin, weights_only=True), runs)
+    if os.path.exists(lmio_bin):
+        os.remove(lmio_bin)
     for p in (src, pt, dst, cp_dst):
         if os.path.exists(p):
             os.remove(p)
@@ -122,6 +136,17 @@ def main():
         ("lmio open + read every byte (memory bandwidth)", lm["open_read_all"],
          f"{nbytes / lm['open_read_all'] / 1e9:.1f} GB/s"),
         ("convert file f32 -> bf16: lmio convert", lm["convert_file_bf16"], None),
+        ("save .bin: lmio (no fsync)", lm["save_bin"], None),
+        ("save .bin: torch.save", r["torch_save"], fast(r["torch_save"], lm["save_bin"])),
+        ("load .bin torch.save wrote: lmio open (zero-copy views)", lm["open_bin"], None),
+        ("load .bin: torch.load(weights_only=True) (copies)", r["torch_load"], fast(r["torch_load"], lm["open_bin"])),
+        ("load .bin: torch.load(weights_only=True, mmap=True)", r["torch_load_mmap"],
+         fast(r["torch_load_mmap"], lm["open_bin"])),
+        ("load .bin + read every byte: lmio", lm["open_read_bin"], None),
+        ("load .bin + read every byte: torch.load(mmap=True)", r["torch_load_mmap_read"],
+         fast(r["torch_load_mmap_read"], lm["open_read_bin"])),
+        ("load lmio's .bin: torch.load(weights_only=True)", r["torch_load_lmio_bin"],
+         f"{r['torch_load_lmio_bin'] / r['torch_load']:.2f}x the time for torch.save's own file"),
     ]
     for name, t, note in rows:
         print(f"{name:58s} {ms(t)}   {note or ''}")

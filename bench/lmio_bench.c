@@ -85,13 +85,74 @@ static int bench_tokenize(const char *vocab, const char *merges, const char *tex
     return 0;
 }
 
+/* The state dict in IN, copied into ordinary memory as a training program
+ * would hold it. */
+static lmio_statedict *load_copy(const char *in)
+{
+    lmio_error err;
+    lmio_statedict *src, *mem;
+    if (lmio_statedict_open(in, NULL, &src, &err)) die(&err);
+    if (lmio_statedict_create(&mem, &err)) die(&err);
+    for (size_t i = 0; i < lmio_statedict_count(src); i++) {
+        lmio_tensor t;
+        lmio_statedict_get(src, i, &t, NULL);
+        if (lmio_statedict_add(mem, t.name, t.dtype, t.ndim, t.shape, t.data, t.nbytes, LMIO_COPY, &err)) die(&err);
+    }
+    lmio_statedict_free(src);
+    return mem;
+}
+
+/* PyTorch checkpoints (issue 10): save of IN's tensors as a .bin, then
+ * open (zero-copy views) and open + read every byte of the .bin torch.save
+ * wrote from the same tensors (PT). */
+static int bench_torch(const char *in, const char *pt, const char *outdir, int runs)
+{
+    lmio_error err;
+    lmio_statedict *mem = load_copy(in);
+    char out[4096];
+    snprintf(out, sizeof out, "%s/lmio.bin", outdir);
+    double t_save[100], t_open[100], t_read[100];
+    for (int r = 0; r < runs; r++) {
+        unlink(out);
+        sync();
+        lmio_save_opts o = LMIO_SAVE_OPTS_INIT;
+        o.durable = 0;
+        double t0 = now();
+        if (lmio_statedict_save(mem, out, "pytorch", &o, &err)) die(&err);
+        t_save[r] = now() - t0;
+    }
+    volatile uint64_t sink = 0;
+    for (int r = 0; r < runs; r++) {
+        lmio_statedict *sd;
+        double t0 = now();
+        if (lmio_statedict_open(pt, NULL, &sd, &err)) die(&err);
+        t_open[r] = now() - t0;
+        uint64_t acc = 0;
+        for (size_t i = 0; i < lmio_statedict_count(sd); i++) {
+            lmio_tensor t;
+            lmio_statedict_get(sd, i, &t, NULL);
+            const uint64_t *p = t.data;
+            for (uint64_t k = 0; k < t.nbytes / 8; k++) acc += p[k];
+        }
+        sink += acc;
+        t_read[r] = now() - t0;
+        lmio_statedict_free(sd);
+    }
+    printf("{\"save_bin\": %.6f, \"open_bin\": %.6f, \"open_read_bin\": %.6f, \"sink\": %llu}\n", median(t_save, runs),
+           median(t_open, runs), median(t_read, runs), (unsigned long long)(sink & 1));
+    lmio_statedict_free(mem);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc >= 6 && !strcmp(argv[1], "torch")) return bench_torch(argv[2], argv[3], argv[4], atoi(argv[5]));
     if (argc >= 4 && !strcmp(argv[1], "pretrained")) return bench_pretrained(argv[2], atoi(argv[3]));
     if (argc >= 6 && !strcmp(argv[1], "tokenize")) return bench_tokenize(argv[2], argv[3], argv[4], atoi(argv[5]));
     if (argc < 4) {
         fprintf(stderr, "usage: lmio_bench IN.safetensors OUTDIR RUNS\n"
                         "       lmio_bench pretrained DIR RUNS\n"
+                        "       lmio_bench torch IN.safetensors TORCH_SAVED.bin OUTDIR RUNS\n"
                         "       lmio_bench tokenize VOCAB.json MERGES.txt TEXT RUNS\n");
         return 2;
     }

@@ -268,16 +268,34 @@ typedef struct lmio_save_opts {
 #define LMIO_SAVE_OPTS_INIT {sizeof(lmio_save_opts), LMIO_DTYPE_NONE, 1, NULL, NULL}
 
 /* Writes a state dict in the named format ("safetensors"; NULL means
- * safetensors; lmio_format_can_save tells which names work), atomically:
+ * safetensors; "pytorch", also spelled "bin", "pt", "torch" or "torch-zip":
+ * a torch.save checkpoint; lmio_format_can_save tells which names work),
+ * atomically:
  * a temporary file beside path, fsynced when opts->durable, renamed over
  * path. An unknown name is LMIO_ERR_INVALID_ARG, a format lmio only reads
  * LMIO_ERR_UNSUPPORTED; both name the formats that can be written. */
 LMIO_API lmio_status lmio_statedict_save(const lmio_statedict *sd, const char *path, const char *format,
                                          const lmio_save_opts *opts, lmio_error *err);
 
-/* The formats lmio knows, by index from 0 ("safetensors", "torch-zip",
+/* The formats lmio knows, by index from 0 ("safetensors", "pytorch",
  * "gguf"); NULL past the last. Static storage. Files are recognised by
- * their bytes, never by their names. */
+ * their bytes, never by their names. The functions below also accept each
+ * format's other spellings ("bin", "pt", "torch", "torch-zip" for pytorch).
+ *
+ * PyTorch checkpoints (torch.save's zip archive, and the legacy stream of
+ * _use_new_zipfile_serialization=False) are read by a pickle machine that
+ * executes nothing: it knows the protocol-2 opcodes and the globals
+ * torch.save writes for tensors, storages, dtypes, OrderedDict and
+ * Parameters, and refuses any other (LMIO_ERR_UNSUPPORTED naming the global
+ * or opcode and its offset). Nested dicts, lists and tuples are flattened
+ * into names joined with '.' ("optimizer.state.0.exp_avg"); ints, floats,
+ * strings, bools, None and dtypes become metadata under their names, as
+ * Python prints them ("step" = "5"). Contiguous tensor views are zero-copy
+ * views of the file; strided views are copied out contiguous, and may not
+ * hold more elements than their storage (LMIO_ERR_LIMIT). Writing produces
+ * what torch.save does: tensors whose bytes overlap in memory share one
+ * storage; F6 and F4 tensors are LMIO_ERR_UNSUPPORTED; metadata is not
+ * written. */
 LMIO_API const char *lmio_format_name(size_t i);
 /* 1 if lmio reads / writes the named format, else 0. */
 LMIO_API int lmio_format_can_read(const char *name);
@@ -608,7 +626,8 @@ LMIO_API lmio_status lmio_pretrained_save(const char *dir, const lmio_config *cf
                                           lmio_error *err);
 
 /* Loads a directory written by Transformers or lmio: single or sharded
- * safetensors (every shard the index names must exist and hold the tensors
+ * safetensors, or pytorch_model.bin when no safetensors weights are there
+ * (every shard the index names must exist and hold the tensors
  * it is named for), any float dtype. For an architecture lmio knows, names
  * are normalised to its Transformers class's (GPT-2: the "transformer."
  * prefix added where absent), its legacy buffers are dropped (GPT-2's

@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-20}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(safetensors tokenizer hf_files safetensors_roundtrip tokenizer_roundtrip config_roundtrip)
+[ ${#targets[@]} -gt 0 ] || targets=(safetensors tokenizer hf_files torch_zip safetensors_roundtrip tokenizer_roundtrip config_roundtrip)
 build=build-fuzz
 
 CC=${CC:-clang} cmake -S . -B "$build" -DLMIO_FUZZ=ON -DLMIO_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null || exit 1
@@ -29,6 +29,7 @@ extra_seeds() {
         safetensors) echo tests/data/good tests/data/corrupt ;;
         safetensors_roundtrip) echo tests/data/good fuzz/corpus/safetensors ;;
         hf_files) echo fuzz/corpus/config_roundtrip fuzz/corpus/tokenizer_roundtrip ;;
+        torch_zip) echo tests/data/good_torch tests/data/corrupt_torch ;;
     esac
 }
 

@@ -3,7 +3,8 @@
 # in Debian 12 and 13). Runs apt only when something is missing.
 set -euo pipefail
 # clang + libclang-rt-dev: libFuzzer for the fuzz targets .ci/run builds.
-PKGS=(gcc make cmake pkg-config libjansson-dev libpcre2-dev valgrind bsdutils clang libclang-rt-dev)
+# zlib1g-dev: CRC-32 for the zip archives of PyTorch checkpoints.
+PKGS=(gcc make cmake pkg-config libjansson-dev libpcre2-dev zlib1g-dev valgrind bsdutils clang libclang-rt-dev)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

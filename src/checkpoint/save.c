@@ -253,10 +253,16 @@ lmio_status lmio_pretrained_save(const char *dir, const lmio_config *cfg, const 
         return lmio__fail(err, LMIO_ERR_INVALID_ARG, dir, -1, "", "dtype %s; expected F32, F16, BF16 or F64",
                           lmio_dtype_name(o.dtype) ? lmio_dtype_name(o.dtype) : "?");
     const lmio__format *fmt = lmio__format_find(o.format ? o.format : "safetensors");
-    if (!fmt || !fmt->save || !fmt->dir_file)
+    if (!fmt || !fmt->save || !fmt->dir_file) {
+        char names[256] = "";
+        for (size_t i = 0, n = 0; i < lmio__format_count() && n < sizeof names; i++) {
+            const lmio__format *f = lmio__format_at(i);
+            if (f->save && f->dir_file) n += (size_t)snprintf(names + n, sizeof names - n, "%s%s", n ? ", " : "", f->name);
+        }
         return lmio__fail(err, fmt ? LMIO_ERR_UNSUPPORTED : LMIO_ERR_INVALID_ARG, dir, -1, "",
-                          "weights format \"%s\"; expected a format lmio writes into model directories (safetensors)",
-                          o.format);
+                          "weights format \"%s\"; expected a format lmio writes into model directories (%s)",
+                          o.format, names);
+    }
     lmio__stage st;
     lmio_status s = lmio__stage_begin(&st, dir, o.durable, o.keep_other_files != 0, weights, err);
     if (s) return s;

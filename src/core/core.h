@@ -75,6 +75,11 @@ void lmio__format_shape(char *buf, size_t cap, int ndim, const uint64_t *shape);
 size_t lmio__utf8_prefix(const char *s, size_t n);
 bool lmio__utf8_valid(const char *s, size_t n);
 
+/* ---- checksums (crc32.c): the one place that talks to zlib ---- */
+
+/* Continues a zip CRC-32 over n more bytes; start with crc = 0. */
+uint32_t lmio__crc32(uint32_t crc, const void *data, size_t n);
+
 /* ---- growable buffer (buf.c) ---- */
 typedef struct lmio__buf {
     char *data; /* NUL-terminated when non-NULL */

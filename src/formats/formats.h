@@ -18,6 +18,7 @@ typedef enum lmio__sniff {
 
 typedef struct lmio__format {
     const char *name;        /* "safetensors": lmio_statedict_format, --format */
+    const char *const *aliases; /* other names --format accepts; NULL-terminated or NULL */
     const char *description; /* for messages: "GGUF (llama.cpp)" */
     /* Judges the first bytes of a file (head, n of them, n <= 64) and its
      * size; by content, never by file name. */
@@ -48,11 +49,131 @@ extern const lmio__format lmio__format_torch_zip;
 /* The table (registry.c), in the order directories are searched. */
 size_t lmio__format_count(void);
 const lmio__format *lmio__format_at(size_t i);
-/* By exact name; NULL if none. */
+/* By exact name or alias; NULL if none. */
 const lmio__format *lmio__format_find(const char *name);
 /* The format whose sniffer is surest about these bytes. A file that no
  * format recognises goes to the fallback (safetensors, which has no magic
  * number), so the error says which of its rules the file breaks. */
 const lmio__format *lmio__format_sniff(const unsigned char *head, size_t n, uint64_t file_size);
+
+/* ---- helpers of the PyTorch formats (zip.c, pickle.c) ---- */
+
+/* A zip archive's members, read from its central directory and checked
+ * against the bytes: every local header present, named as in the central
+ * directory, and inside the file; no two members overlapping. */
+typedef struct lmio__zip_entry {
+    const char *name; /* borrowed from the file; not NUL-terminated */
+    size_t name_len;
+    uint64_t header_off, data_off; /* local header, first data byte */
+    uint64_t size, comp_size;
+    uint16_t method;                /* 0: stored */
+} lmio__zip_entry;
+
+typedef struct lmio__zip {
+    lmio__zip_entry *entries; /* sorted by name */
+    size_t count;
+    const char *root; /* the folder every member is in (torch's rule) */
+    size_t root_len;
+} lmio__zip;
+
+lmio_status lmio__zip_read(const char *path, const unsigned char *data, uint64_t size, lmio__zip *z,
+                           lmio_error *err);
+/* The member <root>/<name>, or NULL. */
+const lmio__zip_entry *lmio__zip_find(const lmio__zip *z, const char *name);
+void lmio__zip_free(lmio__zip *z);
+
+/* A streaming zip writer laid out as torch.save's PyTorchStreamWriter lays
+ * out archives: stored members under one root folder, every payload
+ * 64-byte aligned by a padding extra field, sizes in data descriptors,
+ * zip64 records where sizes or offsets need them, and a zip64 end record
+ * always. CRC-32s are computed as the data streams through. */
+typedef struct lmio__zipw_entry {
+    char *name;
+    uint64_t offset, size;
+    uint32_t crc;
+} lmio__zipw_entry;
+
+typedef struct lmio__zipw {
+    lmio__outfile *out;
+    const char *root;
+    lmio__zipw_entry *entries;
+    size_t count, cap;
+    uint64_t cur_size, cur_done; /* the member being written */
+    uint32_t cur_crc;
+} lmio__zipw;
+
+/* Starts member root/name of exactly size bytes. */
+lmio_status lmio__zipw_begin(lmio__zipw *w, const char *name, uint64_t size, lmio_error *err);
+lmio_status lmio__zipw_data(lmio__zipw *w, const void *p, size_t n, lmio_error *err);
+lmio_status lmio__zipw_end(lmio__zipw *w, lmio_error *err);
+/* A whole small member. */
+lmio_status lmio__zipw_record(lmio__zipw *w, const char *name, const void *p, size_t n, lmio_error *err);
+/* Central directory and end records. */
+lmio_status lmio__zipw_finish(lmio__zipw *w, lmio_error *err);
+void lmio__zipw_free(lmio__zipw *w);
+
+/* What a torch pickle describes, without executing any of it: a value
+ * graph built by a machine that knows only the opcodes and globals
+ * torch.save's state dicts and checkpoints use (pickle.c). */
+typedef struct lmio__pickle lmio__pickle;
+
+/* A tensor found in the graph: its storage (persistent id) and view. */
+typedef struct lmio__pickle_tensor {
+    const char *key; /* storage key, e.g. "0"; borrowed, key_len bytes */
+    size_t key_len;
+    lmio_dtype storage_dtype; /* LMIO_DTYPE_NONE: untyped (bytes) */
+    uint64_t storage_numel;   /* elements of storage_dtype, bytes if untyped */
+    lmio_dtype dtype;         /* the tensor's */
+    int ndim;
+    uint64_t shape[LMIO_MAX_DIMS];
+    uint64_t stride[LMIO_MAX_DIMS]; /* in elements */
+    uint64_t offset;                /* in elements */
+    int64_t at;                     /* pickle offset of its REDUCE */
+} lmio__pickle_tensor;
+
+typedef struct lmio__pickle_sink {
+    void *ctx;
+    /* name is NUL-terminated, nested keys joined with '.' */
+    lmio_status (*tensor)(void *ctx, const char *name, const lmio__pickle_tensor *t, lmio_error *err);
+    lmio_status (*value)(void *ctx, const char *name, const char *text, lmio_error *err);
+} lmio__pickle_sink;
+
+/* Parses one pickle at data[0..n) up to its STOP (*used: bytes consumed).
+ * Errors name path, what ("data.pkl") and the offset as base + position. */
+lmio_status lmio__pickle_parse(const char *path, const char *what, int64_t base, const unsigned char *data,
+                               size_t n, size_t *used, lmio__pickle **out, lmio_error *err);
+/* Walks the result: each tensor and each other leaf (int, float, str,
+ * bool, None, dtype, empty container) reaches the sink, named by its path. */
+lmio_status lmio__pickle_flatten(const lmio__pickle *p, const lmio__pickle_sink *sink, lmio_error *err);
+/* For the legacy stream's small pickles: the root as a list of strings
+ * (*items borrowed, *lens their lengths), or a dict's bool value by key. */
+lmio_status lmio__pickle_strings(const lmio__pickle *p, const char ***items, size_t **lens, size_t *n,
+                                 lmio_error *err);
+int lmio__pickle_dict_bool(const lmio__pickle *p, const char *key); /* -1: absent or not a bool */
+void lmio__pickle_free(lmio__pickle *p);
+/* Every tensor the pickle describes, in the order made (borrowed). */
+const lmio__pickle_tensor *lmio__pickle_tensors(const lmio__pickle *p, size_t *n);
+
+/* torch's names for an lmio dtype, from the reader's table of globals: the
+ * storage class _rebuild_tensor_v2 uses ("FloatStorage"), or NULL when
+ * torch saves the dtype as bytes plus a dtype (_rebuild_tensor_v3, name
+ * "uint16"). False when torch has no such dtype. */
+bool lmio__torch_dtype(lmio_dtype dt, const char **storage_class, const char **dtype_name);
+
+/* Pickle writing (protocol 2, the opcodes torch.save emits). */
+typedef struct lmio__pickler {
+    lmio__buf b;
+    struct { const char *a, *b; uint32_t idx; } memo[64]; /* (module, name) or (text, NULL) */
+    size_t n_memo;
+    uint32_t next_memo;
+} lmio__pickler;
+void lmio__pkw_op(lmio__pickler *w, unsigned char op);
+void lmio__pkw_int(lmio__pickler *w, int64_t v);
+void lmio__pkw_str(lmio__pickler *w, const char *s, size_t n);
+/* A string, or a global, stored once and fetched from the memo after that
+ * (the strings must outlive w). */
+void lmio__pkw_str_memo(lmio__pickler *w, const char *s);
+void lmio__pkw_global(lmio__pickler *w, const char *module, const char *name);
+void lmio__pkw_int_tuple(lmio__pickler *w, const uint64_t *v, int n);
 
 #endif

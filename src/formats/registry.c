@@ -17,8 +17,11 @@ const lmio__format *lmio__format_at(size_t i) { return i < N_FORMATS ? k_formats
 
 const lmio__format *lmio__format_find(const char *name)
 {
-    for (size_t i = 0; name && i < N_FORMATS; i++)
+    for (size_t i = 0; name && i < N_FORMATS; i++) {
         if (!strcmp(k_formats[i]->name, name)) return k_formats[i];
+        for (const char *const *a = k_formats[i]->aliases; a && *a; a++)
+            if (!strcmp(*a, name)) return k_formats[i];
+    }
     return NULL;
 }
 

@@ -270,5 +270,27 @@ check "dir convert after a SIGKILL" 0 "$(trun convert "$H/src" "$H/sigdir")"
 [ "$(tmps "$H")" = 0 ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "not ok: the SIGKILLed directory stayed"; }
 set +m
 
+# PyTorch checkpoints under any name, both directions, files and directories
+check "convert --format bin" 0 "$(run convert "$T/m.safetensors" "$T/weights.ckpt" --format bin)"
+check "verify bin" 0 "$(run verify "$T/weights.ckpt")"; expect_grep "verify bin OK" "weights.ckpt: OK (pytorch, 29 tensors, 30593 parameters" "$T/out"
+# the same table but for the offsets, which differ between the formats
+run inspect "$T/m.safetensors" >/dev/null; grep -v '^file:\|^format:\|^metadata\|^  [a-z_]* = ' "$T/out" | sed 's/ *[0-9-]*$//' > "$T/st.table"
+run inspect "$T/weights.ckpt" >/dev/null; grep -v '^file:\|^format:\|^metadata\|^  [a-z_]* = ' "$T/out" | sed 's/ *[0-9-]*$//' > "$T/pt.table"
+cmp -s "$T/st.table" "$T/pt.table" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "not ok: bin inspect differs from safetensors"; diff "$T/st.table" "$T/pt.table" | head -5; }
+check "convert bin -> safetensors" 0 "$(run convert "$T/weights.ckpt" "$T/back.safetensors" --format safetensors)"
+# torch.save files carry no metadata, so the second round trip is the fixed point
+run convert "$T/back.safetensors" "$T/again.ckpt" --format pt >/dev/null; run convert "$T/again.ckpt" "$T/again.safetensors" >/dev/null
+check "bin round trip is byte-identical" 0 "$(cmp -s "$T/back.safetensors" "$T/again.safetensors"; echo $?)"
+cmp -s "$T/weights.ckpt" "$T/again.ckpt" && { fail=$((fail + 1)); echo "not ok: archive folder not named after the file"; } || pass=$((pass + 1))
+check "inspect malicious pickle" 1 "$(run inspect "$DATA/corrupt_torch/reduce_os_system.pt")"
+expect_grep "malicious pickle named" "reduce_os_system.pt: offset 77: data.pkl byte 13: GLOBAL posix.system is not allowed" "$T/err"
+check "verify malicious pickle" 1 "$(run verify "$DATA/corrupt_torch/reduce_builtins_eval.pt")"
+mkdir "$T/bindir" && cp "$T/weights.ckpt" "$T/bindir/pytorch_model.bin"
+check "verify bin dir" 0 "$(run verify "$T/bindir")"; expect_grep "verify bin dir OK" "bindir: OK (no config, 1 weight file, 29 tensors" "$T/out"
+check "convert bin dir -> sharded safetensors" 0 "$(run convert "$T/bindir" "$T/stdir" --max-shard-size 20KB)"
+check "convert sharded safetensors -> sharded bin" 0 "$(run convert "$T/stdir" "$T/bindir2" --format bin --max-shard-size 20KB)"
+[ -f "$T/bindir2/pytorch_model.bin.index.json" ] && ls "$T/bindir2" | grep -q '^pytorch_model-00001-of-0000[2-9].bin$' && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "not ok: sharded bin dir layout"; ls "$T/bindir2"; }
+check "inspect sharded bin dir" 0 "$(run inspect "$T/bindir2")"; expect_grep "sharded bin totals" "^total: 29 tensors, 30593 parameters" "$T/out"
+
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -96,7 +96,8 @@ CORRUPT = [
     ("metadata_int_value", st({"__metadata__": {"unquoted_int": 0}}), "FORMAT", 8, "non-string value"),
     ("integer_too_big", st(None, raw_header=b'{"w":{"dtype":"U8","shape":[99999999999999999999999],"data_offsets":[0,1]}}'), "FORMAT", -2, "invalid JSON"),
     ("gguf_magic", b"GGUF\x03\x00\x00\x00" + b"\0" * 16, "UNSUPPORTED", 0, "GGUF file"),
-    ("zip_magic", b"PK\x03\x04\x14\x00" + b"\0" * 24, "UNSUPPORTED", 0, "zip archive"),
+    # read as the zip it announces: its error says what a zip lacks
+    ("zip_magic", b"PK\x03\x04\x14\x00" + b"\0" * 24, "FORMAT", 8, "no zip end record"),
 ]
 
 
