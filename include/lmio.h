@@ -552,6 +552,18 @@ LMIO_API lmio_status lmio_model_generate(lmio_model *model, const int32_t *promp
                                          const lmio_generate_opts *opts, int32_t *out, size_t *n_out,
                                          lmio_error *err);
 
+/* Writes a TorchScript archive of the model (cfg, weights as for
+ * lmio_model_create, which checks them the same way) to path, atomically:
+ * torch.jit.load(path) gives a module whose forward(input_ids) maps int64
+ * ids of shape (T) or (B, T) to fp32 logits (T, vocab) or (B, T, vocab),
+ * equal to lmio_model_logits' up to fp32 rounding. Its parameters carry
+ * Transformers' names (model.state_dict() keys; a tied lm_head is left
+ * out) and are written f32; the module is in eval mode. opts may be NULL;
+ * its dtype must be LMIO_DTYPE_NONE or F32. An architecture lmio runs but
+ * cannot export yet is LMIO_ERR_UNSUPPORTED. */
+LMIO_API lmio_status lmio_export_torchscript(const lmio_config *cfg, const lmio_statedict *weights, const char *path,
+                                             const lmio_save_opts *opts, lmio_error *err);
+
 /* ---- GPT-2, as lmio 0.1 spelled it ----
  * Thin wrappers kept so existing programs build: an lmio_gpt2 is an
  * lmio_model, and each call below is its lmio_model_* namesake, except that

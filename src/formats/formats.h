@@ -176,4 +176,33 @@ void lmio__pkw_str_memo(lmio__pickler *w, const char *s);
 void lmio__pkw_global(lmio__pickler *w, const char *module, const char *name);
 void lmio__pkw_int_tuple(lmio__pickler *w, const uint64_t *v, int n);
 
+/* ---- TorchScript archives (torchscript.c) ---- */
+
+/* Appends to code the methods, in TorchScript's Python dialect and indented
+ * two spaces, of the module class at node: "" for the root, else the dotted
+ * prefix of its tensors' names with each numeric part written "{L}"
+ * ("transformer.h.{L}": every layer shares one class). Appending nothing
+ * leaves the class a plain container. */
+typedef lmio_status (*lmio__ts_methods_fn)(void *ctx, const char *node, lmio__buf *code, lmio_error *err);
+
+typedef struct lmio__ts_program {
+    const char *package;    /* the classes' module under __torch__: "lmio.gpt2" */
+    const char *root_class; /* "GPT2LMHeadModel" */
+    /* The parameters, in this order. Each dotted name places its tensor in
+     * the module tree: "transformer.h.0.ln_1.weight" is parameter "weight"
+     * of module "transformer.h.0.ln_1"; numeric parts are ModuleList-style
+     * children. Written as f32 (the data must be F32, F16, BF16 or F64). */
+    const lmio_tensor *tensors;
+    size_t n_tensors;
+    lmio__ts_methods_fn methods;
+    void *ctx;
+} lmio__ts_program;
+
+/* Writes an archive torch.jit.load reads (shared/reference/
+ * torch-tokenizer.md section 2): data.pkl holding the module objects,
+ * the classes' source under code/, an empty constants.pkl, tensor records;
+ * atomically, through lmio__outfile. o is complete. */
+lmio_status lmio__torchscript_save(const lmio__ts_program *p, const char *path, const lmio_save_opts *o,
+                                   lmio_error *err);
+
 #endif

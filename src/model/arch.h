@@ -68,6 +68,13 @@ typedef struct lmio__arch {
     void (*free)(void *model);
     size_t (*vocab_size)(const void *model);
     size_t (*max_positions)(const void *model);
+    /* TorchScript export (lmio_export_torchscript): appends the methods of
+     * the module class at node, as lmio__ts_methods_fn in formats.h says
+     * (node "" is the root, whose forward(self, input_ids: Tensor) -> Tensor
+     * maps ids (T) or (B, T) to logits (T, V) or (B, T, V)). The module tree
+     * is the table's tensors by their hf_name (tied ones left out when tied).
+     * NULL: the architecture cannot be exported yet. */
+    lmio_status (*torchscript)(const lmio_config *cfg, const char *node, lmio__buf *code, lmio_error *err);
 } lmio__arch;
 
 /* ---- the table (arch_table.c) ---- */
