@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks lmio against Python safetensors, torch.save/torch.load and cp,
 # then from_pretrained and tokenizer encode against Transformers, tokenizers
-# and tiktoken, all in one run: ./bench/run.sh [RUNS]. Needs ~2 GB in bench/out.
+# and tiktoken, then ONNX export and onnxruntime's load against torch.onnx.export,
+# all in one run: ./bench/run.sh [RUNS]. Needs ~3 GB in bench/out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -12,3 +13,5 @@ cc -O2 -std=c11 -fopenmp -Iinclude bench/lmio_bench.c build/liblmio.a $(pkg-conf
 .venv/bin/python bench/bench.py build/lmio_bench bench/out "${1:-5}"
 echo
 OMP_NUM_THREADS=1 .venv/bin/python bench/bench_model.py build/lmio_bench bench/out "${1:-5}"
+echo
+OMP_NUM_THREADS=1 .venv/bin/python bench/bench_onnx.py build/lmio bench/out "${1:-5}"
