@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Benchmarks lmio against Python safetensors, torch.save/torch.load and cp,
 # then from_pretrained and tokenizer encode against Transformers, tokenizers
-# and tiktoken, then TorchScript export against torch.jit.trace + save, all in
-# one run: ./bench/run.sh [RUNS]. Needs ~3 GB in bench/out.
+# and tiktoken, then TorchScript export against torch.jit.trace + save, and
+# ONNX export and onnxruntime's load against torch.onnx.export, all in one
+# run: ./bench/run.sh [RUNS]. Needs ~3 GB in bench/out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -15,3 +16,4 @@ echo
 OMP_NUM_THREADS=1 .venv/bin/python bench/bench_model.py build/lmio_bench bench/out "${1:-5}"
 echo
 .venv/bin/python bench/bench_torchscript.py build/lmio bench/out "${1:-5}"
+OMP_NUM_THREADS=1 .venv/bin/python bench/bench_onnx.py build/lmio bench/out "${1:-5}"

@@ -668,6 +668,44 @@ LMIO_API lmio_status lmio_pretrained_convert(const char *src_dir, const char *ds
 LMIO_API lmio_status lmio_parse_size(const char *text, uint64_t *out, lmio_error *err);
 
 /* ------------------------------------------------------------------------ */
+/* Exporting: ONNX for onnxruntime and transformers.js                       */
+/* ------------------------------------------------------------------------ */
+
+typedef struct lmio_onnx_opts {
+    size_t struct_size;     /* sizeof(lmio_onnx_opts), set by INIT            */
+    lmio_dtype dtype;       /* LMIO_DTYPE_NONE or F32: float32; F16: weights,
+                               past/present and logits in float16 (the graph
+                               computes in float32 either way)              */
+    int32_t durable;        /* 1 (default): fsync every file and directory    */
+    int64_t external_data;  /* 1: weights in onnx/model.onnx_data even when
+                               the model fits in one file; 0 (default): only
+                               when it does not (protobuf's 2 GiB limit)     */
+} lmio_onnx_opts;
+#define LMIO_ONNX_OPTS_INIT {sizeof(lmio_onnx_opts), LMIO_DTYPE_NONE, 1, 0}
+
+/* Writes dir as a model folder transformers.js (and onnxruntime) runs as it
+ * is: dir/onnx/model.onnx, the decoder with its KV cache in the layout of
+ * Optimum's text-generation-with-past export (inputs input_ids,
+ * attention_mask, position_ids, past_key_values.{i}.key/.value of shape
+ * [batch_size, heads, past_sequence_length, head_dim]; outputs logits,
+ * present.{i}.key/.value; batch and sequence axes symbolic; opset 20, IR 9),
+ * and beside it config.json, generation_config.json and, when tok is given,
+ * the tokenizer files (tokenizer.json, tokenizer_config.json, ...).
+ * Weights go to dir/onnx/model.onnx_data (each tensor at a 4096-byte
+ * aligned offset) when asked or when the model would pass 2 GiB; config.json
+ * then says so ("transformers.js_config": {"use_external_data_format":
+ * true}). The model's architecture must be one lmio can export
+ * (lmio_onnx_supported), else LMIO_ERR_UNSUPPORTED; every tensor is checked
+ * against the config as lmio_model_create checks it. dir is created if
+ * absent; files already in it that lmio does not write are kept. Each file
+ * is written atomically, the ONNX files first and config.json last. Same
+ * model, same bytes. */
+LMIO_API lmio_status lmio_onnx_export(const char *dir, const lmio_config *cfg, const lmio_statedict *weights,
+                                      const lmio_tokenizer *tok, const lmio_onnx_opts *opts, lmio_error *err);
+/* 1 if lmio can export model_type to ONNX, else 0. */
+LMIO_API int lmio_onnx_supported(const char *model_type);
+
+/* ------------------------------------------------------------------------ */
 /* Verifying                                                                 */
 /* ------------------------------------------------------------------------ */
 
