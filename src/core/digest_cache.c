@@ -4,8 +4,12 @@
  * just to be hashed. An entry is used only while the file is provably the
  * one hashed: same device, inode, size and change time (any later write,
  * truncation or replacement changes one of them); otherwise the file is
- * hashed again from disk. Saves may run in several threads (a background
- * checkpoint writer), hence the lock. */
+ * hashed again from disk. (The kernel stamps ctime from a clock that
+ * ticks every few milliseconds, so a same-size rewrite in place within one
+ * tick of the write would go unseen; lmio's writers always replace a file
+ * by rename, a new inode, and nothing else writes into a staging
+ * directory.) Saves may run in several threads (a background checkpoint
+ * writer), hence the lock. */
 #include "core.h"
 
 #include <pthread.h>
