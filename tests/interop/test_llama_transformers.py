@@ -269,3 +269,19 @@ def test_refuses_what_transformers_cannot_run(tmp_path):
     for name, (edit, fragment) in cases.items():
         bad, msg = refuses(edited_copy(d, tmp_path / name, edit), PROMPT, tmp_path)
         assert bad and fragment in msg, f"{name}: {msg}"
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_lmio_resaves_transformers_llama(tmp_path, tied):
+    """from_pretrained then save_pretrained through lmio (lmio convert): the
+    directory loads back in Transformers, no key missing or left over, and
+    computes the same logits; a tied head is left out as Transformers does."""
+    model = hf_model(6, num_key_value_heads=2, tie_word_embeddings=tied, attention_bias=True)
+    d, out = tmp_path / "hf", tmp_path / "resaved"
+    model.save_pretrained(d)
+    run("convert", str(d), str(out), "--max-shard-size", "100KB")
+    index = json.load(open(out / "model.safetensors.index.json"))
+    assert ("lm_head.weight" in index["weight_map"]) == (not tied)
+    again, info = AutoModelForCausalLM.from_pretrained(out, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    assert_close(hf_forward(again.eval(), PROMPT), hf_forward(model, PROMPT), f"re-saved by lmio, tied={tied}")
