@@ -23,7 +23,12 @@ enum {
     LMIO__T_TIED = 1u << 1,
     /* Stored [in, out] (Transformers' Conv1D): nn.Linear and GGUF hold the
      * transpose, so a converter to those layouts must transpose it. */
-    LMIO__T_CONV1D = 1u << 2
+    LMIO__T_CONV1D = 1u << 2,
+    /* Rows are rotary heads of head_dim in Transformers' rotate_half order
+     * (pairs i, i + head_dim/2); llama.cpp stores them permuted to
+     * adjacent pairs (2i, 2i+1), so a GGUF converter permutes them
+     * (shared/reference/gguf-llamacpp.md §2.3). */
+    LMIO__T_ROPE_HALF = 1u << 3
 };
 
 /* One row per tensor an architecture has. */
@@ -39,6 +44,11 @@ typedef struct lmio__tensor_spec {
     /* Where create binds the tensor's f32 data (a const float *): offset in
      * the model struct, or in the layer struct for LMIO__T_PER_LAYER. */
     size_t offset;
+    /* The config's boolean key that says whether the tensor exists
+     * (Llama's attention_bias); NULL: it always does. When the key is false
+     * the tensor is not bound (its slot stays NULL), as Transformers
+     * builds no such parameter. */
+    const char *if_config;
 } lmio__tensor_spec;
 
 /* ---- architectures ---- */
@@ -123,6 +133,7 @@ typedef struct lmio__binding {
     const uint64_t *dims; /* a value per dim index of the arch */
     size_t n_layer;
     bool tied; /* tie_word_embeddings */
+    const lmio_config *cfg; /* for the specs' if_config keys */
 } lmio__binding;
 
 /* With model == NULL: checks every tensor's presence and shape and
@@ -132,6 +143,11 @@ typedef struct lmio__binding {
  * widening F16/BF16/F64 into pool. */
 lmio_status lmio__arch_bind(const lmio__binding *b, void *model, void *layers, lmio__f32_pool *pool,
                             lmio_error *err);
+/* What an architecture's create does with its weights: checks them all
+ * (allocating nothing), then allocates n_layer layer structs into *layers
+ * (the caller frees them, also on failure) and binds. */
+lmio_status lmio__arch_build(const lmio__binding *b, void *model, void **layers, lmio__f32_pool *pool,
+                             lmio_error *err);
 
 /* ---- ONNX decoders (export_onnx.c) ----
  * The graph interface every exported decoder shares, Optimum's
