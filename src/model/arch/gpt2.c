@@ -479,6 +479,7 @@ typedef struct acts {
     float *probs;              /* (N, V): softmax, then dlogits */
     float *dres, *dln, *dbig;  /* backward scratch: (N, C), (N, C), (N, max(I, 3C)) */
     float *dp;                 /* (B, H, T) */
+    float *wt;                 /* a weight transposed: max(V, I, 3C) * C */
     float *base;
 } acts;
 
@@ -489,9 +490,9 @@ static bool acts_alloc(acts *a, const gpt2 *m, size_t B, size_t T)
     size_t parts[][2] = {{L + 1, N * C}, {L, N * C}, {L, N * C}, {L, N * C}, {L, N * 2}, {L, N * 2},
                          {L, N * 3 * C}, {L * B * m->H, T * T}, {L, N * C}, {L, N * I}, {L, N * I},
                          {1, N * C}, {1, N * 2}, {1, N * m->V}, {1, N * C}, {1, N * C}, {1, N * big},
-                         {B * m->H, T}};
+                         {B * m->H, T}, {1, (m->V > big ? m->V : big) * C}};
     float **dst[] = {&a->resid, &a->resid2, &a->ln1, &a->ln2, &a->st1, &a->st2, &a->qkv, &a->att, &a->atty,
-                     &a->fch, &a->fca, &a->lnf, &a->stf, &a->probs, &a->dres, &a->dln, &a->dbig, &a->dp};
+                     &a->fch, &a->fca, &a->lnf, &a->stf, &a->probs, &a->dres, &a->dln, &a->dbig, &a->dp, &a->wt};
     size_t total = 0, k;
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
         if (__builtin_mul_overflow(parts[i][0], parts[i][1], &k) || __builtin_add_overflow(total, k, &total))
@@ -561,17 +562,19 @@ static void matmul_rows(float *out, const float *x, const float *w, const float 
     }
 }
 
-// dx (N, K) = dout (N, M) @ w^T, w (K, M)
-static void matmul_bwd_x(float *dx, const float *dout, const float *w, size_t N, size_t K, size_t M)
+// wt (M, K) = w (K, M) transposed
+static void transpose(float *wt, const float *w, size_t K, size_t M)
 {
-#pragma omp parallel for schedule(static)
-    for (size_t n = 0; n < N; n++)
-        for (size_t k = 0; k < K; k++) {
-            const float *d = dout + n * M, *wk = w + k * M;
-            float acc = 0;
-            for (size_t j = 0; j < M; j++) acc += d[j] * wk[j];
-            dx[n * K + k] = acc;
-        }
+    for (size_t k = 0; k < K; k++)
+        for (size_t j = 0; j < M; j++) wt[j * K + k] = w[k * M + j];
+}
+
+// dx (N, K) = dout (N, M) @ w^T, w (K, M): through w transposed into wt,
+// so the inner loop runs along rows (vectorises) instead of a dot product
+static void matmul_bwd_x(float *dx, const float *dout, const float *w, size_t N, size_t K, size_t M, float *wt)
+{
+    transpose(wt, w, K, M);
+    matmul_rows(dx, dout, wt, NULL, N, M, K);
 }
 
 // dw (K, M) += x^T (K, N) @ dout (N, M); db (M) += column sums of dout
@@ -688,18 +691,13 @@ static double logits_loss(const gpt2 *m, acts *a, const int32_t *targets, size_t
 {
     size_t C = m->C, V = m->V;
     double total = 0;
+    transpose(a->wt, m->lm_head, V, C);
+    matmul_rows(a->probs, a->lnf, a->wt, NULL, N, C, V);
 #pragma omp parallel for schedule(static)
     for (size_t n = 0; n < N; n++) {
-        float *row = a->probs + n * V;
-        const float *x = a->lnf + n * C;
-        float mx = -INFINITY;
-        for (size_t v = 0; v < V; v++) {
-            const float *e = m->lm_head + v * C;
-            float acc = 0;
-            for (size_t i = 0; i < C; i++) acc += x[i] * e[i];
-            row[v] = acc;
-            if (acc > mx) mx = acc;
-        }
+        float *row = a->probs + n * V, mx = -INFINITY;
+        for (size_t v = 0; v < V; v++)
+            if (row[v] > mx) mx = row[v];
         double sum = 0;
         for (size_t v = 0; v < V; v++) sum += row[v] = expf(row[v] - mx);
         for (size_t v = 0; v < V; v++) row[v] = (float)(row[v] / sum);
@@ -748,16 +746,16 @@ static void layer_bwd(const gpt2 *m, gpt2 *g, acts *a, size_t l, size_t B, size_
     const float *fch = a->fch + l * N * I, *fca = a->fca + l * N * I;
 #define W(p) ((float *)(p)) /* gradient buffers are bound const; they are ours to write */
     matmul_bwd_w(W(gy->fc_proj_w), W(gy->fc_proj_b), fca, dres, N, I, C);
-    matmul_bwd_x(dbig, dres, y->fc_proj_w, N, I, C);
+    matmul_bwd_x(dbig, dres, y->fc_proj_w, N, I, C, a->wt);
     for (size_t i = 0; i < N * I; i++) dbig[i] *= act_grad(m->act, fch[i]);
     matmul_bwd_w(W(gy->fc_w), W(gy->fc_b), a->ln2 + l * N * C, dbig, N, C, I);
-    matmul_bwd_x(dln, dbig, y->fc_w, N, C, I);
+    matmul_bwd_x(dln, dbig, y->fc_w, N, C, I, a->wt);
     layernorm_bwd(dres, W(gy->ln_2_w), W(gy->ln_2_b), dln, a->resid2 + l * N * C, a->st2 + l * N * 2, y->ln_2_w, N, C);
     matmul_bwd_w(W(gy->proj_w), W(gy->proj_b), a->atty + l * N * C, dres, N, C, C);
-    matmul_bwd_x(dln, dres, y->proj_w, N, C, C);
+    matmul_bwd_x(dln, dres, y->proj_w, N, C, C, a->wt);
     attention_bwd(m, dbig, a->dp, dln, a->qkv + l * N * 3 * C, a->att + l * B * m->H * T * T, B, T, l);
     matmul_bwd_w(W(gy->attn_w), W(gy->attn_b), a->ln1 + l * N * C, dbig, N, C, 3 * C);
-    matmul_bwd_x(dln, dbig, y->attn_w, N, C, 3 * C);
+    matmul_bwd_x(dln, dbig, y->attn_w, N, C, 3 * C, a->wt);
     layernorm_bwd(dres, W(gy->ln_1_w), W(gy->ln_1_b), dln, a->resid + l * N * C, a->st1 + l * N * 2, y->ln_1_w, N, C);
 }
 
