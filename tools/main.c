@@ -27,6 +27,8 @@ static const cli_command k_commands[] = {
     {"tokenizer", "encode|decode|train ...", "GPT-2 byte-level BPE (see --help)", cmd_tokenizer, k_tokenizer_help},
     {"logits", "DIR --ids 1,2,3 --out F.npy", "reference model logits as .npy", cmd_logits, k_logits_help},
     {"generate", "DIR --prompt TEXT [-n N]", "continue a prompt (greedy or sampled)", cmd_generate, k_generate_help},
+    {"train", "--data F.txt --out RUN_DIR --steps N", "train a GPT-2; checkpoints, exact resume", cmd_train,
+     k_train_help},
     {"version", "", "print lmio's version", cmd_version, "usage: lmio version\n\nPrint lmio's version.\n"},
 };
 enum { N_COMMANDS = sizeof k_commands / sizeof k_commands[0] };
