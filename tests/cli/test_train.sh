@@ -3,8 +3,9 @@
 #   loss    on real English text (the licence texts every Debian system ships
 #           in /usr/share/common-licenses, package base-files) the mean loss of
 #           the last 10 steps is below 0.6 x that of the first 10
-#   resume  N steps straight, and k steps then SIGKILL then a resume to N, give
-#           byte-identical weights, optimizer state and torch optimizer file
+#   resume  N steps straight, and k steps (saving in the background) then
+#           SIGKILL then a resume to N, give byte-identical weights, optimizer
+#           state and torch optimizer file
 #   crash   SIGKILL at 50+ random moments: every time, the checkpoint `latest`
 #           names passes `lmio verify`, leftovers are gone after the next start,
 #           and training resumes from the newest complete checkpoint
@@ -48,8 +49,9 @@ resume)
     # killed between checkpoint-6 and the end
     args=(--data "$work/small.txt" --steps 12 --save-every 3 --vocab-size 300 --seed 7)
     "$LMIO" train "${args[@]}" --out "$work/straight" > /dev/null 2>&1 || fail "straight run failed"
-    # the same run, killed once checkpoint-6 exists, then resumed
-    "$LMIO" train "${args[@]}" --out "$work/killed" > /dev/null 2>&1 &
+    # the same run with background saves, killed once checkpoint-6 exists,
+    # then resumed: the same bytes as the synchronous straight run
+    "$LMIO" train "${args[@]}" --async-save --out "$work/killed" > /dev/null 2>&1 &
     pid=$!
     for _ in $(seq 1 600); do [ -d "$work/killed/checkpoint-6" ] && break; sleep 0.01; done
     kill -9 "$pid" 2>/dev/null || true
@@ -73,7 +75,10 @@ crash)
     kills=0
     deadline=$((SECONDS + 240))
     while [ $kills -lt 60 ] && [ $SECONDS -lt $deadline ]; do
-        "$LMIO" train "${args[@]}" > /dev/null 2> "$work/err" &
+        # every other run saves in the background: a kill mid-write must
+        # leave the previous checkpoint as latest there too
+        async=(); [ $((kills % 2)) = 1 ] && async=(--async-save)
+        "$LMIO" train "${args[@]}" "${async[@]}" > /dev/null 2> "$work/err" &
         pid=$!
         sleep "0.$(printf '%03d' $((RANDOM % 400)))"
         kill -9 "$pid" 2>/dev/null || true
