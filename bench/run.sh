@@ -12,3 +12,9 @@ cc -O2 -std=c11 -fopenmp -Iinclude bench/lmio_bench.c build/liblmio.a $(pkg-conf
 .venv/bin/python bench/bench.py build/lmio_bench bench/out "${1:-5}"
 echo
 OMP_NUM_THREADS=1 .venv/bin/python bench/bench_model.py build/lmio_bench bench/out "${1:-5}"
+echo
+# Training stall per checkpoint: synchronous durable save against --async-save.
+cc -O2 -std=c11 -fopenmp -Iinclude bench/train_save_bench.c build/liblmio.a $(pkg-config --libs jansson libpcre2-8 zlib) \
+    -lpthread -lm -o build/train_save_bench
+build/train_save_bench bench/out 4 256 8192 "${1:-5}"
+rm -rf bench/out/train-save-run
