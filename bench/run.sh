@@ -18,3 +18,8 @@ echo
 .venv/bin/python bench/bench_torchscript.py build/lmio bench/out "${1:-5}"
 OMP_NUM_THREADS=1 .venv/bin/python bench/bench_onnx.py build/lmio bench/out "${1:-5}"
 LMIO_BENCH_NO_BUILD=1 bench/hash.sh "${1:-5}"
+# Training stall per checkpoint: synchronous durable save against --async-save.
+cc -O2 -std=c11 -fopenmp -Iinclude bench/train_save_bench.c build/liblmio.a $(pkg-config --libs jansson libpcre2-8 zlib) \
+    -lpthread -lm -o build/train_save_bench
+build/train_save_bench bench/out 4 256 8192 "${1:-5}"
+rm -rf bench/out/train-save-run

@@ -849,6 +849,161 @@ LMIO_API lmio_status lmio_verify(const char *path, const lmio_verify_opts *opts,
 LMIO_API lmio_status lmio_statedict_verify(const lmio_statedict *sd, const lmio_verify_opts *opts,
                                            lmio_verify_report *out, lmio_error *err);
 
+/* ------------------------------------------------------------------------ */
+/* Training                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* A trainer holds a model of an architecture lmio can train (today
+ * "gpt2"), its gradients and AdamW's moments, all f32, and runs training
+ * steps in C on the CPU (OpenMP threads when built with it):
+ *  - a batch: batch_size offsets into the token stream, each drawn as
+ *    splitmix64(state) % (n_tokens - seq_len) (the generator of
+ *    lmio__splitmix64, 8 bytes of state, seeded with opts.seed; modulo bias
+ *    below range / 2^64). Inputs are seq_len tokens from an offset, targets
+ *    the same shifted by one;
+ *  - forward keeping activations, mean cross-entropy, backward (dropout
+ *    off: lmio trains as Transformers' model in eval mode computes);
+ *  - gradient clipping by global norm as torch.nn.utils.clip_grad_norm_
+ *    (coef = max_norm / (norm + 1e-6), applied when below 1; the norm is
+ *    summed in double);
+ *  - AdamW as torch.optim.AdamW(fused=True) computes it on x86-64, bit for
+ *    bit: weight decay decoupled (p *= 1 - lr * wd, on tensors of 2 or more
+ *    dimensions only, as Transformers' Trainer groups them), bias
+ *    corrections in double, eps added after dividing sqrt(v) by
+ *    sqrt(1 - beta2^t);
+ *  - learning rate of Transformers' get_cosine_schedule_with_warmup: update
+ *    k (from 0) uses lr * k / warmup during warmup, then
+ *    lr * 0.5 * (1 + cos(pi * (k - warmup) / (total - warmup))).
+ * Every step is deterministic: the same state and data give the same bits
+ * whatever the thread count, so a resumed run equals an uninterrupted one
+ * byte for byte. */
+typedef struct lmio_trainer lmio_trainer;
+
+typedef struct lmio_trainer_opts {
+    size_t struct_size;     /* sizeof(lmio_trainer_opts), set by INIT        */
+    size_t batch_size;      /* sequences per step; default 8                  */
+    size_t seq_len;         /* tokens per sequence; 0 (default): the smaller
+                               of 64 and n_positions                          */
+    double lr;              /* peak learning rate; default 1e-3               */
+    uint64_t warmup_steps;  /* default 0                                      */
+    uint64_t total_steps;   /* where the cosine reaches 0; default 1000       */
+    double beta1, beta2;    /* default 0.9, 0.999 (torch's)                   */
+    double eps;             /* default 1e-8                                   */
+    double weight_decay;    /* default 0.01 (torch AdamW's)                   */
+    double max_grad_norm;   /* default 1.0; 0: no clipping                    */
+    uint64_t seed;          /* initialisation and batch order; default 0      */
+} lmio_trainer_opts;
+#define LMIO_TRAINER_OPTS_INIT {sizeof(lmio_trainer_opts), 8, 0, 1e-3, 0, 1000, 0.9, 0.999, 1e-8, 0.01, 1.0, 0}
+
+/* A trainer for cfg's architecture, starting from weights (a state dict
+ * with Transformers' names, any float dtype, copied) or, when weights is
+ * NULL, from weights initialised as the Transformers class does
+ * (GPT-2: normal(0, initializer_range), c_proj scaled by 1/sqrt(2 n_layer),
+ * LayerNorm 1, biases 0) from opts->seed. tok (may be NULL) is written into
+ * every checkpoint; it is borrowed and must outlive the trainer. cfg is
+ * copied. LMIO_ERR_UNSUPPORTED for an architecture lmio cannot train. */
+LMIO_API lmio_status lmio_trainer_create(const lmio_config *cfg, const lmio_statedict *weights,
+                                         const lmio_tokenizer *tok, const lmio_trainer_opts *opts,
+                                         lmio_trainer **out, lmio_error *err);
+/* Waits for a background save (its error is dropped: call
+ * lmio_trainer_wait first to see it), then frees. */
+LMIO_API void lmio_trainer_free(lmio_trainer *tr);
+
+/* The token stream batches are drawn from (copied). It must hold more
+ * than seq_len tokens. A resumed trainer checks that it is the stream the
+ * run was trained on (count and FNV-1a 64 fingerprint): another one is
+ * LMIO_ERR_INVALID_ARG. */
+LMIO_API lmio_status lmio_trainer_set_data(lmio_trainer *tr, const int32_t *ids, size_t n, lmio_error *err);
+
+/* What one step did. */
+typedef struct lmio_train_stats {
+    uint64_t step;          /* updates done, this one included               */
+    float loss;             /* mean cross-entropy of the batch before it      */
+    double lr;              /* the learning rate it used                      */
+    float grad_norm;        /* global gradient norm before clipping           */
+    double tokens_per_second;
+} lmio_train_stats;
+
+/* One training step: draw a batch, forward, backward, clip, AdamW, advance
+ * the schedule. Appends a line to the training log. stats may be NULL. */
+LMIO_API lmio_status lmio_trainer_step(lmio_trainer *tr, lmio_train_stats *stats, lmio_error *err);
+/* Updates done so far (the step of the next checkpoint); 0 for NULL. */
+LMIO_API uint64_t lmio_trainer_step_count(const lmio_trainer *tr);
+/* The learning rate the next update will use. */
+LMIO_API double lmio_trainer_next_lr(const lmio_trainer *tr);
+
+/* The two halves of a step, for tests and custom loops. backward zeroes
+ * the gradients and sets them for B sequences of T ids with their targets
+ * (a target < 0 is not counted), without drawing from the data or
+ * updating; update clips them, applies AdamW and advances the step. */
+LMIO_API lmio_status lmio_trainer_backward(lmio_trainer *tr, const int32_t *ids, const int32_t *targets, size_t B,
+                                           size_t T, float *loss, lmio_error *err);
+LMIO_API lmio_status lmio_trainer_update(lmio_trainer *tr, lmio_train_stats *stats, lmio_error *err);
+
+typedef enum lmio_trainer_part {
+    LMIO_TRAINER_WEIGHTS = 0,
+    LMIO_TRAINER_GRADS = 1,
+    LMIO_TRAINER_EXP_AVG = 2,    /* AdamW's first moment   */
+    LMIO_TRAINER_EXP_AVG_SQ = 3  /* AdamW's second moment  */
+} lmio_trainer_part;
+/* A state dict of F32 views of one part, one tensor per trained parameter
+ * under its Transformers name, in named_parameters() order (a tied head is
+ * not a parameter of its own). The views borrow the trainer's memory: they
+ * change as it trains, may be written through (a test sets gradients this
+ * way before lmio_trainer_update), and are valid until lmio_trainer_free.
+ * Free the state dict with lmio_statedict_free. */
+LMIO_API lmio_status lmio_trainer_tensors(lmio_trainer *tr, lmio_trainer_part part, lmio_statedict **out,
+                                          lmio_error *err);
+
+typedef struct lmio_checkpoint_opts {
+    size_t struct_size;  /* sizeof(lmio_checkpoint_opts), set by INIT         */
+    uint64_t keep;       /* keep the newest K checkpoints; 0 (default): all  */
+    int keep_best;       /* also keep the one of lowest loss; default 0      */
+    int async;           /* write in a background thread; default 0          */
+    int durable;         /* fsync files and directories; default 1           */
+} lmio_checkpoint_opts;
+#define LMIO_CHECKPOINT_OPTS_INIT {sizeof(lmio_checkpoint_opts), 0, 0, 0, 1}
+
+/* Saves the trainer into run_dir/checkpoint-<step>/ (run_dir is created if
+ * absent): a model directory lmio_pretrained_load and Transformers load
+ * (config.json, generation_config.json, model.safetensors, the tokenizer
+ * files) and the training state: optimizer.safetensors (exp_avg.<name>,
+ * exp_avg_sq.<name>), optimizer.pt, scheduler.json, rng_state.json,
+ * data_state.json, trainer_state.json, training_log.jsonl (README
+ * documents each). The directory is built beside its place and renamed
+ * into it whole, then run_dir/latest (a text file: "checkpoint-<step>\n")
+ * is replaced atomically to name it; only then are older checkpoints
+ * beyond keep removed (never the newest, nor with keep_best the one whose
+ * loss, the mean over the steps since the previous checkpoint, is lowest).
+ * A crash at any moment leaves latest naming a complete checkpoint.
+ * With async, the call returns once weights and moments are copied to
+ * memory; a writer thread does the rest. At most one save is in flight:
+ * the next save (or lmio_trainer_wait) waits for it first and returns its
+ * error if it failed. */
+LMIO_API lmio_status lmio_trainer_save(lmio_trainer *tr, const char *run_dir, const lmio_checkpoint_opts *opts,
+                                       lmio_error *err);
+/* Waits for a background save; returns its status (LMIO_OK when none). */
+LMIO_API lmio_status lmio_trainer_wait(lmio_trainer *tr, lmio_error *err);
+
+/* The newest complete checkpoint of run_dir (checkpoint-<step> with the
+ * largest step; directories only ever appear whole), into path (cap bytes)
+ * and *step. First removes what killed saves left (.checkpoint-*
+ * temporaries no live save holds). LMIO_ERR_NOT_FOUND when run_dir holds
+ * none. */
+LMIO_API lmio_status lmio_run_latest(const char *run_dir, char *path, size_t cap, uint64_t *step, lmio_error *err);
+
+/* A trainer restored from a checkpoint directory written by
+ * lmio_trainer_save, with the options it was saved with; total_steps, when
+ * not 0, replaces the schedule's length. Data must be set again
+ * (lmio_trainer_set_data) and must be the run's. The tokenizer is the
+ * checkpoint's, owned by the trainer. */
+LMIO_API lmio_status lmio_trainer_resume(const char *checkpoint_dir, uint64_t total_steps, lmio_trainer **out,
+                                         lmio_error *err);
+/* The trainer's options (after a resume: the run's); NULL for NULL. */
+LMIO_API const lmio_trainer_opts *lmio_trainer_options(const lmio_trainer *tr);
+/* The tokenizer given to create or loaded by resume; may be NULL. */
+LMIO_API const lmio_tokenizer *lmio_trainer_tokenizer(const lmio_trainer *tr);
+
 #ifdef __cplusplus
 }
 #endif

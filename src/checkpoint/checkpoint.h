@@ -55,6 +55,13 @@ void lmio__stage_fix_error(const lmio__stage *st, lmio_error *err);
 /* Removes the staged directory; safe after a failed begin or a commit. */
 void lmio__stage_abort(lmio__stage *st);
 
+/* What lmio_pretrained_save writes, into tmp, a directory already staged
+ * by lmio__stage_begin (o already checked: a format lmio writes into
+ * model directories, a float dtype or none): so a training checkpoint
+ * can add its own files to the same staged directory and commit once. */
+lmio_status lmio__pretrained_write(const char *tmp, const lmio_config *cfg, const lmio_statedict *weights,
+                                   const lmio_tokenizer *tok, const lmio_pretrained_opts *o, lmio_error *err);
+
 /* Copies everything in src_dir that lmio does not rewrite (carry.c: all
  * but config.json, the weights of every format, the manifest, .git and lmio's
  * temporaries) into dst_dir, byte for byte, folders included. Symlinks to

@@ -22,6 +22,10 @@ static const char *const k_lmio_files[] = {
     "config.json",    "generation_config.json",  "model.safetensors",       "model.safetensors.index.json",
     "tokenizer.json", "tokenizer_config.json",   "special_tokens_map.json", "vocab.json",
     "merges.txt",     LMIO_MANIFEST_NAME,
+    /* a training checkpoint's state (src/train/checkpoint.c), so saving
+     * again at the same step replaces the directory whole */
+    "optimizer.safetensors", "optimizer.pt", "scheduler.json", "rng_state.json", "data_state.json",
+    "trainer_state.json", "training_log.jsonl",
 };
 
 /* n or more decimal digits at *p, advanced past them. */

@@ -266,16 +266,25 @@ lmio_status lmio_pretrained_save(const char *dir, const lmio_config *cfg, const 
     lmio__stage st;
     lmio_status s = lmio__stage_begin(&st, dir, o.durable, o.keep_other_files != 0, weights, err);
     if (s) return s;
-    lmio_statedict *sel = NULL;
-    if (weights) s = select_weights(cfg, weights, &sel, err);
-    if (!s && o.source_dir) s = lmio__carry_files(o.source_dir, st.tmp, o.durable, err);
-    if (!s && cfg) s = save_configs(st.tmp, cfg, sel, &o, err);
-    if (!s && sel) s = save_weights(st.tmp, sel, &o, fmt, err);
-    if (!s && tok) s = lmio__tokenizer_save(tok, st.tmp, o.durable, err);
+    s = lmio__pretrained_write(st.tmp, cfg, weights, tok, &o, err);
     if (s) lmio__stage_fix_error(&st, err);
     if (!s) s = lmio__stage_commit(&st, err);
-    lmio_statedict_free(sel);
     lmio__stage_abort(&st);
+    return s;
+}
+
+lmio_status lmio__pretrained_write(const char *tmp, const lmio_config *cfg, const lmio_statedict *weights,
+                                   const lmio_tokenizer *tok, const lmio_pretrained_opts *o, lmio_error *err)
+{
+    const lmio__format *fmt = lmio__format_find(o->format ? o->format : "safetensors"); /* checked by the caller */
+    lmio_statedict *sel = NULL;
+    lmio_status s = LMIO_OK;
+    if (weights) s = select_weights(cfg, weights, &sel, err);
+    if (!s && o->source_dir) s = lmio__carry_files(o->source_dir, tmp, o->durable, err);
+    if (!s && cfg) s = save_configs(tmp, cfg, sel, o, err);
+    if (!s && sel) s = save_weights(tmp, sel, o, fmt, err);
+    if (!s && tok) s = lmio__tokenizer_save(tok, tmp, o->durable, err);
+    lmio_statedict_free(sel);
     return s;
 }
 

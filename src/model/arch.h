@@ -92,7 +92,34 @@ typedef struct lmio__arch {
      * lmio__onnx_weight for the tensors of weights (checked against the
      * config first, as create does). NULL: not exportable yet. */
     lmio_status (*onnx_graph)(const lmio_config *cfg, const lmio_statedict *weights, lmio__onnx *g, lmio_error *err);
+
+    /* ---- training (src/train/ drives these; NULL: the architecture
+     * cannot be trained yet) ---- */
+    /* The config's value of each dim index (vocab_size, n_embd, ...) and
+     * its layer count: the shapes a state dict for this config must have. */
+    lmio_status (*dims)(const lmio_config *cfg, uint64_t *dims, size_t *n_layer, lmio_error *err);
+    size_t n_dims;
+    /* Fills a fresh tensor of spec ts (n floats) as the Transformers class
+     * initialises it (_init_weights), drawing normals from *rng
+     * (lmio__normal). */
+    void (*init)(const lmio_config *cfg, const lmio__tensor_spec *ts, float *data, size_t n, uint64_t *rng);
+    /* B sequences of T tokens, ids and targets (B, T) row-major (a target
+     * < 0 is ignored): runs the forward pass keeping every activation, then
+     * the backward pass of the mean cross-entropy over the counted targets,
+     * and ADDS each weight's gradient into grads, a model create() bound to
+     * gradient buffers shaped as the weights (so a tied head's gradient
+     * lands in the tensor it is tied to). *loss receives the mean loss.
+     * Deterministic: the same inputs give the same bits whatever the
+     * thread count. */
+    lmio_status (*backward)(void *model, void *grads, const int32_t *ids, const int32_t *targets, size_t B, size_t T,
+                            float *loss, lmio_error *err);
 } lmio__arch;
+
+/* A standard normal draw from a splitmix64 stream (Box-Muller on two
+ * 53-bit uniforms): weight initialisation needs reproducibility for a
+ * seed, not another framework's stream. */
+double lmio__normal(uint64_t *state);
+uint64_t lmio__splitmix64(uint64_t *state);
 
 /* ---- the table (arch_table.c) ---- */
 

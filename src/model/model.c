@@ -53,12 +53,22 @@ lmio_status lmio_model_logits(lmio_model *m, const int32_t *ids, size_t n, float
 
 /* splitmix64: a small, well-mixed generator; sampling only needs to be
  * reproducible for a seed, not to match another framework's stream. */
-static uint64_t next_u64(uint64_t *s)
+uint64_t lmio__splitmix64(uint64_t *s)
 {
     uint64_t z = (*s += 0x9E3779B97F4A7C15ULL);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
     return z ^ (z >> 31);
+}
+
+static uint64_t next_u64(uint64_t *s) { return lmio__splitmix64(s); }
+
+double lmio__normal(uint64_t *s)
+{
+    /* u1 in (0, 1]: log(0) never happens */
+    double u1 = (double)((lmio__splitmix64(s) >> 11) + 1) * 0x1.0p-53;
+    double u2 = (double)(lmio__splitmix64(s) >> 11) * 0x1.0p-53;
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
 static int32_t pick(const float *logits, size_t V, const lmio_generate_opts *o, uint64_t *rng)

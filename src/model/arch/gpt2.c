@@ -99,6 +99,10 @@ static size_t gpt2_vocab_size(const void *model) { return ((const gpt2 *)model)-
 static size_t gpt2_max_positions(const void *model) { return ((const gpt2 *)model)->P; }
 static lmio_status gpt2_torchscript(const lmio_config *cfg, const char *node, lmio__buf *code, lmio_error *err);
 static lmio_status gpt2_onnx(const lmio_config *cfg, const lmio_statedict *w, lmio__onnx *g, lmio_error *err);
+static lmio_status gpt2_dims(const lmio_config *cfg, uint64_t *dims, size_t *n_layer, lmio_error *err);
+static void gpt2_init(const lmio_config *cfg, const lmio__tensor_spec *ts, float *data, size_t n, uint64_t *rng);
+static lmio_status gpt2_backward(void *model, void *grads, const int32_t *ids, const int32_t *targets, size_t B,
+                                 size_t T, float *loss, lmio_error *err);
 
 const lmio__arch lmio__arch_gpt2 = {
     .model_type = MODEL_TYPE,
@@ -120,6 +124,10 @@ const lmio__arch lmio__arch_gpt2 = {
     .max_positions = gpt2_max_positions,
     .torchscript = gpt2_torchscript,
     .onnx_graph = gpt2_onnx,
+    .dims = gpt2_dims,
+    .n_dims = N_DIMS,
+    .init = gpt2_init,
+    .backward = gpt2_backward,
 };
 
 /* ---- building ---- */
@@ -477,4 +485,394 @@ lmio_status lmio_gpt2_generate(lmio_gpt2 *model, const int32_t *prompt, size_t n
                                const lmio_generate_opts *opts, int32_t *out, size_t *n_out, lmio_error *err)
 {
     return lmio_model_generate(model, prompt, n_prompt, n_new, opts, out, n_out, err);
+}
+
+/* ---- training: forward keeping activations, backward ----
+ * Shapes: B sequences of T tokens, N = B * T rows. Every loop that sums
+ * into one value runs in a fixed order (threads split independent
+ * outputs), so a step gives the same bits whatever the thread count: a
+ * resumed run is byte-identical to an uninterrupted one. */
+
+static lmio_status gpt2_dims(const lmio_config *cfg, uint64_t *dims, size_t *n_layer, lmio_error *err)
+{
+    gpt2 m = {0};
+    int tie = 1;
+    lmio_status s = read_config(&m, cfg, &tie, err);
+    if (s) return s;
+    dims[D_V] = m.V;
+    dims[D_P] = m.P;
+    dims[D_C] = m.C;
+    dims[D_3C] = 3 * m.C;
+    dims[D_I] = m.I;
+    *n_layer = m.L;
+    return LMIO_OK;
+}
+
+/* GPT2PreTrainedModel._init_weights: normal(0, initializer_range) for
+ * weights and embeddings, c_proj weights scaled by 1/sqrt(2 * n_layer),
+ * LayerNorm weights 1, biases 0. */
+static void gpt2_init(const lmio_config *cfg, const lmio__tensor_spec *ts, float *data, size_t n, uint64_t *rng)
+{
+    double std = 0.02;
+    int64_t L = 1;
+    lmio_config_get_float(cfg, "initializer_range", &std, NULL);
+    lmio_config_get_int(cfg, "n_layer", &L, NULL);
+    size_t len = strlen(ts->hf_name);
+    bool bias = len >= 5 && !strcmp(ts->hf_name + len - 5, ".bias");
+    if (bias || strstr(ts->hf_name, ".ln_")) {
+        for (size_t i = 0; i < n; i++) data[i] = bias ? 0.0f : 1.0f;
+        return;
+    }
+    if (strstr(ts->hf_name, "c_proj.weight")) std /= sqrt(2.0 * (double)(L > 0 ? L : 1));
+    for (size_t i = 0; i < n; i++) data[i] = (float)(std * lmio__normal(rng));
+}
+
+/* Everything the backward pass reads, from one allocation. */
+typedef struct acts {
+    float *resid;              /* (L+1, N, C): entering each layer; [L] enters ln_f */
+    float *resid2;             /* (L, N, C): after the attention residual */
+    float *ln1, *ln2;          /* (L, N, C) */
+    float *st1, *st2;          /* (L, N, 2): mean, rstd */
+    float *qkv;                /* (L, N, 3C) */
+    float *att;                /* (L, B, H, T, T): softmax probabilities */
+    float *atty;               /* (L, N, C): attention output before c_proj */
+    float *fch, *fca;          /* (L, N, I): MLP before and after the lmio__act */
+    float *lnf, *stf;          /* (N, C), (N, 2) */
+    float *probs;              /* (N, V): softmax, then dlogits */
+    float *dres, *dln, *dbig;  /* backward scratch: (N, C), (N, C), (N, max(I, 3C)) */
+    float *dp;                 /* (B, H, T) */
+    float *wt;                 /* a weight transposed: max(V, I, 3C) * C */
+    float *base;
+} acts;
+
+static bool acts_alloc(acts *a, const gpt2 *m, size_t B, size_t T)
+{
+    size_t N = B * T, L = m->L, C = m->C, I = m->I, big = I > 3 * C ? I : 3 * C;
+    /* (count, floats per count) of each array, in the order of the struct */
+    size_t parts[][2] = {{L + 1, N * C}, {L, N * C}, {L, N * C}, {L, N * C}, {L, N * 2}, {L, N * 2},
+                         {L, N * 3 * C}, {L * B * m->H, T * T}, {L, N * C}, {L, N * I}, {L, N * I},
+                         {1, N * C}, {1, N * 2}, {1, N * m->V}, {1, N * C}, {1, N * C}, {1, N * big},
+                         {B * m->H, T}, {1, (m->V > big ? m->V : big) * C}};
+    float **dst[] = {&a->resid, &a->resid2, &a->ln1, &a->ln2, &a->st1, &a->st2, &a->qkv, &a->att, &a->atty,
+                     &a->fch, &a->fca, &a->lnf, &a->stf, &a->probs, &a->dres, &a->dln, &a->dbig, &a->dp, &a->wt};
+    size_t total = 0, k;
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+        if (__builtin_mul_overflow(parts[i][0], parts[i][1], &k) || __builtin_add_overflow(total, k, &total))
+            return false;
+    if (__builtin_mul_overflow(total, sizeof(float), &k) || !(a->base = lmio__malloc(k))) return false;
+    float *p = a->base;
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        *dst[i] = p;
+        p += parts[i][0] * parts[i][1];
+    }
+    return true;
+}
+
+// out (N, C) = layernorm(x (N, C)) * w + b, keeping mean and rstd in st (N, 2)
+static void layernorm_keep(float *out, float *st, const float *x, const float *w, const float *b, size_t N, size_t C,
+                           float eps)
+{
+    lmio__layernorm(out, x, w, b, N, C, eps);
+    for (size_t n = 0; n < N; n++) { /* the same arithmetic as layernorm */
+        const float *xt = x + n * C;
+        float mean = 0, var = 0;
+        for (size_t i = 0; i < C; i++) mean += xt[i];
+        mean /= (float)C;
+        for (size_t i = 0; i < C; i++) var += (xt[i] - mean) * (xt[i] - mean);
+        var /= (float)C;
+        st[2 * n] = mean;
+        st[2 * n + 1] = 1.0f / sqrtf(var + eps);
+    }
+}
+
+// dx (N, C) += layernorm backward; dw, db (C) += their gradients
+static void layernorm_bwd(float *dx, float *dw, float *db, const float *dout, const float *x, const float *st,
+                          const float *w, size_t N, size_t C)
+{
+    for (size_t n = 0; n < N; n++) {
+        const float *xn = x + n * C, *dn = dout + n * C;
+        float mean = st[2 * n], rstd = st[2 * n + 1], dmean = 0, dnx = 0;
+        for (size_t i = 0; i < C; i++) {
+            float xhat = (xn[i] - mean) * rstd, g = w[i] * dn[i];
+            dmean += g;
+            dnx += g * xhat;
+        }
+        dmean /= (float)C;
+        dnx /= (float)C;
+        for (size_t i = 0; i < C; i++) {
+            float xhat = (xn[i] - mean) * rstd, g = w[i] * dn[i];
+            db[i] += dn[i];
+            dw[i] += xhat * dn[i];
+            dx[n * C + i] += rstd * (g - dmean - xhat * dnx);
+        }
+    }
+}
+
+// out (N, M) = x (N, K) @ w (K, M) + b: rows split across threads, each
+// output summed in matmul's order
+static void matmul_rows(float *out, const float *x, const float *w, const float *b, size_t N, size_t K, size_t M)
+{
+#pragma omp parallel for schedule(static)
+    for (size_t n = 0; n < N; n++) {
+        float *o = out + n * M;
+        for (size_t j = 0; j < M; j++) o[j] = b ? b[j] : 0.0f;
+        for (size_t k = 0; k < K; k++) {
+            float a = x[n * K + k];
+            const float *wk = w + k * M;
+            for (size_t j = 0; j < M; j++) o[j] += a * wk[j];
+        }
+    }
+}
+
+// wt (M, K) = w (K, M) transposed
+static void transpose(float *wt, const float *w, size_t K, size_t M)
+{
+    for (size_t k = 0; k < K; k++)
+        for (size_t j = 0; j < M; j++) wt[j * K + k] = w[k * M + j];
+}
+
+// dx (N, K) = dout (N, M) @ w^T, w (K, M): through w transposed into wt,
+// so the inner loop runs along rows (vectorises) instead of a dot product
+static void matmul_bwd_x(float *dx, const float *dout, const float *w, size_t N, size_t K, size_t M, float *wt)
+{
+    transpose(wt, w, K, M);
+    matmul_rows(dx, dout, wt, NULL, N, M, K);
+}
+
+// dw (K, M) += x^T (K, N) @ dout (N, M); db (M) += column sums of dout
+static void matmul_bwd_w(float *dw, float *db, const float *x, const float *dout, size_t N, size_t K, size_t M)
+{
+#pragma omp parallel for schedule(static)
+    for (size_t k = 0; k < K; k++) {
+        float *g = dw + k * M;
+        for (size_t n = 0; n < N; n++) {
+            float a = x[n * K + k];
+            const float *d = dout + n * M;
+            for (size_t j = 0; j < M; j++) g[j] += a * d[j];
+        }
+    }
+    for (size_t n = 0; db && n < N; n++)
+        for (size_t j = 0; j < M; j++) db[j] += dout[n * M + j];
+}
+
+static float act_grad(lmio__act a, float x)
+{
+    switch (a) {
+    case LMIO__ACT_GELU_NEW: {
+        const float s = 0.7978845608028654f;
+        float th = tanhf(s * (x + 0.044715f * x * x * x));
+        return 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * s * (1.0f + 3.0f * 0.044715f * x * x);
+    }
+    case LMIO__ACT_GELU: return 0.5f * (1.0f + erff(x * 0.7071067811865476f)) + x * expf(-0.5f * x * x) * 0.3989422804014327f;
+    case LMIO__ACT_RELU: return x > 0 ? 1.0f : 0.0f;
+    case LMIO__ACT_SILU: {
+        float sg = 1.0f / (1.0f + expf(-x));
+        return sg * (1.0f + x * (1.0f - sg));
+    }
+    }
+    return 1.0f;
+}
+
+static float attn_scale(const gpt2 *m, size_t l)
+{
+    float scale = m->scale_attn ? 1.0f / sqrtf((float)(m->C / m->H)) : 1.0f;
+    return m->scale_by_layer ? scale / (float)(l + 1) : scale;
+}
+
+// y (N, C) = causal attention within each sequence; att (B, H, T, T) keeps the probabilities
+static void attention_train(const gpt2 *m, float *y, float *att, const float *qkv, size_t B, size_t T, size_t l)
+{
+    size_t C = m->C, H = m->H, D = C / H;
+    float scale = attn_scale(m, l);
+#pragma omp parallel for schedule(static)
+    for (size_t bh = 0; bh < B * H; bh++) {
+        size_t b = bh / H, h = bh % H;
+        for (size_t t = 0; t < T; t++) {
+            const float *q = qkv + (b * T + t) * 3 * C + h * D;
+            float *p = att + (bh * T + t) * T, mx = -INFINITY, sum = 0;
+            for (size_t s = 0; s <= t; s++) {
+                const float *k = qkv + (b * T + s) * 3 * C + C + h * D;
+                float acc = 0;
+                for (size_t d = 0; d < D; d++) acc += q[d] * k[d];
+                p[s] = acc * scale;
+                if (p[s] > mx) mx = p[s];
+            }
+            for (size_t s = 0; s <= t; s++) sum += p[s] = expf(p[s] - mx);
+            for (size_t s = 0; s <= t; s++) p[s] /= sum;
+            for (size_t s = t + 1; s < T; s++) p[s] = 0;
+            float *o = y + (b * T + t) * C + h * D;
+            for (size_t d = 0; d < D; d++) o[d] = 0;
+            for (size_t s = 0; s <= t; s++) {
+                const float *v = qkv + (b * T + s) * 3 * C + 2 * C + h * D;
+                for (size_t d = 0; d < D; d++) o[d] += p[s] * v[d];
+            }
+        }
+    }
+}
+
+// dqkv (N, 3C) = attention backward of dy (N, C); each (sequence, head)
+// owns its slices, so threads never share an output
+static void attention_bwd(const gpt2 *m, float *dqkv, float *dp_all, const float *dy, const float *qkv,
+                          const float *att, size_t B, size_t T, size_t l)
+{
+    size_t C = m->C, H = m->H, D = C / H;
+    float scale = attn_scale(m, l);
+    memset(dqkv, 0, B * T * 3 * C * sizeof *dqkv);
+#pragma omp parallel for schedule(static)
+    for (size_t bh = 0; bh < B * H; bh++) {
+        size_t b = bh / H, h = bh % H;
+        float *dp = dp_all + bh * T;
+        for (size_t t = 0; t < T; t++) {
+            const float *p = att + (bh * T + t) * T, *d = dy + (b * T + t) * C + h * D;
+            const float *q = qkv + (b * T + t) * 3 * C + h * D;
+            float *dq = dqkv + (b * T + t) * 3 * C + h * D, dot = 0;
+            for (size_t s = 0; s <= t; s++) {
+                const float *v = qkv + (b * T + s) * 3 * C + 2 * C + h * D;
+                float acc = 0;
+                for (size_t k = 0; k < D; k++) acc += d[k] * v[k];
+                dp[s] = acc;
+                dot += p[s] * acc;
+            }
+            for (size_t s = 0; s <= t; s++) {
+                const float *k = qkv + (b * T + s) * 3 * C + C + h * D;
+                float *dk = dqkv + (b * T + s) * 3 * C + C + h * D, *dv = dk + C;
+                float ds = p[s] * (dp[s] - dot) * scale;
+                for (size_t j = 0; j < D; j++) {
+                    dq[j] += ds * k[j];
+                    dk[j] += ds * q[j];
+                    dv[j] += p[s] * d[j];
+                }
+            }
+        }
+    }
+}
+
+// logits (N, V) into a->probs, then softmax in place; returns the summed
+// loss over counted targets (*count of them)
+static double logits_loss(const gpt2 *m, acts *a, const int32_t *targets, size_t N, size_t *count)
+{
+    size_t C = m->C, V = m->V;
+    double total = 0;
+    transpose(a->wt, m->lm_head, V, C);
+    matmul_rows(a->probs, a->lnf, a->wt, NULL, N, C, V);
+#pragma omp parallel for schedule(static)
+    for (size_t n = 0; n < N; n++) {
+        float *row = a->probs + n * V, mx = -INFINITY;
+        for (size_t v = 0; v < V; v++)
+            if (row[v] > mx) mx = row[v];
+        double sum = 0;
+        for (size_t v = 0; v < V; v++) sum += row[v] = expf(row[v] - mx);
+        for (size_t v = 0; v < V; v++) row[v] = (float)(row[v] / sum);
+    }
+    *count = 0;
+    for (size_t n = 0; n < N; n++) /* in order, in double: the loss is deterministic */
+        if (targets[n] >= 0) {
+            total -= log((double)a->probs[n * m->V + (size_t)targets[n]]);
+            (*count)++;
+        }
+    return total;
+}
+
+static void forward_train(const gpt2 *m, acts *a, const int32_t *ids, size_t B, size_t T)
+{
+    size_t N = B * T, C = m->C, I = m->I;
+    for (size_t n = 0; n < N; n++)
+        for (size_t i = 0; i < C; i++)
+            a->resid[n * C + i] = m->wte[(size_t)ids[n] * C + i] + m->wpe[(n % T) * C + i];
+    for (size_t l = 0; l < m->L; l++) {
+        const layer *y = &m->layers[l];
+        float *x = a->resid + l * N * C, *x2 = a->resid2 + l * N * C, *out = a->resid + (l + 1) * N * C;
+        float *ln1 = a->ln1 + l * N * C, *ln2 = a->ln2 + l * N * C, *qkv = a->qkv + l * N * 3 * C;
+        float *atty = a->atty + l * N * C, *fch = a->fch + l * N * I, *fca = a->fca + l * N * I;
+        layernorm_keep(ln1, a->st1 + l * N * 2, x, y->ln_1_w, y->ln_1_b, N, C, m->eps);
+        matmul_rows(qkv, ln1, y->attn_w, y->attn_b, N, C, 3 * C);
+        attention_train(m, atty, a->att + l * B * m->H * T * T, qkv, B, T, l);
+        matmul_rows(x2, atty, y->proj_w, y->proj_b, N, C, C);
+        for (size_t i = 0; i < N * C; i++) x2[i] += x[i];
+        layernorm_keep(ln2, a->st2 + l * N * 2, x2, y->ln_2_w, y->ln_2_b, N, C, m->eps);
+        matmul_rows(fch, ln2, y->fc_w, y->fc_b, N, C, I);
+        for (size_t i = 0; i < N * I; i++) fca[i] = lmio__act_apply(m->act, fch[i]);
+        matmul_rows(out, fca, y->fc_proj_w, y->fc_proj_b, N, I, C);
+        for (size_t i = 0; i < N * C; i++) out[i] += x2[i];
+    }
+    layernorm_keep(a->lnf, a->stf, a->resid + m->L * N * C, m->ln_f_w, m->ln_f_b, N, C, m->eps);
+}
+
+/* One layer backward: a->dres holds d(resid[l+1]) and becomes d(resid[l]). */
+static void layer_bwd(const gpt2 *m, gpt2 *g, acts *a, size_t l, size_t B, size_t T)
+{
+    size_t N = B * T, C = m->C, I = m->I;
+    const layer *y = &m->layers[l];
+    layer *gy = &g->layers[l];
+    float *dres = a->dres, *dln = a->dln, *dbig = a->dbig;
+    const float *fch = a->fch + l * N * I, *fca = a->fca + l * N * I;
+#define W(p) ((float *)(p)) /* gradient buffers are bound const; they are ours to write */
+    matmul_bwd_w(W(gy->fc_proj_w), W(gy->fc_proj_b), fca, dres, N, I, C);
+    matmul_bwd_x(dbig, dres, y->fc_proj_w, N, I, C, a->wt);
+    for (size_t i = 0; i < N * I; i++) dbig[i] *= act_grad(m->act, fch[i]);
+    matmul_bwd_w(W(gy->fc_w), W(gy->fc_b), a->ln2 + l * N * C, dbig, N, C, I);
+    matmul_bwd_x(dln, dbig, y->fc_w, N, C, I, a->wt);
+    layernorm_bwd(dres, W(gy->ln_2_w), W(gy->ln_2_b), dln, a->resid2 + l * N * C, a->st2 + l * N * 2, y->ln_2_w, N, C);
+    matmul_bwd_w(W(gy->proj_w), W(gy->proj_b), a->atty + l * N * C, dres, N, C, C);
+    matmul_bwd_x(dln, dres, y->proj_w, N, C, C, a->wt);
+    attention_bwd(m, dbig, a->dp, dln, a->qkv + l * N * 3 * C, a->att + l * B * m->H * T * T, B, T, l);
+    matmul_bwd_w(W(gy->attn_w), W(gy->attn_b), a->ln1 + l * N * C, dbig, N, C, 3 * C);
+    matmul_bwd_x(dln, dbig, y->attn_w, N, C, 3 * C, a->wt);
+    layernorm_bwd(dres, W(gy->ln_1_w), W(gy->ln_1_b), dln, a->resid + l * N * C, a->st1 + l * N * 2, y->ln_1_w, N, C);
+}
+
+static void backward_all(const gpt2 *m, gpt2 *g, acts *a, const int32_t *ids, const int32_t *targets, size_t B,
+                         size_t T, size_t count)
+{
+    size_t N = B * T, C = m->C, V = m->V;
+    float inv = 1.0f / (float)count;
+    // dlogits = (softmax - onehot) / count on counted rows, 0 elsewhere
+    for (size_t n = 0; n < N; n++) {
+        float *row = a->probs + n * V;
+        if (targets[n] < 0) {
+            memset(row, 0, V * sizeof *row);
+            continue;
+        }
+        row[targets[n]] -= 1.0f;
+        for (size_t v = 0; v < V; v++) row[v] *= inv;
+    }
+    matmul_bwd_w(W(g->lm_head), NULL, a->probs, a->lnf, N, V, C); // d(head) (V, C)
+    matmul_rows(a->dln, a->probs, m->lm_head, NULL, N, V, C);      // d(lnf) (N, C)
+    memset(a->dres, 0, N * C * sizeof *a->dres);
+    layernorm_bwd(a->dres, W(g->ln_f_w), W(g->ln_f_b), a->dln, a->resid + m->L * N * C, a->stf, m->ln_f_w, N, C);
+    for (size_t l = m->L; l-- > 0;) layer_bwd(m, g, a, l, B, T);
+    for (size_t n = 0; n < N; n++)
+        for (size_t i = 0; i < C; i++) {
+            W(g->wte)[(size_t)ids[n] * C + i] += a->dres[n * C + i];
+            W(g->wpe)[(n % T) * C + i] += a->dres[n * C + i];
+        }
+#undef W
+}
+
+static lmio_status gpt2_backward(void *model, void *grads, const int32_t *ids, const int32_t *targets, size_t B,
+                                 size_t T, float *loss, lmio_error *err)
+{
+    const gpt2 *m = model;
+    gpt2 *g = grads;
+    if (!B || !T || T > m->P)
+        return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "%zu sequences of %zu tokens; expected 1..%zu tokens",
+                          B, T, m->P);
+    for (size_t n = 0; n < B * T; n++)
+        if (ids[n] < 0 || (size_t)ids[n] >= m->V || targets[n] >= (int32_t)m->V)
+            return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "token id %d or target %d at %zu; expected 0..%zu",
+                              ids[n], targets[n], n, m->V - 1);
+    acts a;
+    if (!acts_alloc(&a, m, B, T))
+        return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory for the activations of %zu x %zu tokens", B, T);
+    forward_train(m, &a, ids, B, T);
+    size_t count;
+    double total = logits_loss(m, &a, targets, B * T, &count);
+    lmio_status s = LMIO_OK;
+    if (!count) s = lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "no target to learn; expected at least one >= 0");
+    else {
+        backward_all(m, g, &a, ids, targets, B, T, count);
+        *loss = (float)(total / (double)count);
+    }
+    lmio__free(a.base);
+    return s;
 }

@@ -1,0 +1,242 @@
+"""lmio's training step against torch 2.13.0 and Transformers: the gradients
+of GPT2LMHeadModel's loss.backward() tensor by tensor, and AdamW: one
+torch.optim.AdamW(fused=True) step started from an lmio checkpoint's
+optimizer state equals lmio's next step bit for bit."""
+import ctypes
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from lmio_ctypes import LIB, Error, Tensor, P
+
+c_u64, c_sz, c_d = ctypes.c_uint64, ctypes.c_size_t, ctypes.c_double
+
+
+class TrainerOpts(ctypes.Structure):
+    _fields_ = [("struct_size", c_sz), ("batch_size", c_sz), ("seq_len", c_sz), ("lr", c_d),
+                ("warmup_steps", c_u64), ("total_steps", c_u64), ("beta1", c_d), ("beta2", c_d), ("eps", c_d),
+                ("weight_decay", c_d), ("max_grad_norm", c_d), ("seed", c_u64)]
+
+
+class CheckpointOpts(ctypes.Structure):
+    _fields_ = [("struct_size", c_sz), ("keep", c_u64), ("keep_best", ctypes.c_int), ("async_", ctypes.c_int),
+                ("durable", ctypes.c_int)]
+
+
+class Stats(ctypes.Structure):
+    _fields_ = [("step", c_u64), ("loss", ctypes.c_float), ("lr", c_d), ("grad_norm", ctypes.c_float),
+                ("tokens_per_second", c_d)]
+
+
+E = ctypes.POINTER(Error)
+LIB.lmio_pretrained_load.argtypes = [ctypes.c_char_p, ctypes.POINTER(P), ctypes.POINTER(P), ctypes.POINTER(P), E]
+LIB.lmio_config_free.argtypes = [P]
+LIB.lmio_trainer_create.argtypes = [P, P, P, ctypes.POINTER(TrainerOpts), ctypes.POINTER(P), E]
+LIB.lmio_trainer_free.argtypes = [P]
+LIB.lmio_trainer_backward.argtypes = [P, ctypes.POINTER(ctypes.c_int32), ctypes.POINTER(ctypes.c_int32), c_sz, c_sz,
+                                      ctypes.POINTER(ctypes.c_float), E]
+LIB.lmio_trainer_update.argtypes = [P, ctypes.POINTER(Stats), E]
+LIB.lmio_trainer_tensors.argtypes = [P, ctypes.c_int, ctypes.POINTER(P), E]
+LIB.lmio_trainer_save.argtypes = [P, ctypes.c_char_p, ctypes.POINTER(CheckpointOpts), E]
+LIB.lmio_trainer_resume.argtypes = [ctypes.c_char_p, c_u64, ctypes.POINTER(P), E]
+LIB.lmio_trainer_next_lr.argtypes = [P]
+LIB.lmio_trainer_next_lr.restype = c_d
+
+WEIGHTS, GRADS, EXP_AVG, EXP_AVG_SQ = range(4)
+
+
+def check(status, err):
+    assert status == 0, err.message.decode()
+
+
+def trainer_opts(**kw):
+    o = TrainerOpts(ctypes.sizeof(TrainerOpts), 2, 0, 1e-3, 0, 1000, 0.9, 0.999, 1e-8, 0.01, 1.0, 0)
+    for k, v in kw.items():
+        setattr(o, k, v)
+    return o
+
+
+class Trainer:
+    def __init__(self, model_dir, **opts):
+        err = Error()
+        cfg, w = P(), P()
+        check(LIB.lmio_pretrained_load(model_dir.encode(), ctypes.byref(cfg), ctypes.byref(w), None, err), err)
+        self.h = P()
+        o = trainer_opts(**opts)
+        check(LIB.lmio_trainer_create(cfg, w, None, ctypes.byref(o), ctypes.byref(self.h), err), err)
+        LIB.lmio_config_free(cfg)
+        LIB.lmio_statedict_free(w)  # the trainer copied the weights
+
+    @classmethod
+    def resume(cls, ckpt):
+        self = cls.__new__(cls)
+        err = Error()
+        self.h = P()
+        check(LIB.lmio_trainer_resume(ckpt.encode(), 0, ctypes.byref(self.h), err), err)
+        return self
+
+    def backward(self, ids, targets):
+        err = Error()
+        loss = ctypes.c_float()
+        B, T = ids.shape
+        a = np.ascontiguousarray(ids, dtype=np.int32)
+        t = np.ascontiguousarray(targets, dtype=np.int32)
+        check(LIB.lmio_trainer_backward(self.h, a.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)),
+                                        t.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)), B, T, ctypes.byref(loss),
+                                        err), err)
+        return loss.value
+
+    def update(self):
+        err = Error()
+        st = Stats()
+        check(LIB.lmio_trainer_update(self.h, ctypes.byref(st), err), err)
+        return st
+
+    def tensors(self, part):
+        """{name: a numpy copy} of one part, in the trainer's order."""
+        err = Error()
+        sd = P()
+        check(LIB.lmio_trainer_tensors(self.h, part, ctypes.byref(sd), err), err)
+        out = {}
+        for i in range(LIB.lmio_statedict_count(sd)):
+            t = Tensor()
+            check(LIB.lmio_statedict_get(sd, i, ctypes.byref(t), err), err)
+            shape = tuple(t.shape[:t.ndim])
+            buf = (ctypes.c_float * int(t.numel)).from_address(t.data)
+            out[t.name.decode()] = np.frombuffer(buf, dtype=np.float32).reshape(shape).copy()
+        LIB.lmio_statedict_free(sd)
+        return out
+
+    def save(self, run_dir):
+        err = Error()
+        co = CheckpointOpts(ctypes.sizeof(CheckpointOpts), 0, 0, 0, 1)
+        check(LIB.lmio_trainer_save(self.h, run_dir.encode(), ctypes.byref(co), err), err)
+
+    def __del__(self):
+        LIB.lmio_trainer_free(self.h)
+
+
+def random_model(cfg, seed, std=0.3):
+    """A GPT2LMHeadModel whose every weight has std >= 0.2, so each
+    gradient is far from rounding noise; dropout off (lmio trains without)."""
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(GPT2Config(attn_pdrop=0.0, embd_pdrop=0.0, resid_pdrop=0.0, **cfg))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.randn_like(p) * std + (1.0 if name.endswith("ln_1.weight") or name.endswith("ln_2.weight")
+                                                  or name.endswith("ln_f.weight") else 0.0))
+    return model.eval()
+
+
+CONFIGS = [
+    dict(vocab_size=64, n_positions=16, n_embd=32, n_layer=2, n_head=4),
+    dict(vocab_size=64, n_positions=16, n_embd=32, n_layer=2, n_head=2, activation_function="gelu",
+         tie_word_embeddings=False, n_inner=48),
+    dict(vocab_size=80, n_positions=12, n_embd=24, n_layer=1, n_head=3, activation_function="relu",
+         scale_attn_by_inverse_layer_idx=True, layer_norm_epsilon=1e-3),
+    dict(vocab_size=50, n_positions=10, n_embd=16, n_layer=3, n_head=2, activation_function="silu",
+         scale_attn_weights=False),
+]
+
+
+def batch(cfg, B, T, seed):
+    g = np.random.default_rng(seed)
+    return g.integers(0, cfg["vocab_size"], size=(B, T), dtype=np.int64)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: c.get("activation_function", "gelu_new"))
+def test_gradients_match_torch_autograd(tmp_path, cfg):
+    model = random_model(cfg, seed=1)
+    model.save_pretrained(tmp_path / "m")
+    B, T = 3, cfg["n_positions"]
+    ids = batch(cfg, B, T, seed=2)
+    out = model(torch.from_numpy(ids), labels=torch.from_numpy(ids))
+    out.loss.backward()
+
+    tr = Trainer(str(tmp_path / "m"))
+    targets = np.concatenate([ids[:, 1:], -np.ones((B, 1), dtype=np.int64)], axis=1)  # HF shifts labels
+    loss = tr.backward(ids, targets)
+    assert abs(loss - out.loss.item()) <= 1e-5 * abs(out.loss.item())
+
+    grads = tr.tensors(GRADS)
+    params = dict(model.named_parameters())
+    assert list(grads) == list(params)  # named_parameters() order, tied head once
+    for name, p in params.items():
+        g = p.grad.numpy()
+        rel = np.linalg.norm(grads[name] - g) / np.linalg.norm(g)
+        assert rel <= 1e-4, f"{name}: ||lmio - torch|| / ||torch|| = {rel:.3g}"
+
+
+def test_gradient_check_fails_on_a_wrong_gradient(tmp_path):
+    """The tolerance separates: one layer's gradient scaled by 1.001 fails."""
+    cfg = CONFIGS[0]
+    model = random_model(cfg, seed=3)
+    ids = batch(cfg, 2, cfg["n_positions"], seed=4)
+    model(torch.from_numpy(ids), labels=torch.from_numpy(ids)).loss.backward()
+    g = model.transformer.h[1].mlp.c_fc.weight.grad.numpy()
+    assert np.linalg.norm(g * 1.001 - g) / np.linalg.norm(g) > 1e-4
+
+
+def torch_optimizer(model, ckpt):
+    """torch.optim.AdamW(fused=True), the groups as lmio forms them, loaded
+    from the checkpoint's optimizer.pt and scheduler.json."""
+    named = list(model.named_parameters())
+    decay = [p for n, p in named if p.ndim >= 2]
+    rest = [p for n, p in named if p.ndim < 2]
+    state = json.load(open(os.path.join(ckpt, "trainer_state.json")))["lmio_trainer"]
+    sched = json.load(open(os.path.join(ckpt, "scheduler.json")))
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": state["weight_decay"]},
+                             {"params": rest, "weight_decay": 0.0}],
+                            lr=state["lr"], betas=(state["beta1"], state["beta2"]), eps=state["eps"], fused=True)
+    flat = torch.load(os.path.join(ckpt, "optimizer.pt"), weights_only=True)
+    sd = opt.state_dict()
+    n = len(decay) + len(rest)
+    sd["state"] = {i: {k: flat[f"state.{i}.{k}"] for k in ("step", "exp_avg", "exp_avg_sq")} for i in range(n)}
+    for g, lr in zip(sd["param_groups"], sched["_last_lr"]):
+        g["lr"] = lr  # the lr of the next update
+    opt.load_state_dict(sd)
+    return opt
+
+
+def test_one_torch_adamw_step_from_an_lmio_checkpoint_equals_lmios(tmp_path):
+    cfg = CONFIGS[0]  # every tensor's size a multiple of 16: no AVX-512 tail in torch's kernel
+    model = random_model(cfg, seed=5, std=0.2)
+    model.save_pretrained(tmp_path / "m")
+    tr = Trainer(str(tmp_path / "m"), lr=3e-3, warmup_steps=2, total_steps=10, weight_decay=0.1,
+                 beta2=0.95, max_grad_norm=0.5)
+    for k in range(3):  # moments and bias corrections of a run under way
+        ids = batch(cfg, 2, 16, seed=10 + k)
+        tr.backward(ids, np.roll(ids, -1, axis=1))
+        tr.update()
+    tr.save(str(tmp_path / "run"))
+    ckpt = str(tmp_path / "run" / "checkpoint-3")
+    saved = load_file(os.path.join(ckpt, "optimizer.safetensors"))
+    assert set(saved) == {f"{k}.{n}" for k in ("exp_avg", "exp_avg_sq") for n, _ in model.named_parameters()}
+
+    resumed = Trainer.resume(ckpt)
+    ids = batch(cfg, 2, 16, seed=20)
+    resumed.backward(ids, np.roll(ids, -1, axis=1))
+    resumed.update()
+    grads = resumed.tensors(GRADS)  # as clipped, what AdamW used
+
+    model = GPT2LMHeadModel.from_pretrained(ckpt).eval()
+    opt = torch_optimizer(model, ckpt)
+    for name, p in model.named_parameters():
+        p.grad = torch.from_numpy(grads[name])
+    opt.step()
+    want = {n: p.detach().numpy() for n, p in model.named_parameters()}
+    got = resumed.tensors(WEIGHTS)
+    m = resumed.tensors(EXP_AVG)
+    v = resumed.tensors(EXP_AVG_SQ)
+    named = list(model.named_parameters())
+    for name, p in named:
+        st = opt.state[p]
+        assert np.array_equal(got[name], want[name]), f"{name}: weights differ from torch's AdamW"
+        assert np.array_equal(m[name], st["exp_avg"].numpy()), f"{name}: exp_avg differs"
+        assert np.array_equal(v[name], st["exp_avg_sq"].numpy()), f"{name}: exp_avg_sq differs"
+        assert st["step"].item() == 4.0
