@@ -611,6 +611,7 @@ static lmio_status st_save(const lmio_statedict *sd, const char *path, const lmi
     uint64_t total = hdr.len + data_total;
     if ((s = report(&o, 0, total, path, err))) goto fail_nofile;
     if ((s = lmio__outfile_begin(&out, path, err))) goto fail_nofile;
+    lmio__outfile_reserve(&out, total);
     if ((s = lmio__outfile_write(&out, hdr.data, hdr.len, err))) goto fail;
     for (size_t i = 0; i < n; i++) {
         const wentry *w = &ws[i];
