@@ -1,6 +1,7 @@
 """Times lmio and its peers side by side on one GPT-2-124M-shaped state dict
 (f32, ~500 MB) in one run and prints medians and ratios.
 usage: bench.py LMIO_BENCH_BINARY OUTDIR [RUNS]"""
+import ctypes
 import json
 import os
 import statistics
@@ -27,6 +28,54 @@ def gpt2_124m():
     sd["transformer.ln_f.weight"] = (C,)
     sd["transformer.ln_f.bias"] = (C,)
     return {k: torch.randn(*s, generator=g) * 0.02 for k, s in sd.items()}
+
+
+class LmioSaver:
+    """lmio_safetensors_save through ctypes on the very tensors save_file
+    gets (borrowed, not copied), so the two saves run in one process on the
+    same memory and can be interleaved run by run: on a shared machine load
+    changes from second to second, and timing one after the other would
+    compare the load, not the writers."""
+
+    class Opts(ctypes.Structure):
+        _fields_ = [("struct_size", ctypes.c_size_t), ("dtype", ctypes.c_int), ("durable", ctypes.c_int),
+                    ("progress", ctypes.c_void_p), ("progress_ctx", ctypes.c_void_p)]
+
+    def __init__(self, lib_path, sd, metadata):
+        self.lib = ctypes.CDLL(lib_path)
+        P = ctypes.c_void_p
+        self.lib.lmio_statedict_create.argtypes = [ctypes.POINTER(P), ctypes.c_void_p]
+        self.lib.lmio_statedict_add.argtypes = [P, ctypes.c_char_p, ctypes.c_int, ctypes.c_int,
+                                                ctypes.POINTER(ctypes.c_uint64), ctypes.c_void_p, ctypes.c_uint64,
+                                                ctypes.c_int, ctypes.c_void_p]
+        self.lib.lmio_metadata_set.argtypes = [P, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p]
+        self.lib.lmio_safetensors_save.argtypes = [P, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p]
+        self.sd = P()
+        assert self.lib.lmio_statedict_create(ctypes.byref(self.sd), None) == 0
+        f32 = 11  # LMIO_DTYPE_F32
+        for k, v in sd.items():
+            assert v.dtype == torch.float32 and v.is_contiguous()
+            shape = (ctypes.c_uint64 * max(1, v.dim()))(*v.shape)
+            assert self.lib.lmio_statedict_add(self.sd, k.encode(), f32, v.dim(), shape, v.data_ptr(),
+                                               v.numel() * 4, 0, None) == 0  # LMIO_BORROW
+        for k, v in metadata.items():
+            self.lib.lmio_metadata_set(self.sd, k.encode(), v.encode(), None)
+
+    def save(self, path, durable):
+        o = self.Opts(ctypes.sizeof(self.Opts), -1, 1 if durable else 0, None, None)
+        assert self.lib.lmio_safetensors_save(self.sd, os.fsencode(path), ctypes.byref(o), None) == 0
+
+
+def med_pair(fa, fb, runs, setup_a, setup_b):
+    """Medians of fa and fb timed alternately, run by run."""
+    ta, tb = [], []
+    for _ in range(runs):
+        for f, setup, ts in ((fa, setup_a, ta), (fb, setup_b, tb)):
+            setup()
+            t0 = time.perf_counter()
+            f()
+            ts.append(time.perf_counter() - t0)
+    return statistics.median(ta), statistics.median(tb)
 
 
 def med(fn, runs, setup=None):
@@ -65,7 +114,12 @@ def main():
         return setup
 
     r = {}
-    r["py_save"] = med(lambda: save_file(sd, dst, metadata={"format": "pt"}), runs, rm(dst))
+    lm_dst = os.path.join(outdir, "lmio-inproc.safetensors")
+    saver = LmioSaver(os.path.join(os.path.dirname(bench_bin), "liblmio.so"), sd, {"format": "pt"})
+    r["py_save"], r["lm_save"] = med_pair(lambda: save_file(sd, dst, metadata={"format": "pt"}),
+                                          lambda: saver.save(lm_dst, False), runs, rm(dst), rm(lm_dst))
+    with open(dst, "rb") as a, open(lm_dst, "rb") as b:
+        r["identical"] = a.read() == b.read()
     r["py_load"] = med(lambda: load_file(src), runs)
 
     def safe_open_all():
@@ -77,7 +131,6 @@ def main():
     def safe_open_only():
         with safe_open(src, framework="pt") as f:
             f.keys()
-    r["py_open_only"] = med(safe_open_only, runs)
     r["torch_save"] = med(lambda: torch.save(sd, pt), runs, rm(pt))
     r["torch_load"] = med(lambda: torch.load(pt, weights_only=True), runs)
     r["torch_load_mmap"] = med(lambda: torch.load(pt, weights_only=True, mmap=True), runs)
@@ -88,6 +141,40 @@ def main():
             t.view(torch.int64).sum()
     r["torch_load_mmap_read"] = med(torch_load_touch, runs)
     r["cp"] = med(lambda: subprocess.run(["cp", src, cp_dst], check=True), runs, rm(cp_dst))
+
+    def save_fsync():
+        # save_file has no durability option: the same durability as lmio's
+        # durable save is save_file, then fsync of the file and its directory
+        save_file(sd, dst, metadata={"format": "pt"})
+        for p, flags in ((dst, os.O_RDONLY), (outdir, os.O_RDONLY | os.O_DIRECTORY)):
+            fd = os.open(p, flags)
+            os.fsync(fd)
+            os.close(fd)
+    r["py_save_durable"], r["lm_save_durable"] = med_pair(save_fsync, lambda: saver.save(lm_dst, True), runs,
+                                                          rm(dst), rm(lm_dst))
+    os.remove(lm_dst)
+
+    def load_read():
+        for t in load_file(src).values():
+            t.view(torch.int64).sum()
+    r["py_load_read"] = med(load_read, runs)
+
+    def py_convert_bf16():
+        out = {k: v.to(torch.bfloat16) for k, v in load_file(src).items()}
+        save_file(out, bf16_dst, metadata={"format": "pt"})
+    bf16_dst = os.path.join(outdir, "py-bf16.safetensors")
+    r["py_convert_bf16"] = med(py_convert_bf16, runs, rm(bf16_dst))
+
+    # a header of 1,200 tensors (a deep model's many small tensors)
+    many = os.path.join(outdir, "many.safetensors")
+    save_file({f"model.layers.{i // 12}.block.{i % 12}.weight": torch.zeros(8, 8) for i in range(1200)}, many,
+              metadata={"format": "pt"})
+
+    def open_many():
+        with safe_open(many, framework="pt") as f:
+            f.keys()
+    r["py_open_many"] = med(open_many, max(runs, 50))
+    r["py_open_only"] = med(safe_open_only, max(runs, 50))
 
     def cp_sync():
         subprocess.run(["cp", src, cp_dst], check=True)
@@ -106,56 +193,55 @@ def main():
     out = subprocess.run([bench_bin, "torch", src, pt, outdir, str(runs)], check=True, capture_output=True,
                          text=True).stdout
     lm.update(json.loads(out))
+    for key, path in (("open_gpt2", src), ("open_many", many)):
+        out = subprocess.run([bench_bin, "open", path, "500"], check=True, capture_output=True, text=True).stdout
+        lm[key] = json.loads(out)["open"]
     lmio_bin = os.path.join(outdir, "lmio.bin")
     r["torch_load_lmio_bin"] = med(lambda: torch.load(lmio_bin, weights_only=True), runs)
     if os.path.exists(lmio_bin):
         os.remove(lmio_bin)
-    for p in (src, pt, dst, cp_dst):
+    for p in (src, pt, dst, cp_dst, bf16_dst, many):
         if os.path.exists(p):
             os.remove(p)
 
-    ms = lambda s: f"{s * 1e3:9.2f} ms"
     print(f"GPT-2-124M-shaped state dict: {len(sd)} tensors, {nparams / 1e6:.1f} M parameters, "
-          f"{nbytes / 1e6:.0f} MB f32; median of {runs} runs; hot page cache; lmio kernels: {lm['simd']}")
-    print(f"{'operation':58s} {'time':>12s}   ratio")
-    fast = lambda peer, ours: f"lmio {peer / ours:.2f}x as fast"
+          f"{nbytes / 1e6:.0f} MB f32; median of {runs} runs; hot page cache; lmio kernels: {lm['simd']}; "
+          f"lmio's and save_file's files {'identical' if r['identical'] else 'DIFFER'}")
+    # every lmio figure beside its peer, measured in this run: (lmio row, lmio time, peer row, peer time)
     rows = [
-        ("save: lmio (no fsync)", lm["save"], None),
-        ("save: safetensors save_file (no fsync)", r["py_save"], fast(r["py_save"], lm["save"]) + " (target 2x)"),
-        ("save: torch.save", r["torch_save"], fast(r["torch_save"], lm["save"])),
-        ("save: cp of the same bytes (physical baseline)", r["cp"],
-         f"lmio takes {lm['save'] / r['cp']:.2f}x cp's time (target <= 1.3x)"),
-        ("save: lmio durable (fsync file + dir, rename)", lm["save_durable"], None),
-        ("save: cp + fsync", r["cp_fsync"], f"lmio durable takes {lm['save_durable'] / r['cp_fsync']:.2f}x its time"),
-        ("open + validate header: lmio (mmap)", lm["open"], f"target < 1 ms: {'met' if lm['open'] < 1e-3 else 'NOT met'}"),
-        ("open + parse header: safetensors safe_open + keys()", r["py_open_only"], fast(r["py_open_only"], lm["open"])),
-        ("load, zero-copy views of all tensors: lmio open", lm["open"], None),
-        ("load: safetensors load_file", r["py_load"], fast(r["py_load"], lm["open"])),
-        ("load: safe_open + get_tensor (all)", r["py_safe_open"], fast(r["py_safe_open"], lm["open"])),
-        ("load: torch.load(weights_only=True) (copies)", r["torch_load"], fast(r["torch_load"], lm["open"])),
-        ("lmio open + read every byte (memory bandwidth)", lm["open_read_all"],
-         f"{nbytes / lm['open_read_all'] / 1e9:.1f} GB/s"),
-        ("convert file f32 -> bf16: lmio convert", lm["convert_file_bf16"], None),
-        ("save .bin: lmio (no fsync)", lm["save_bin"], None),
-        ("save .bin: torch.save", r["torch_save"], fast(r["torch_save"], lm["save_bin"])),
-        ("load .bin torch.save wrote: lmio open (zero-copy views)", lm["open_bin"], None),
-        ("load .bin: torch.load(weights_only=True) (copies)", r["torch_load"], fast(r["torch_load"], lm["open_bin"])),
-        ("load .bin: torch.load(weights_only=True, mmap=True)", r["torch_load_mmap"],
-         fast(r["torch_load_mmap"], lm["open_bin"])),
-        ("load .bin + read every byte: lmio", lm["open_read_bin"], None),
-        ("load .bin + read every byte: torch.load(mmap=True)", r["torch_load_mmap_read"],
-         fast(r["torch_load_mmap_read"], lm["open_read_bin"])),
-        ("load lmio's .bin: torch.load(weights_only=True)", r["torch_load_lmio_bin"],
-         f"{r['torch_load_lmio_bin'] / r['torch_load']:.2f}x the time for torch.save's own file"),
+        ("save: lmio (no fsync), same tensors, interleaved", r["lm_save"], "safetensors save_file (no fsync)",
+         r["py_save"]),
+        ("", r["lm_save"], "cp of the same bytes", r["cp"]),
+        ("save, durable: lmio (fsync file + dir, rename)", r["lm_save_durable"],
+         "save_file + fsync file + dir", r["py_save_durable"]),
+        ("", r["lm_save_durable"], "cp + fsync", r["cp_fsync"]),
+        ("save: lmio_bench (tensors copied into its heap)", lm["save"], "safetensors save_file (no fsync)",
+         r["py_save"]),
+        ("open + validate header, 148 tensors: lmio", lm["open_gpt2"], "safe_open + keys()", r["py_open_only"]),
+        ("open + validate header, 1,200 tensors: lmio", lm["open_many"], "safe_open + keys()", r["py_open_many"]),
+        ("load, zero-copy views of all tensors: lmio open", lm["open"], "safetensors load_file", r["py_load"]),
+        ("", lm["open"], "safe_open + get_tensor (all)", r["py_safe_open"]),
+        ("", lm["open"], "torch.load(weights_only=True)", r["torch_load"]),
+        ("load + read every byte: lmio", lm["open_read_all"], "load_file + read every byte", r["py_load_read"]),
+        ("convert file f32 -> bf16: lmio", lm["convert_file_bf16"], "load_file + .to(bf16) + save_file",
+         r["py_convert_bf16"]),
+        ("save .bin: lmio (no fsync)", lm["save_bin"], "torch.save", r["torch_save"]),
+        ("load .bin (torch.save's): lmio open, zero-copy", lm["open_bin"], "torch.load(weights_only=True)",
+         r["torch_load"]),
+        ("", lm["open_bin"], "torch.load(weights_only=True, mmap=True)", r["torch_load_mmap"]),
+        ("load .bin + read every byte: lmio", lm["open_read_bin"], "torch.load(mmap=True) + read",
+         r["torch_load_mmap_read"]),
+        ("load lmio's .bin: torch.load (vs its own file)", r["torch_load"], "torch.load of torch.save's file",
+         r["torch_load_lmio_bin"]),
     ]
-    for name, t, note in rows:
-        print(f"{name:58s} {ms(t)}   {note or ''}")
-    print(f"{'f32 -> f16, one core: lmio':58s} {lm['f16_gelems']:6.2f} Gelem/s   "
-          f"target >= 2: {'met' if lm['f16_gelems'] >= 2 else 'NOT met'}; torch {r['torch_f16_gelems']:.2f}; "
-          f"portable {lm['f16_gelems_portable']:.2f}")
-    print(f"{'f32 -> bf16, one core: lmio':58s} {lm['bf16_gelems']:6.2f} Gelem/s   "
-          f"target >= 2: {'met' if lm['bf16_gelems'] >= 2 else 'NOT met'}; torch {r['torch_bf16_gelems']:.2f}; "
-          f"portable {lm['bf16_gelems_portable']:.2f}")
+    print(f"{'lmio':50s} {'time':>10s}   {'peer, same run':42s} {'time':>10s}   lmio is")
+    t = lambda s: f"{s * 1e3:7.3f} ms" if s < 0.01 else f"{s * 1e3:7.1f} ms"
+    for name, ours, peer, theirs in rows:
+        print(f"{name:50s} {t(ours) if name else '':>10s}   {peer:42s} {t(theirs):>10s}   {theirs / ours:6.2f}x as fast")
+    for kind in ("f16", "bf16"):
+        ours, theirs = lm[kind + "_gelems"], r["torch_" + kind + "_gelems"]
+        print(f"{'f32 -> ' + kind + ', one core: lmio':50s} {ours:6.2f} Gel/s   {'torch .to(), one thread':42s} "
+              f"{theirs:6.2f} Gel/s   {ours / theirs:6.2f}x as fast (portable C: {lm[kind + '_gelems_portable']:.2f})")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,25 @@ def main():
     hf_load = med(lambda: AutoModelForCausalLM.from_pretrained(d), runs)
     lm = json.loads(subprocess.run([bench, "pretrained", d, str(runs)], check=True, capture_output=True,
                                    text=True).stdout)
+    # file to file unchanged (lmio: open + save, the kernel moving the
+    # bytes) against cp; directory to directory in bf16, re-sharded at
+    # 100 MB, against Transformers doing the same
+    st = os.path.join(d, "model.safetensors")
+    lm.update(json.loads(subprocess.run([bench, "copy", st, d, outdir, str(runs)], check=True,
+                                        capture_output=True, text=True).stdout))
+    cp_dst = os.path.join(outdir, "cp-copy.safetensors")
+    hf_dst = os.path.join(outdir, "hf-converted")
+
+    def fresh(p):
+        def setup():
+            subprocess.run(["rm", "-rf", p], check=True)
+            os.sync()
+        return setup
+    cp_t = med(lambda: subprocess.run(["cp", st, cp_dst], check=True), runs, fresh(cp_dst))
+    hf_conv = med(lambda: AutoModelForCausalLM.from_pretrained(d, dtype=torch.bfloat16).save_pretrained(
+        hf_dst, max_shard_size="100MB"), runs, fresh(hf_dst))
+    for p in (cp_dst, hf_dst, os.path.join(outdir, "lmio-converted")):
+        subprocess.run(["rm", "-rf", p], check=True)
 
     text = corpus()
     tpath = os.path.join(outdir, "corpus.txt")
@@ -63,6 +82,11 @@ def main():
     print(f"{'from_pretrained: lmio (config + weights + model ready)':58s} {lm['from_pretrained'] * 1e3:9.2f} ms")
     print(f"{'from_pretrained: transformers AutoModelForCausalLM':58s} {hf_load * 1e3:9.2f} ms   "
           f"lmio {hf_load / lm['from_pretrained']:.1f}x as fast")
+    print(f"{'copy file unchanged: lmio open + save (copy_file_range)':58s} {lm['copy_file'] * 1e3:9.2f} ms")
+    print(f"{'copy file: cp':58s} {cp_t * 1e3:9.2f} ms   lmio {cp_t / lm['copy_file']:.2f}x as fast")
+    print(f"{'convert dir -> bf16, 100 MB shards: lmio':58s} {lm['convert_dir_bf16'] * 1e3:9.2f} ms")
+    print(f"{'convert dir: from_pretrained(bf16) + save_pretrained':58s} {hf_conv * 1e3:9.2f} ms   "
+          f"lmio {hf_conv / lm['convert_dir_bf16']:.2f}x as fast")
     print(f"GPT-2 tokenizer, {mb:.2f} MB multilingual corpus, {lt['tokens']} tokens, one thread")
     print(f"{'encode: lmio':58s} {lt['encode'] * 1e3:9.2f} ms   {mb / lt['encode']:.2f} MB/s")
     print(f"{'encode: tokenizers':58s} {hf_enc * 1e3:9.2f} ms   {mb / hf_enc:.2f} MB/s; "

@@ -189,9 +189,98 @@ static int bench_manifest(const char *dir, int mb, int runs)
     return 0;
 }
 
+/* Open + validate of one file, many times (it takes microseconds). */
+static int bench_open(const char *in, int runs)
+{
+    lmio_error err;
+    double t[1000];
+    if (runs > 1000) runs = 1000;
+    for (int r = 0; r < runs; r++) {
+        lmio_statedict *sd;
+        double t0 = now();
+        if (lmio_statedict_open(in, NULL, &sd, &err)) die(&err);
+        t[r] = now() - t0;
+        lmio_statedict_free(sd);
+    }
+    printf("{\"open\": %.9f}\n", median(t, runs));
+    return 0;
+}
+
+/* File to file with no change: open (mapped) and save, the bytes moved by
+ * the kernel (copy_file_range); and directory to directory, converted to
+ * bf16 and re-sharded (lmio convert SRC DST --dtype bf16). */
+static int bench_copy(const char *in, const char *src_dir, const char *outdir, int runs)
+{
+    lmio_error err;
+    char out[4096], dst[4096];
+    snprintf(out, sizeof out, "%s/lmio-copy.safetensors", outdir);
+    snprintf(dst, sizeof dst, "%s/lmio-converted", outdir);
+    double t_copy[100], t_dir[100];
+    for (int r = 0; r < runs; r++) {
+        unlink(out);
+        sync();
+        double t0 = now();
+        lmio_statedict *sd;
+        lmio_save_opts o = LMIO_SAVE_OPTS_INIT;
+        o.durable = 0;
+        if (lmio_statedict_open(in, NULL, &sd, &err) || lmio_safetensors_save(sd, out, &o, &err)) die(&err);
+        lmio_statedict_free(sd);
+        t_copy[r] = now() - t0;
+        unlink(out);
+    }
+    for (int r = 0; r < runs; r++) {
+        char cmd[8300];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dst);
+        if (system(cmd) != 0) return 1;
+        sync();
+        lmio_pretrained_opts o = LMIO_PRETRAINED_OPTS_INIT;
+        o.dtype = LMIO_DTYPE_BF16;
+        o.max_shard_size = 100000000;
+        o.durable = 0;
+        double t0 = now();
+        if (lmio_pretrained_convert(src_dir, dst, &o, &err)) die(&err);
+        t_dir[r] = now() - t0;
+    }
+    printf("{\"copy_file\": %.6f, \"convert_dir_bf16\": %.6f}\n", median(t_copy, runs), median(t_dir, runs));
+    return 0;
+}
+
+/* A synthetic sharded model of GB gigabytes (f32 tensors of 256 MiB, all
+ * views of one buffer of varied values), written to DIR as a weights-only
+ * Hugging Face directory in 2 GB shards: the input of beyond_ram.sh. */
+static int bench_synth(const char *dir, int gb)
+{
+    lmio_error err;
+    size_t per = (size_t)1 << 26; /* elements: 256 MiB */
+    float *buf = malloc(per * sizeof *buf);
+    uint64_t x = 88172645463325252ull;
+    for (size_t i = 0; i < per; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        buf[i] = (float)((int64_t)(x >> 11) - (1ll << 52)) * 0x1p-52f * 0.02f;
+    }
+    lmio_statedict *w;
+    if (lmio_statedict_create(&w, &err)) die(&err);
+    uint64_t total = (uint64_t)gb * 1000000000ull, shape[2] = {8192, 8192};
+    for (int i = 0; (uint64_t)i * per * 4 < total; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "model.layers.%d.mlp.weight", i);
+        if (lmio_statedict_add(w, name, LMIO_DTYPE_F32, 2, shape, buf, per * 4, LMIO_BORROW, &err)) die(&err);
+    }
+    lmio_pretrained_opts o = LMIO_PRETRAINED_OPTS_INIT;
+    o.max_shard_size = 2000000000;
+    o.durable = 0;
+    if (lmio_pretrained_save(dir, NULL, w, NULL, &o, &err)) die(&err);
+    lmio_statedict_free(w);
+    free(buf);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 5 && !strcmp(argv[1], "manifest")) return bench_manifest(argv[2], atoi(argv[3]), atoi(argv[4]));
+    if (argc >= 4 && !strcmp(argv[1], "synth")) return bench_synth(argv[2], atoi(argv[3]));
+    if (argc >= 4 && !strcmp(argv[1], "open")) return bench_open(argv[2], atoi(argv[3]));
+    if (argc >= 6 && !strcmp(argv[1], "copy")) return bench_copy(argv[2], argv[3], argv[4], atoi(argv[5]));
     if (argc >= 6 && !strcmp(argv[1], "torch")) return bench_torch(argv[2], argv[3], argv[4], atoi(argv[5]));
     if (argc >= 4 && !strcmp(argv[1], "pretrained")) return bench_pretrained(argv[2], atoi(argv[3]));
     if (argc >= 6 && !strcmp(argv[1], "tokenize")) return bench_tokenize(argv[2], argv[3], argv[4], atoi(argv[5]));
@@ -200,7 +289,11 @@ int main(int argc, char **argv)
                         "       lmio_bench pretrained DIR RUNS\n"
                         "       lmio_bench torch IN.safetensors TORCH_SAVED.bin OUTDIR RUNS\n"
                         "       lmio_bench tokenize VOCAB.json MERGES.txt TEXT RUNS\n"
-                        "       lmio_bench manifest OUTDIR MB RUNS\n");
+                        "       lmio_bench manifest OUTDIR MB RUNS\n"
+
+                        "       lmio_bench open FILE RUNS\n"
+                        "       lmio_bench synth DIR GB\n"
+                        "       lmio_bench copy IN.safetensors SRC_DIR OUTDIR RUNS\n");
         return 2;
     }
     const char *in = argv[1], *outdir = argv[2];

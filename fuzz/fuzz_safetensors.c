@@ -8,8 +8,34 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* The reader's fast header path and its general one must agree on every
+ * input: same status and message, or the same tensors (test_st_header.c
+ * explains why). */
+static void same_both_ways(const uint8_t *data, size_t size)
+{
+    lmio_status s[2];
+    lmio_error e[2];
+    size_t count[2] = {0, 0};
+    for (int fast = 0; fast < 2; fast++) {
+        unsigned char *copy = lmio__malloc(size ? size : 1);
+        if (!copy) return;
+        if (size) memcpy(copy, data, size);
+        lmio__file f = {copy, size, 0};
+        lmio_statedict *sd = NULL;
+        lmio__safetensors_fast_header = fast;
+        s[fast] = lmio__format_safetensors.open("fuzz-input", &f, &sd, &e[fast]);
+        lmio__safetensors_fast_header = 1;
+        if (s[fast]) lmio__file_close(&f);
+        else count[fast] = lmio_statedict_count(sd);
+        lmio_statedict_free(sd);
+    }
+    if (s[0] == LMIO_ERR_NOMEM || s[1] == LMIO_ERR_NOMEM) return;
+    if (s[0] != s[1] || count[0] != count[1] || (s[0] && strcmp(e[0].message, e[1].message))) __builtin_trap();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    same_both_ways(data, size);
     /* A private copy in lmio's allocator, shaped as an opened file: on
      * success the state dict owns and frees it. */
     unsigned char *copy = lmio__malloc(size);

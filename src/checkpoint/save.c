@@ -5,6 +5,8 @@
 #include "../tokenizer/tokenizer.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,6 +122,74 @@ static lmio_status select_weights(const lmio_config *cfg, const lmio_statedict *
     return LMIO_OK;
 }
 
+/* ---- writing shards on every core ----
+ * Each shard is its own file with its own bytes, so shards are written by
+ * a few threads at once (conversion and page-cache copies are CPU work;
+ * two cores write a model nearly twice as fast). What goes in each shard
+ * and every shard's bytes are fixed before any thread starts, so the
+ * output is the same whatever the threads' timing. */
+#define SHARD_THREADS_MAX 4
+#define SHARD_PARALLEL_MIN (32ull << 20) /* below this a thread costs more than it saves */
+
+typedef struct shard_job {
+    lmio_statedict *sd;
+    char path[8192];
+    lmio_status s;
+    lmio_error err;
+} shard_job;
+
+typedef struct shard_pool {
+    shard_job *jobs;
+    size_t n;
+    const char *format;
+    lmio_save_opts so;
+    atomic_size_t next;
+    atomic_int stop; /* a shard failed: the others give up at their next chunk */
+} shard_pool;
+
+static int stop_requested(void *ctx, uint64_t done, uint64_t total)
+{
+    LMIO_UNUSED(done);
+    LMIO_UNUSED(total);
+    return atomic_load(&((shard_pool *)ctx)->stop);
+}
+
+static void *shard_worker(void *arg)
+{
+    shard_pool *p = arg;
+    for (size_t k; (k = atomic_fetch_add(&p->next, 1)) < p->n && !atomic_load(&p->stop);) {
+        shard_job *j = &p->jobs[k];
+        j->s = lmio_statedict_save(j->sd, j->path, p->format, &p->so, &j->err);
+        if (j->s) atomic_store(&p->stop, 1);
+    }
+    return NULL;
+}
+
+/* Runs every job; the error is the first shard's that failed on its own
+ * (not one stopped because another failed). */
+static lmio_status write_shards(shard_pool *p, uint64_t total, lmio_error *err)
+{
+    size_t threads = 1;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    if (p->n > 1 && total >= SHARD_PARALLEL_MIN && cpus > 1)
+        threads = (size_t)cpus < p->n ? (size_t)cpus : p->n;
+    if (threads > SHARD_THREADS_MAX) threads = SHARD_THREADS_MAX;
+    p->so.progress = stop_requested;
+    p->so.progress_ctx = p;
+    pthread_t tid[SHARD_THREADS_MAX];
+    size_t started = 0;
+    while (started + 1 < threads && pthread_create(&tid[started], NULL, shard_worker, p) == 0) started++;
+    shard_worker(p); /* this thread works too, so a failed pthread_create only costs speed */
+    for (size_t t = 0; t < started; t++) pthread_join(tid[t], NULL);
+    const shard_job *first = NULL;
+    for (size_t k = 0; k < p->n; k++)
+        if (p->jobs[k].s && (!first || (first->s == LMIO_ERR_CANCELLED && p->jobs[k].s != LMIO_ERR_CANCELLED)))
+            first = &p->jobs[k];
+    if (!first) return LMIO_OK;
+    if (err) *err = first->err;
+    return first->s;
+}
+
 static lmio_status save_weights(const char *tmp, const lmio_statedict *w, const lmio_pretrained_opts *o,
                                  const lmio__format *fmt, lmio_error *err)
 {
@@ -150,28 +220,34 @@ static lmio_status save_weights(const char *tmp, const lmio_statedict *w, const 
     if (n_shards == 0) n_shards = 1;
     lmio_status s = LMIO_OK;
     lmio__json *map = lmio__json_object(); /* NULL fails the first lmio__json_set below */
-    lmio_save_opts so = LMIO_SAVE_OPTS_INIT;
-    so.dtype = o->dtype;
-    so.durable = o->durable;
+    shard_pool pool = {.jobs = lmio__calloc(n_shards, sizeof *pool.jobs), .n = n_shards, .format = fmt->name};
+    pool.so = (lmio_save_opts)LMIO_SAVE_OPTS_INIT;
+    pool.so.dtype = o->dtype;
+    pool.so.durable = o->durable;
+    atomic_init(&pool.next, 0);
+    atomic_init(&pool.stop, 0);
+    if (!pool.jobs) s = lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
     for (size_t k = 0; k < n_shards && !s; k++) {
-        char name[64], path[8192];
+        char name[64];
+        shard_job *j = &pool.jobs[k];
         if (n_shards == 1) snprintf(name, sizeof name, "%s", fmt->dir_file);
         else snprintf(name, sizeof name, "%s-%05zu-of-%05zu%s", fmt->dir_shard_stem, k + 1, n_shards, fmt->dir_shard_ext);
-        if ((s = lmio__path_join(path, sizeof path, tmp, name, err))) break;
-        lmio_statedict *sh;
-        if ((s = lmio_statedict_create(&sh, err))) break;
+        if ((s = lmio__path_join(j->path, sizeof j->path, tmp, name, err))) break;
+        if ((s = lmio_statedict_create(&j->sd, err))) break;
         for (size_t i = 0; i < n && !s; i++) {
             if (shard_of[i] != k) continue;
             lmio_tensor t;
             lmio_statedict_get(w, i, &t, NULL);
-            s = lmio_statedict_add(sh, t.name, t.dtype, t.ndim, t.shape, t.data, t.nbytes, LMIO_BORROW, err);
+            s = lmio_statedict_add(j->sd, t.name, t.dtype, t.ndim, t.shape, t.data, t.nbytes, LMIO_BORROW, err);
             if (!s && !lmio__json_set(map, t.name, lmio__json_string(name)))
                 s = lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
         }
-        for (const char *const *m = fmt->dir_metadata; !s && m && m[0]; m += 2) s = lmio_metadata_set(sh, m[0], m[1], err);
-        if (!s) s = lmio_statedict_save(sh, path, fmt->name, &so, err);
-        lmio_statedict_free(sh);
+        for (const char *const *m = fmt->dir_metadata; !s && m && m[0]; m += 2)
+            s = lmio_metadata_set(j->sd, m[0], m[1], err);
     }
+    if (!s) s = write_shards(&pool, total, err);
+    for (size_t k = 0; pool.jobs && k < n_shards; k++) lmio_statedict_free(pool.jobs[k].sd);
+    lmio__free(pool.jobs);
     if (!s && n_shards > 1) {
         lmio__json *idx = lmio__json_object(), *meta = lmio__json_object();
         bool ok = lmio__json_set(meta, "total_parameters", lmio__json_integer((int64_t)params));

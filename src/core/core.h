@@ -190,8 +190,10 @@ typedef struct lmio__outfile {
     char *tmp_path;
     char *final_path;
     uint64_t written;
-    int sys_errno; /* errno of the last failed write (EFAULT: the source memory went away) */
-    lmio__sha256 *sha; /* in a staging directory: the running hash for its manifest */
+    uint64_t reserved;  /* bytes allocated up front by lmio__outfile_reserve */
+    int sys_errno;      /* errno of the last failed write (EFAULT: the source memory went away) */
+    int no_copy_range;  /* copy_file_range failed once: plain writes from then on */
+    lmio__sha256 *sha;  /* in a staging directory: the running hash for its manifest */
 } lmio__outfile;
 
 /* Refuses a destination that is a directory, a FIFO, a device or a socket
@@ -199,7 +201,13 @@ typedef struct lmio__outfile {
  * creates the temporary file with the mode and, where allowed, the owner of
  * the file it will replace. */
 lmio_status lmio__outfile_begin(lmio__outfile *o, const char *path, lmio_error *err);
+/* Appends n bytes. When they lie in a mapped input file (lmio__file_open
+ * with use_mmap), the kernel copies them file to file (copy_file_range),
+ * falling back to write(2) where it cannot. */
 lmio_status lmio__outfile_write(lmio__outfile *o, const void *buf, size_t n, lmio_error *err);
+/* Allocates the file's final size up front when the filesystem can (a
+ * hint: never fails; writes report a full disk as before). */
+void lmio__outfile_reserve(lmio__outfile *o, uint64_t size);
 /* fsyncs (when durable), renames, fsyncs the directory; frees o's state. */
 lmio_status lmio__outfile_commit(lmio__outfile *o, int durable, lmio_error *err);
 /* Removes the temporary file; frees o's state. Safe after a failed begin. */

@@ -46,6 +46,11 @@ extern const lmio__format lmio__format_safetensors;
 extern const lmio__format lmio__format_gguf;
 extern const lmio__format lmio__format_torch_zip;
 
+/* Tests only: 0 makes the safetensors reader skip its fast header path
+ * (safetensors.c) so both paths can be compared on the same bytes. Not
+ * thread-safe; 1 by default. */
+extern int lmio__safetensors_fast_header;
+
 /* The table (registry.c), in the order directories are searched. */
 size_t lmio__format_count(void);
 const lmio__format *lmio__format_at(size_t i);

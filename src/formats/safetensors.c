@@ -7,11 +7,14 @@
  * before it has been checked against the real file size. */
 #include "../core/json.h"
 #include "formats.h"
+#include "jlex.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 typedef struct tinfo {
     const char *name; /* borrowed from the parsed JSON */
@@ -153,8 +156,26 @@ typedef struct scan_ctx {
     bool seen_metadata;
 } scan_ctx;
 
-/* One member of the header: __metadata__ or a tensor, added to the state
- * dict at once; offsets are checked when all are known. */
+/* A parsed tensor entry, added to the state dict at once; offsets are
+ * checked when all are known. */
+static lmio_status add_tensor(scan_ctx *c, const tinfo *t, lmio_error *err)
+{
+    if (c->n == c->cap && !lmio__grow((void **)&c->spans, sizeof *c->spans, c->n + 1, &c->cap))
+        return lmio__fail(err, LMIO_ERR_NOMEM, c->path, -1, "", "out of memory");
+    c->spans[c->n] = (span){t->begin, t->end, lmio_statedict_count(c->sd)};
+    /* data and size are only meaningful once the offsets pass below; until
+     * then nothing reads them, and a failed open frees the state dict */
+    lmio_status s = lmio__statedict_add_view(c->sd, t->name, t->name_len, t->dtype, t->ndim, t->shape,
+                                             c->data && t->begin < t->end && t->end <= c->data_len
+                                                 ? c->data + t->begin : NULL,
+                                             t->end >= t->begin ? t->end - t->begin : 0,
+                                             (int64_t)(c->data_start + t->begin), NULL, err);
+    if (s) return s;
+    c->n++;
+    return LMIO_OK;
+}
+
+/* One member of the header: __metadata__ or a tensor. */
 static lmio_status scan_entry(void *vctx, const char *k, lmio__json *v, int64_t offset, lmio_error *err)
 {
     scan_ctx *c = vctx;
@@ -168,21 +189,130 @@ static lmio_status scan_entry(void *vctx, const char *k, lmio__json *v, int64_t 
     tinfo t;
     lmio_status s = parse_tensor(c->path, k, v, &t, err);
     if (s) return s;
-    if (c->n == c->cap && !lmio__grow((void **)&c->spans, sizeof *c->spans, c->n + 1, &c->cap))
-        return lmio__fail(err, LMIO_ERR_NOMEM, c->path, -1, "", "out of memory");
-    c->spans[c->n] = (span){t.begin, t.end, lmio_statedict_count(c->sd)};
-    /* data and size are only meaningful once the offsets pass below; until
-     * then nothing reads them, and a failed open frees the state dict */
-    s = lmio__statedict_add_view(c->sd, t.name, t.name_len, t.dtype, t.ndim, t.shape,
-                                 c->data && t.begin < t.end && t.end <= c->data_len ? c->data + t.begin : NULL,
-                                 t.end >= t.begin ? t.end - t.begin : 0,
-                                 (int64_t)(c->data_start + t.begin), NULL, err);
+    s = add_tensor(c, &t, err);
     if (s == LMIO_ERR_DUPLICATE)
         return lmio__fail(err, LMIO_ERR_FORMAT, c->path, offset, k,
                           "invalid JSON: duplicate object key \"%s\"; expected each key once", k);
-    if (s) return s;
-    c->n++;
-    return LMIO_OK;
+    return s;
+}
+
+/* ---- the fast path: the strict lexer (jlex.h) over the usual header ----
+ * A header as writers emit it (no escapes, plain integers) is read here
+ * without building any JSON value; everything else, valid or not, is
+ * declined and read by the general path above, which alone words errors.
+ * So this path may only accept what that one accepts, with the same
+ * result: each rule it checks mirrors one of parse_tensor's or
+ * read_metadata's, and anything it is unsure of is a decline. */
+typedef enum { FAST_OK, FAST_DECLINED, FAST_FAILED } fast_result;
+
+int lmio__safetensors_fast_header = 1;
+
+static fast_result fast_status(lmio_status s)
+{
+    return s == LMIO_OK ? FAST_OK : s == LMIO_ERR_NOMEM ? FAST_FAILED : FAST_DECLINED;
+}
+
+/* {"dtype": ..., "shape": [...], "data_offsets": [b, e]} in any order,
+ * each once and nothing else. */
+static bool fast_tensor(lmio__jlex *l, tinfo *t)
+{
+    unsigned seen = 0;
+    if (!lmio__jl_char(l, '{')) return false;
+    do {
+        const char *k, *d;
+        size_t kn, dn;
+        if (!lmio__jl_string(l, &k, &kn) || !lmio__jl_char(l, ':')) return false;
+        if (kn == 5 && !memcmp(k, "dtype", 5) && !(seen & 1)) {
+            char name[16];
+            if (!lmio__jl_string(l, &d, &dn) || dn >= sizeof name) return false;
+            memcpy(name, d, dn);
+            name[dn] = 0;
+            if ((t->dtype = lmio_dtype_from_name(name)) == LMIO_DTYPE_NONE) return false;
+            seen |= 1;
+        } else if (kn == 5 && !memcmp(k, "shape", 5) && !(seen & 2)) {
+            int nd = 0;
+            if (!lmio__jl_char(l, '[')) return false;
+            if (!lmio__jl_char(l, ']')) {
+                do
+                    if (nd == LMIO_MAX_DIMS || !lmio__jl_u63(l, &t->shape[nd++])) return false;
+                while (lmio__jl_char(l, ','));
+                if (!lmio__jl_char(l, ']')) return false;
+            }
+            t->ndim = nd;
+            seen |= 2;
+        } else if (kn == 12 && !memcmp(k, "data_offsets", 12) && !(seen & 4)) {
+            if (!lmio__jl_char(l, '[') || !lmio__jl_u63(l, &t->begin) || !lmio__jl_char(l, ',') ||
+                !lmio__jl_u63(l, &t->end) || !lmio__jl_char(l, ']'))
+                return false;
+            seen |= 4;
+        } else {
+            return false;
+        }
+    } while (lmio__jl_char(l, ','));
+    return lmio__jl_char(l, '}') && seen == 7;
+}
+
+/* A string into a NUL-terminated copy: buf when it fits, else allocated
+ * (*heap set, to be freed). NULL when out of memory. */
+static char *fast_cstr(const char *s, size_t n, char *buf, size_t cap, char **heap)
+{
+    char *d = n < cap ? buf : (*heap = lmio__malloc(n + 1));
+    if (!d) return NULL;
+    memcpy(d, s, n);
+    d[n] = 0;
+    return d;
+}
+
+/* "__metadata__"'s value: an object of strings. */
+static fast_result fast_metadata(lmio__jlex *l, scan_ctx *c, lmio_error *err)
+{
+    if (!lmio__jl_char(l, '{')) return FAST_DECLINED;
+    if (!lmio__jl_char(l, '}')) {
+        do {
+            const char *k, *v;
+            size_t kn, vn;
+            if (!lmio__jl_string(l, &k, &kn) || !lmio__jl_char(l, ':') || !lmio__jl_string(l, &v, &vn))
+                return FAST_DECLINED;
+            char kb[256], vb[256], *kh = NULL, *vh = NULL;
+            const char *kc = fast_cstr(k, kn, kb, sizeof kb, &kh), *vc = fast_cstr(v, vn, vb, sizeof vb, &vh);
+            lmio_status s = kc && vc ? lmio__metadata_append(c->sd, kc, vc, err)
+                                     : lmio__fail(err, LMIO_ERR_NOMEM, c->path, -1, "", "out of memory");
+            lmio__free(kh);
+            lmio__free(vh);
+            if (s) return fast_status(s);
+        } while (lmio__jl_char(l, ','));
+        if (!lmio__jl_char(l, '}')) return FAST_DECLINED;
+    }
+    /* a duplicate key fails here; the general parser words it */
+    return fast_status(lmio__metadata_sort(c->sd, err));
+}
+
+static fast_result fast_scan(scan_ctx *c, const char *hdr, size_t n, lmio_error *err)
+{
+    lmio__jlex l = {hdr, hdr + n};
+    if (!lmio__safetensors_fast_header || !lmio__jl_char(&l, '{')) return FAST_DECLINED;
+    if (!lmio__jl_char(&l, '}')) {
+        do {
+            const char *k;
+            size_t kn;
+            if (!lmio__jl_string(&l, &k, &kn) || !lmio__jl_char(&l, ':')) return FAST_DECLINED;
+            fast_result r;
+            if (kn == 12 && !memcmp(k, "__metadata__", 12)) {
+                if (c->seen_metadata) return FAST_DECLINED;
+                c->seen_metadata = true;
+                r = fast_metadata(&l, c, err);
+            } else {
+                tinfo t;
+                if (!fast_tensor(&l, &t)) return FAST_DECLINED;
+                t.name = k;
+                t.name_len = kn;
+                r = fast_status(add_tensor(c, &t, err));
+            }
+            if (r != FAST_OK) return r;
+        } while (lmio__jl_char(&l, ','));
+        if (!lmio__jl_char(&l, '}')) return FAST_DECLINED;
+    }
+    return lmio__jl_end(&l) ? FAST_OK : FAST_DECLINED;
 }
 
 static int cmp_spans(const void *a, const void *b)
@@ -193,13 +323,41 @@ static int cmp_spans(const void *a, const void *b)
     return 0;
 }
 
-/* Scans the header into sd, then validates it against the data section. */
-static lmio_status read_tensors(lmio_statedict *sd, const char *path, const char *hdr, size_t hdr_len,
+static lmio_status new_statedict(const char *path, lmio_statedict **out, lmio_error *err)
+{
+    lmio_status s = lmio_statedict_create(out, err);
+    if (!s && (s = lmio__statedict_set_source(*out, path, "safetensors", NULL, err))) {
+        lmio_statedict_free(*out);
+        *out = NULL;
+    }
+    return s;
+}
+
+/* Scans the header into a new *sdp (the fast path, else the general one
+ * into a fresh state dict), then validates it against the data section.
+ * On failure *sdp may hold a partial state dict, for the caller to free. */
+static lmio_status read_tensors(lmio_statedict **sdp, const char *path, const char *hdr, size_t hdr_len,
                                 const unsigned char *data, uint64_t data_len, uint64_t data_start,
                                 lmio_error *err)
 {
-    scan_ctx c = {.sd = sd, .path = path, .data = data, .data_start = data_start, .data_len = data_len};
-    lmio_status s = lmio__json_scan_object(hdr, hdr_len, path, 8, scan_entry, &c, err);
+    lmio_status s = new_statedict(path, sdp, err);
+    if (s) return s;
+    scan_ctx c = {.sd = *sdp, .path = path, .data = data, .data_start = data_start, .data_len = data_len};
+    lmio_error ferr; /* a decline leaves no trace in err */
+    fast_result fr = fast_scan(&c, hdr, hdr_len, &ferr);
+    if (fr == FAST_FAILED) {
+        if (err) *err = ferr;
+        s = ferr.code;
+    } else if (fr == FAST_DECLINED) {
+        lmio_statedict_free(*sdp);
+        c.n = 0;
+        c.seen_metadata = false;
+        if (!(s = new_statedict(path, sdp, err))) {
+            c.sd = *sdp;
+            s = lmio__json_scan_object(hdr, hdr_len, path, 8, scan_entry, &c, err);
+        }
+    }
+    lmio_statedict *sd = *sdp;
     span *ts = c.spans;
     size_t nt = c.n;
     if (s) goto out;
@@ -207,11 +365,10 @@ static lmio_status read_tensors(lmio_statedict *sd, const char *path, const char
      * demands that they tile the data section from 0 with no gap or overlap. */
     if (nt > 1) qsort(ts, nt, sizeof *ts, cmp_spans);
     uint64_t pos = 0;
-    for (size_t i = 0; i < nt; i++) {
+    lmio_tensor v, prev = {0};
+    for (size_t i = 0; i < nt; i++, prev = v) {
         span *t = &ts[i];
-        lmio_tensor v, prev = {0};
         lmio_statedict_get(sd, t->index, &v, NULL);
-        if (i) lmio_statedict_get(sd, ts[i - 1].index, &prev, NULL);
         if (t->begin != pos || t->end < t->begin) {
             if (t->end < t->begin)
                 s = lmio__fail(err, LMIO_ERR_FORMAT, path, 8, v.name,
@@ -281,25 +438,33 @@ out:
     return s;
 }
 
+/* How many leading bytes are ASCII, eight at a time: headers are nearly
+ * all ASCII, and the UTF-8 check then starts where it has work to do. */
+static size_t ascii_prefix(const char *s, size_t n)
+{
+    size_t i = 0;
+    for (uint64_t w; i + 8 <= n; i += 8) {
+        memcpy(&w, s + i, 8);
+        if (w & 0x8080808080808080ull) break;
+    }
+    return i;
+}
+
 static lmio_status st_open(const char *path, lmio__file *f, lmio_statedict **out, lmio_error *err)
 {
     uint64_t n = 0;
     lmio_status s = check_header_length(path, f, &n, err);
     if (s) return s;
     const char *hdr = (const char *)f->data + 8;
-    size_t valid = lmio__utf8_prefix(hdr, (size_t)n);
+    size_t valid = ascii_prefix(hdr, (size_t)n);
+    valid += lmio__utf8_prefix(hdr + valid, (size_t)n - valid);
     if (valid != n)
         return lmio__fail(err, LMIO_ERR_FORMAT, path, (int64_t)(8 + valid), "",
                           "header byte 0x%02x is not valid UTF-8; expected a UTF-8 JSON header",
                           (unsigned char)hdr[valid]);
-    lmio_statedict *sd;
-    if ((s = lmio_statedict_create(&sd, err))) return s;
-    if ((s = lmio__statedict_set_source(sd, path, "safetensors", NULL, err))) {
-        lmio_statedict_free(sd);
-        return s;
-    }
+    lmio_statedict *sd = NULL;
     uint64_t data_start = 8 + n;
-    s = read_tensors(sd, path, hdr, (size_t)n, f->data ? f->data + data_start : NULL, f->size - data_start,
+    s = read_tensors(&sd, path, hdr, (size_t)n, f->data ? f->data + data_start : NULL, f->size - data_start,
                      data_start, err);
     if (s) {
         lmio_statedict_free(sd);
@@ -422,6 +587,17 @@ static lmio_status report(const lmio_save_opts *o, uint64_t done, uint64_t total
     return LMIO_OK;
 }
 
+/* Asks the kernel to start reading the next chunk of a mapped input while
+ * this one converts: a model larger than memory is read from disk, and a
+ * page fault per 4 KiB would leave the disk idle during each conversion.
+ * Harmless (and cheap) on ordinary memory. */
+static void prefetch(const unsigned char *p, uint64_t left, size_t n)
+{
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), a = (uintptr_t)p & ~(page - 1);
+    size_t len = (size_t)((uintptr_t)p - a) + (left < n ? (size_t)left : n);
+    (void)posix_madvise((void *)a, len, POSIX_MADV_WILLNEED);
+}
+
 /* o is complete and checked (lmio_statedict_save). */
 static lmio_status st_save(const lmio_statedict *sd, const char *path, const lmio_save_opts *opts,
                            lmio_error *err)
@@ -448,6 +624,7 @@ static lmio_status st_save(const lmio_statedict *sd, const char *path, const lmi
     uint64_t total = hdr.len + data_total;
     if ((s = report(&o, 0, total, path, err))) goto fail_nofile;
     if ((s = lmio__outfile_begin(&out, path, err))) goto fail_nofile;
+    lmio__outfile_reserve(&out, total);
     if ((s = lmio__outfile_write(&out, hdr.data, hdr.len, err))) goto fail;
     for (size_t i = 0; i < n; i++) {
         const wentry *w = &ws[i];
@@ -470,6 +647,7 @@ static lmio_status st_save(const lmio_statedict *sd, const char *path, const lmi
         size_t in_sz = lmio_dtype_bits(w->t.dtype) / 8, out_sz = lmio_dtype_bits(w->out_dtype) / 8;
         for (uint64_t e = 0; e < w->t.numel; e += CONVERT_CHUNK_ELEMS) {
             size_t m = w->t.numel - e < CONVERT_CHUNK_ELEMS ? (size_t)(w->t.numel - e) : CONVERT_CHUNK_ELEMS;
+            if (e + m < w->t.numel) prefetch(src + (e + m) * in_sz, (w->t.numel - e - m) * in_sz, m * in_sz);
             convert_job j = {cbuf, w->out_dtype, src + e * in_sz, w->t.dtype, m};
             if (!lmio__guarded(convert_fn, &j)) {
                 s = source_gone(&w->t, e * in_sz, path, err);
