@@ -28,7 +28,7 @@ const char *tty(const char *s)
 
 /* Formats, then escapes the whole message: its arguments are paths and
  * names that may come from files or arguments. */
-static void vprint_escaped(FILE *f, const char *fmt, va_list ap)
+__attribute__((format(printf, 2, 0))) static void vprint_escaped(FILE *f, const char *fmt, va_list ap)
 {
     char msg[8192];
     vsnprintf(msg, sizeof msg, fmt, ap);

@@ -326,7 +326,7 @@ lmio_status lmio__manifest_write(const char *dir, int durable, lmio_error *err)
     lmio__buf b = {0};
     if (!s) {
         put_json(&b, &l);
-        unsigned char self[LMIO__SHA256_LEN];
+        unsigned char self[LMIO__SHA256_LEN] = {0}; /* hexed even when hashing failed (then unused) */
         bool ok = !b.oom && lmio__sha256_once(b.data, b.len, self);
         lmio__buf_puts(&b, SELF_KEY);
         put_hex(&b, self, LMIO__SHA256_LEN);

@@ -272,6 +272,9 @@ static const char *node(lmio__onnx *g, const char *op, const char *const *in, si
 {
     flush_node(g);
     const char *first = NULL;
+    /* a failure below leaves every output NULL, never unset: callers pass
+     * them on as inputs, where NULL marks the graph failed */
+    for (size_t i = 0; out && i < n_out; i++) out[i] = NULL;
     for (size_t i = 0; i < n_in; i++)
         if (!in[i]) g->failed = true;
     if (g->failed) return NULL;

@@ -118,8 +118,9 @@ typedef struct machine {
     lmio_error *err;
 } machine;
 
-static lmio_status failv(const lmio__pickle *p, lmio_error *err, lmio_status code, size_t at, const char *fmt,
-                         va_list ap)
+__attribute__((format(printf, 5, 0))) static lmio_status failv(const lmio__pickle *p, lmio_error *err,
+                                                                lmio_status code, size_t at, const char *fmt,
+                                                                va_list ap)
 {
     char msg[1024];
     vsnprintf(msg, sizeof msg, fmt, ap);
