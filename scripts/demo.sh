@@ -3,7 +3,8 @@
 # on the licence texts every Debian system ships (/usr/share/common-licenses,
 # package base-files), saving crash-safe checkpoints; kill the training
 # halfway with SIGKILL and resume it exactly; generate from what it learned;
-# then export the model (bf16 safetensors, PyTorch .bin) and verify it.
+# then export the model (bf16 safetensors, PyTorch .bin, ONNX, TorchScript)
+# and verify what can be verified.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -38,3 +39,7 @@ build/lmio convert "$out/run/checkpoint-400" "$out/model-bf16" --dtype bf16
 build/lmio convert "$out/run/checkpoint-400" "$out/model-pytorch" --format pytorch
 build/lmio verify "$out/model-bf16"
 build/lmio verify "$out/model-pytorch"
+# deployment formats: an ONNX folder (onnxruntime, transformers.js) and a
+# TorchScript archive (torch.jit.load)
+build/lmio export "$out/run/checkpoint-400" --to onnx "$out/model-onnx"
+build/lmio export "$out/run/checkpoint-400" --to torchscript "$out/model.pt"
