@@ -176,4 +176,23 @@ void lmio__pkw_str_memo(lmio__pickler *w, const char *s);
 void lmio__pkw_global(lmio__pickler *w, const char *module, const char *name);
 void lmio__pkw_int_tuple(lmio__pickler *w, const uint64_t *v, int n);
 
+/* ---- ggml's tensor types (gguf_quant.c) ---- */
+
+typedef struct lmio__ggml_type {
+    const char *name; /* "Q4_1", as ggml and gguf-py spell it */
+    uint32_t id;      /* enum ggml_type */
+    uint32_t block_elems, block_bytes;
+} lmio__ggml_type;
+
+/* The type with enum value id; NULL for ids ggml never had or removed. */
+const lmio__ggml_type *lmio__ggml_type_find(uint32_t id);
+/* Whether lmio__ggml_dequantize handles id (the block types lmio reads). */
+bool lmio__ggml_can_dequantize(uint32_t id);
+/* n_blocks blocks of type id at src to f32 at dst, as gguf-py's dequantize
+ * computes them. Only reads and computes: safe inside lmio__guarded. */
+void lmio__ggml_dequantize(uint32_t id, const unsigned char *src, float *dst, uint64_t n_blocks);
+/* n_blocks of 32 floats to Q8_0 blocks (34 bytes each), as gguf-py's
+ * quantize (and ggml's quantize_row_q8_0_ref) does. */
+void lmio__ggml_quantize_q8_0(const float *x, unsigned char *dst, uint64_t n_blocks);
+
 #endif
