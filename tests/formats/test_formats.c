@@ -59,8 +59,10 @@ static void by_content(void)
     /* and other formats under a safetensors name: named for what they are */
     static const unsigned char gguf[24] = {'G', 'G', 'U', 'F', 3};
     write_bytes(scratch("a.safetensors"), gguf, sizeof gguf);
-    CHECK(lmio_statedict_open(scratch("a.safetensors"), NULL, &back, &err) == LMIO_ERR_UNSUPPORTED);
-    CHECK_MSG(strstr(err.message, "GGUF file") != NULL, "%s", err.message);
+    CHECK_OK(lmio_statedict_open(scratch("a.safetensors"), NULL, &back, &e_));
+    CHECK(back && !strcmp(lmio_statedict_format(back), "gguf"));
+    lmio_statedict_free(back);
+    back = NULL;
     static const unsigned char zip[30] = {'P', 'K', 3, 4, 20, 0};
     write_bytes(scratch("b.safetensors"), zip, sizeof zip);
     /* read as the zip it claims to be, so the error is a zip's */
