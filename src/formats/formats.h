@@ -176,6 +176,15 @@ void lmio__pkw_str_memo(lmio__pickler *w, const char *s);
 void lmio__pkw_global(lmio__pickler *w, const char *module, const char *name);
 void lmio__pkw_int_tuple(lmio__pickler *w, const uint64_t *v, int n);
 
+/* ---- GGUF writing (gguf.c) ---- */
+
+/* Writes sd as GGUF v3 (alignment 32) atomically: metadata typed from its
+ * text (see put_meta_value), tensors with their names and shapes; types[i]
+ * is tensor i's ggml type (0 F32, 1 F16, 30 BF16, 8 Q8_0, or UINT32_MAX:
+ * its dtype, or o->dtype for floats), or types is NULL for all UINT32_MAX. */
+lmio_status lmio__gguf_write(const lmio_statedict *sd, const char *path, const uint32_t *types,
+                             const lmio_save_opts *o, lmio_error *err);
+
 /* ---- ggml's tensor types (gguf_quant.c) ---- */
 
 typedef struct lmio__ggml_type {

@@ -15,8 +15,10 @@
  * string metadata: strings as they are, numbers in decimal (floats in the
  * shortest form that reads back to the same value), bools as true/false,
  * arrays as JSON. */
+#include "../core/json.h"
 #include "formats.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -486,6 +488,337 @@ static lmio_status gguf_open(const char *path, lmio__file *f, lmio_statedict **o
     return LMIO_OK;
 }
 
+
+/* ---- writing ---- */
+
+static void put_u32(lmio__buf *b, uint32_t v)
+{
+    unsigned char x[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16), (unsigned char)(v >> 24)};
+    lmio__buf_put(b, x, 4);
+}
+
+static void put_u64(lmio__buf *b, uint64_t v)
+{
+    unsigned char x[8];
+    lmio__put_le64(x, v);
+    lmio__buf_put(b, x, 8);
+}
+
+static void put_str(lmio__buf *b, const char *s, size_t n)
+{
+    put_u64(b, n);
+    lmio__buf_put(b, s, n);
+}
+
+/* The text is a plain decimal integer. */
+static bool is_int_text(const char *v)
+{
+    const char *p = v + (*v == '-');
+    if (!*p || (p[0] == '0' && p[1])) return false;
+    for (; *p; p++)
+        if (*p < '0' || *p > '9') return false;
+    return true;
+}
+
+/* A decimal number with a point or an exponent ("1e-05", "10000.0"). */
+static bool is_float_text(const char *v)
+{
+    char *end;
+    if (!*v || !strpbrk(v, ".eE")) return false;
+    strtod(v, &end);
+    return !*end && (v[0] == '-' || (v[0] >= '0' && v[0] <= '9'));
+}
+
+static void put_f32(lmio__buf *b, double d)
+{
+    float f = (float)d;
+    uint32_t w;
+    memcpy(&w, &f, 4);
+    put_u32(b, w);
+}
+
+/* The element type of a JSON array as GGUF will hold it, as gguf-py types
+ * Python values (str STRING, int INT32, float FLOAT32, bool BOOL, list
+ * ARRAY); T_COUNT when the elements mix kinds. */
+static uint32_t array_type(const lmio__json *a)
+{
+    uint32_t t = T_COUNT;
+    bool wide = false;
+    for (size_t i = 0; i < lmio__json_array_size(a); i++) {
+        const lmio__json *e = lmio__json_array_get(a, i);
+        uint32_t et = lmio__json_is_string(e) ? T_STRING : lmio__json_is_bool(e) ? T_BOOL
+                      : lmio__json_is_integer(e) ? T_I32 : lmio__json_is_real(e) ? T_F32
+                      : lmio__json_is_array(e) ? T_ARRAY : T_COUNT;
+        if (et == T_I32) {
+            int64_t v = lmio__json_integer_value(e);
+            wide |= v < INT32_MIN || v > INT32_MAX;
+        }
+        if (t == T_COUNT || (t == T_I32 && et == T_F32)) t = et;
+        else if (!(t == et || (t == T_F32 && et == T_I32))) return T_COUNT;
+        if (et == T_COUNT) return T_COUNT;
+    }
+    return t == T_I32 && wide ? T_I64 : t;
+}
+
+static bool put_array(lmio__buf *b, const lmio__json *a, int depth)
+{
+    uint32_t t = array_type(a);
+    if (t == T_COUNT || depth >= GGUF_MAX_DEPTH - 1) return false;
+    put_u32(b, t);
+    put_u64(b, lmio__json_array_size(a));
+    for (size_t i = 0; i < lmio__json_array_size(a); i++) {
+        const lmio__json *e = lmio__json_array_get(a, i);
+        switch (t) {
+        case T_STRING: {
+            const char *v = lmio__json_string_value(e);
+            put_str(b, v, strlen(v));
+            break;
+        }
+        case T_BOOL: lmio__buf_put(b, lmio__json_is_true(e) ? "\1" : "\0", 1); break;
+        case T_I32: put_u32(b, (uint32_t)(int32_t)lmio__json_integer_value(e)); break;
+        case T_I64: put_u64(b, (uint64_t)lmio__json_integer_value(e)); break;
+        case T_F32: put_f32(b, lmio__json_number_value(e)); break;
+        default:
+            put_u32(b, T_ARRAY);
+            if (!put_array(b, e, depth + 1)) return false;
+        }
+    }
+    return true;
+}
+
+/* One metadata value, typed from its text as the reader wrote it and as
+ * llama.cpp reads its keys: integers UINT32 (INT32 when negative, 64-bit
+ * when they do not fit), numbers with a point or exponent FLOAT32,
+ * true/false BOOL, JSON arrays as arrays, anything else STRING. */
+static void put_meta_value(lmio__buf *b, const char *v)
+{
+    size_t n = strlen(v);
+    if (!strcmp(v, "true") || !strcmp(v, "false")) {
+        put_u32(b, T_BOOL);
+        lmio__buf_put(b, v[0] == 't' ? "\1" : "\0", 1);
+        return;
+    }
+    if (is_int_text(v)) {
+        errno = 0;
+        if (v[0] == '-') {
+            long long x = strtoll(v, NULL, 10);
+            if (!errno && x >= INT32_MIN) { put_u32(b, T_I32); put_u32(b, (uint32_t)(int32_t)x); return; }
+            if (!errno) { put_u32(b, T_I64); put_u64(b, (uint64_t)x); return; }
+        } else {
+            unsigned long long x = strtoull(v, NULL, 10);
+            if (!errno && x <= UINT32_MAX) { put_u32(b, T_U32); put_u32(b, (uint32_t)x); return; }
+            if (!errno) { put_u32(b, T_U64); put_u64(b, x); return; }
+        }
+    }
+    if (is_float_text(v)) {
+        put_u32(b, T_F32);
+        put_f32(b, strtod(v, NULL));
+        return;
+    }
+    if (v[0] == '[') {
+        lmio__json *j = NULL;
+        size_t mark = b->len;
+        if (lmio__json_parse(v, n, "", 0, &j, NULL) == LMIO_OK && lmio__json_array_size(j)) {
+            put_u32(b, T_ARRAY);
+            bool ok = put_array(b, j, 0);
+            lmio__json_decref(j);
+            if (ok) return;
+            b->len = mark; /* not an array GGUF can hold: keep the text */
+        } else {
+            lmio__json_decref(j);
+        }
+    }
+    put_u32(b, T_STRING);
+    put_str(b, v, n);
+}
+
+static uint32_t ggml_of_dtype(lmio_dtype dt)
+{
+    switch (dt) {
+    case LMIO_DTYPE_F32: return 0;
+    case LMIO_DTYPE_F16: return 1;
+    case LMIO_DTYPE_BF16: return 30;
+    case LMIO_DTYPE_I8: return 24;
+    case LMIO_DTYPE_I16: return 25;
+    case LMIO_DTYPE_I32: return 26;
+    case LMIO_DTYPE_I64: return 27;
+    case LMIO_DTYPE_F64: return 28;
+    default: return UINT32_MAX;
+    }
+}
+
+typedef struct wt {
+    lmio_tensor t;
+    const lmio__ggml_type *type;
+    uint64_t nbytes, offset;
+} wt;
+
+/* The header: metadata (general.architecture first, as gguf-py writes
+ * it), tensor infos, padding to the data. */
+static lmio_status build_header(const lmio_statedict *sd, const wt *ws, size_t n, const char *path, lmio__buf *b,
+                                lmio_error *err)
+{
+    size_t nm = lmio_metadata_count(sd);
+    lmio__buf_put(b, "GGUF", 4);
+    put_u32(b, 3);
+    put_u64(b, n);
+    put_u64(b, nm);
+    const char *arch = lmio_metadata_find(sd, "general.architecture");
+    if (arch) {
+        put_str(b, "general.architecture", 20);
+        put_meta_value(b, arch);
+    }
+    for (size_t i = 0; i < nm; i++) {
+        const char *k, *v;
+        lmio_metadata_get(sd, i, &k, &v, NULL);
+        if (!strcmp(k, "general.architecture")) continue;
+        if (!strcmp(k, "general.alignment") && strcmp(v, "32"))
+            return lmio__fail(err, LMIO_ERR_UNSUPPORTED, path, -1, k, "general.alignment %s; lmio writes 32", v);
+        put_str(b, k, strlen(k));
+        put_meta_value(b, v);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const wt *w = &ws[i];
+        put_str(b, w->t.name, strlen(w->t.name));
+        put_u32(b, (uint32_t)w->t.ndim);
+        for (int d = w->t.ndim - 1; d >= 0; d--) put_u64(b, w->t.shape[d]);
+        put_u32(b, w->type->id);
+        put_u64(b, w->offset);
+    }
+    while (b->len % GGUF_DEFAULT_ALIGNMENT) lmio__buf_put(b, "", 1);
+    if (b->oom) return lmio__fail(err, LMIO_ERR_NOMEM, path, -1, "", "out of memory building the GGUF header");
+    return LMIO_OK;
+}
+
+/* Each tensor's type, size and offset; refuses what GGUF cannot hold. */
+static lmio_status plan(const lmio_statedict *sd, const uint32_t *types, const lmio_save_opts *o, wt *ws,
+                        const char *path, uint64_t *data_total, lmio_error *err)
+{
+    uint64_t off = 0;
+    for (size_t i = 0; i < lmio_statedict_count(sd); i++) {
+        wt *w = &ws[i];
+        lmio_statedict_get(sd, i, &w->t, NULL);
+        uint32_t id = types ? types[i] : UINT32_MAX;
+        if (id == UINT32_MAX)
+            id = ggml_of_dtype(o->dtype != LMIO_DTYPE_NONE && lmio_dtype_is_convertible_float(w->t.dtype) ? o->dtype
+                                                                                                         : w->t.dtype);
+        w->type = lmio__ggml_type_find(id);
+        size_t nlen = strlen(w->t.name);
+        if (!w->type || (id != 0 && id != 1 && id != 30 && id != 8 && ggml_of_dtype(w->t.dtype) != id))
+            return lmio__fail(err, LMIO_ERR_UNSUPPORTED, path, -1, w->t.name,
+                              "tensor \"%s\" is %s; GGUF holds F32, F16, BF16, F64 and signed integers", w->t.name,
+                              lmio_dtype_name(w->t.dtype));
+        if ((id == 0 || id == 1 || id == 30 || id == 8) && ggml_of_dtype(w->t.dtype) != id &&
+            !lmio_dtype_is_convertible_float(w->t.dtype))
+            return lmio__fail(err, LMIO_ERR_UNSUPPORTED, path, -1, w->t.name,
+                              "tensor \"%s\" is %s; only floating tensors become %s", w->t.name,
+                              lmio_dtype_name(w->t.dtype), w->type->name);
+        if (nlen > GGUF_MAX_NAME || w->t.ndim > GGUF_MAX_DIMS)
+            return lmio__fail(err, LMIO_ERR_LIMIT, path, -1, w->t.name,
+                              "tensor \"%s\": %zu-byte name, %d dimensions; GGUF allows %d and %d", w->t.name, nlen,
+                              w->t.ndim, GGUF_MAX_NAME, GGUF_MAX_DIMS);
+        uint64_t row = w->t.ndim ? w->t.shape[w->t.ndim - 1] : 1;
+        if (row % w->type->block_elems)
+            return lmio__fail(err, LMIO_ERR_INVALID_ARG, path, -1, w->t.name,
+                              "tensor \"%s\" has rows of %llu; %s needs a multiple of %u", w->t.name,
+                              (unsigned long long)row, w->type->name, w->type->block_elems);
+        w->nbytes = w->t.numel / w->type->block_elems * w->type->block_bytes;
+        w->offset = off;
+        off += w->nbytes + (GGUF_DEFAULT_ALIGNMENT - w->nbytes % GGUF_DEFAULT_ALIGNMENT) % GGUF_DEFAULT_ALIGNMENT;
+    }
+    *data_total = off;
+    return LMIO_OK;
+}
+
+typedef struct cvt_job {
+    const wt *w;
+    uint64_t first, count; /* elements */
+    float *f32;
+    unsigned char *out;
+} cvt_job;
+
+/* Converts elements [first, first + count) of a tensor to its GGUF type;
+ * only reads and computes, so a vanished mapping is caught around it. */
+static void cvt_fn(void *ctx)
+{
+    cvt_job *j = ctx;
+    const wt *w = j->w;
+    size_t in_sz = lmio_dtype_bits(w->t.dtype) / 8;
+    const unsigned char *src = (const unsigned char *)w->t.data + j->first * in_sz;
+    if (w->type->id != 8) {
+        lmio_dtype to = w->type->id == 0 ? LMIO_DTYPE_F32 : w->type->id == 1 ? LMIO_DTYPE_F16 : LMIO_DTYPE_BF16;
+        lmio_convert(j->out, to, src, w->t.dtype, (size_t)j->count, NULL);
+        return;
+    }
+    lmio_convert(j->f32, LMIO_DTYPE_F32, src, w->t.dtype, (size_t)j->count, NULL);
+    lmio__ggml_quantize_q8_0(j->f32, j->out, j->count / 32);
+}
+
+#define GGUF_CHUNK (1u << 20) /* elements per conversion step: a multiple of 32 */
+
+static lmio_status write_tensor(lmio__outfile *out, const wt *w, const lmio_save_opts *o, uint64_t total,
+                                unsigned char *buf, float *f32, const char *path, lmio_error *err)
+{
+    static const unsigned char zeros[GGUF_DEFAULT_ALIGNMENT];
+    lmio_status s = LMIO_OK;
+    bool same = ggml_of_dtype(w->t.dtype) == w->type->id;
+    for (uint64_t first = 0; first < w->t.numel && !s; first += GGUF_CHUNK) {
+        uint64_t count = w->t.numel - first < GGUF_CHUNK ? w->t.numel - first : GGUF_CHUNK;
+        size_t in_sz = lmio_dtype_bits(w->t.dtype) / 8;
+        if (same) {
+            s = lmio__outfile_write(out, (const unsigned char *)w->t.data + first * in_sz, (size_t)(count * in_sz), err);
+            if (s && out->sys_errno == EFAULT)
+                s = lmio__fail(err, LMIO_ERR_IO, w->t.source ? w->t.source : path, -1, w->t.name,
+                               "data of tensor \"%s\" can no longer be read (the file shrank after it was mapped)",
+                               w->t.name);
+        } else {
+            cvt_job j = {w, first, count, f32, buf};
+            if (!lmio__guarded(cvt_fn, &j))
+                return lmio__fail(err, LMIO_ERR_IO, w->t.source ? w->t.source : path, -1, w->t.name,
+                                  "data of tensor \"%s\" can no longer be read (the file shrank after it was mapped)",
+                                  w->t.name);
+            s = lmio__outfile_write(out, buf, (size_t)(count / w->type->block_elems * w->type->block_bytes), err);
+        }
+        if (!s && o->progress && o->progress(o->progress_ctx, out->written, total))
+            s = lmio__fail(err, LMIO_ERR_CANCELLED, path, -1, "", "save cancelled; nothing was written");
+    }
+    size_t pad = (size_t)((GGUF_DEFAULT_ALIGNMENT - w->nbytes % GGUF_DEFAULT_ALIGNMENT) % GGUF_DEFAULT_ALIGNMENT);
+    if (!s && pad) s = lmio__outfile_write(out, zeros, pad, err);
+    return s;
+}
+
+lmio_status lmio__gguf_write(const lmio_statedict *sd, const char *path, const uint32_t *types,
+                             const lmio_save_opts *o, lmio_error *err)
+{
+    size_t n = lmio_statedict_count(sd);
+    wt *ws = lmio__calloc(n ? n : 1, sizeof *ws);
+    unsigned char *buf = lmio__malloc((size_t)GGUF_CHUNK * 4);
+    float *f32 = lmio__malloc((size_t)GGUF_CHUNK * 4);
+    lmio__buf hdr = {0};
+    uint64_t data_total = 0;
+    lmio_status s = !ws || !buf || !f32 ? lmio__fail(err, LMIO_ERR_NOMEM, path, -1, "", "out of memory") : LMIO_OK;
+    if (!s) s = plan(sd, types, o, ws, path, &data_total, err);
+    if (!s) s = build_header(sd, ws, n, path, &hdr, err);
+    lmio__outfile out;
+    if (!s && !(s = lmio__outfile_begin(&out, path, err))) {
+        uint64_t total = hdr.len + data_total;
+        s = lmio__outfile_write(&out, hdr.data, hdr.len, err);
+        for (size_t i = 0; i < n && !s; i++) s = write_tensor(&out, &ws[i], o, total, buf, f32, path, err);
+        if (!s) s = lmio__outfile_commit(&out, o->durable, err);
+        else lmio__outfile_abort(&out);
+    }
+    lmio__buf_free(&hdr);
+    lmio__free(ws);
+    lmio__free(buf);
+    lmio__free(f32);
+    return s;
+}
+
+static lmio_status gguf_save(const lmio_statedict *sd, const char *path, const lmio_save_opts *o, lmio_error *err)
+{
+    return lmio__gguf_write(sd, path, NULL, o, err);
+}
+
 static lmio__sniff gguf_sniff(const unsigned char *head, size_t n, uint64_t file_size)
 {
     (void)file_size;
@@ -497,4 +830,5 @@ const lmio__format lmio__format_gguf = {
     .description = "GGUF",
     .sniff = gguf_sniff,
     .open = gguf_open,
+    .save = gguf_save,
 };
