@@ -188,8 +188,10 @@ lmio_status lmio_pretrained_load(const char *dir, lmio_config **cfg_out, lmio_st
 {
     if (!dir) return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "directory path missing");
     struct stat st;
+    if (stat(dir, &st) == 0 && S_ISREG(st.st_mode) && lmio__is_gguf_file(dir))
+        return lmio__gguf_load(dir, cfg_out, weights, tok, err);
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-        return lmio__fail(err, LMIO_ERR_NOT_FOUND, dir, -1, "", "not a directory; expected a model directory");
+        return lmio__fail(err, LMIO_ERR_NOT_FOUND, dir, -1, "", "not a directory; expected a model directory or a GGUF file");
     lmio_config *cfg = NULL;
     char cpath[4096];
     lmio_status s = lmio__path_join(cpath, sizeof cpath, dir, "config.json", err);

@@ -22,7 +22,12 @@ enum {
     LMIO__T_TIED = 1u << 1,
     /* Stored [in, out] (Transformers' Conv1D): nn.Linear and GGUF hold the
      * transpose, so a converter to those layouts must transpose it. */
-    LMIO__T_CONV1D = 1u << 2
+    LMIO__T_CONV1D = 1u << 2,
+    /* Rows are rotary heads of head_dim in Transformers' rotate_half order
+     * (pairs i, i + head_dim/2); llama.cpp stores them permuted to
+     * adjacent pairs (2i, 2i+1), so a GGUF converter permutes them
+     * (shared/reference/gguf-llamacpp.md §2.3). */
+    LMIO__T_ROPE_HALF = 1u << 3
 };
 
 /* One row per tensor an architecture has. */
@@ -41,6 +46,18 @@ typedef struct lmio__tensor_spec {
 } lmio__tensor_spec;
 
 /* ---- architectures ---- */
+
+/* A llama.cpp hyperparameter ("<model_type>.<gguf>" in a GGUF) and the
+ * config key it is, both ways: GGUF -> config.json and back. */
+typedef struct lmio__gguf_key {
+    const char *gguf;   /* "embedding_length" */
+    const char *config; /* "n_embd" */
+    char type;          /* 'u': UINT32, 'f': FLOAT32, as llama.cpp reads them */
+    /* When the config has no value (or null): mult times the value of this
+     * other config key (GPT-2's n_inner: 4 * n_embd); NULL: left out. */
+    const char *fallback;
+    unsigned mult;
+} lmio__gguf_key;
 
 typedef struct lmio__arch {
     const char *model_type;    /* config.json's "model_type", e.g. gpt2 */
@@ -68,6 +85,9 @@ typedef struct lmio__arch {
     void (*free)(void *model);
     size_t (*vocab_size)(const void *model);
     size_t (*max_positions)(const void *model);
+    /* Hyperparameters in GGUF (the GGUF architecture name is model_type). */
+    const lmio__gguf_key *gguf_keys;
+    size_t n_gguf_keys;
 } lmio__arch;
 
 /* ---- the table (arch_table.c) ---- */
@@ -89,6 +109,8 @@ bool lmio__tensor_name(const char *pattern, size_t layer, char *buf, size_t cap)
 /* The spec whose hf_name pattern matches name ("{L}" matching a decimal
  * layer index, stored in *layer when non-NULL); NULL if none. */
 const lmio__tensor_spec *lmio__arch_spec(const lmio__arch *a, const char *name, size_t *layer);
+/* The same by GGUF name ("blk.{L}.attn_q.weight"). */
+const lmio__tensor_spec *lmio__arch_spec_gguf(const lmio__arch *a, const char *name, size_t *layer);
 /* Whether name is one of a's legacy buffers. */
 bool lmio__arch_dropped(const lmio__arch *a, const char *name);
 /* The config's tie_word_embeddings (with the architecture's default;

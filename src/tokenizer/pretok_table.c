@@ -57,3 +57,20 @@ void lmio__pretok_list(lmio__buf *out)
             lmio__buf_puts(out, *n);
         }
 }
+
+static bool same_steps(const lmio__pre_step *a, const lmio__pre_step *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (a[i].kind != b[i].kind || a[i].flag != b[i].flag) return false;
+        if ((a[i].pattern == NULL) != (b[i].pattern == NULL)) return false;
+        if (a[i].pattern && strcmp(a[i].pattern, b[i].pattern)) return false;
+    }
+    return true;
+}
+
+const char *lmio__pretok_name(const lmio__pre_step *steps, size_t n)
+{
+    for (size_t i = 0; i < sizeof k_table / sizeof k_table[0]; i++)
+        if (k_table[i].n_steps == n && same_steps(k_table[i].steps, steps, n)) return k_table[i].names[0];
+    return NULL;
+}

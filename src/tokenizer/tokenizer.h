@@ -39,6 +39,9 @@ typedef struct lmio__pretok {
 extern const char lmio__gpt2_pattern[];
 /* The row for a tokenizer.ggml.pre value; NULL if none. */
 const lmio__pretok *lmio__pretok_find(const char *ggml_pre);
+/* The tokenizer.ggml.pre value for these steps (its row's first name);
+ * NULL when no row has them. */
+const char *lmio__pretok_name(const lmio__pre_step *steps, size_t n);
 /* GPT-2's row: what a file without tokenizer.ggml.pre gets. */
 const lmio__pretok *lmio__pretok_default(void);
 /* Every known value, ", "-separated, appended to out (for messages). */

