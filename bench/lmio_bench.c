@@ -144,8 +144,54 @@ static int bench_torch(const char *in, const char *pt, const char *outdir, int r
     return 0;
 }
 
+/* Manifest hashing (issue 9): writes DIR/model, a sharded directory of
+ * `mb` MB of random f32 (shards of mb/4), then times lmio_manifest_check on
+ * it (every file read and SHA-256'd, every tensor CRC-32'd, one thread per
+ * core), page cache warm. Prints the save time and the check's median. */
+static int bench_manifest(const char *dir, int mb, int runs)
+{
+    lmio_error err;
+    lmio_statedict *sd;
+    if (lmio_statedict_create(&sd, &err)) die(&err);
+    size_t per = (size_t)16 << 20, n = ((size_t)mb * 1000000 + per - 1) / per;
+    float *v = malloc(per);
+    uint64_t x = 88172645463325252ULL;
+    for (size_t i = 0; i < per / 4; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        v[i] = (float)(x >> 40) / (float)(1 << 24) - 0.5f;
+    }
+    for (size_t k = 0; k < n; k++) {
+        char name[64];
+        uint64_t shape[1] = {per / 4};
+        v[0] = (float)k; /* distinct tensors */
+        snprintf(name, sizeof name, "layer.%zu.weight", k);
+        if (lmio_statedict_add(sd, name, LMIO_DTYPE_F32, 1, shape, v, per, LMIO_COPY, &err)) die(&err);
+    }
+    free(v);
+    char out[4096];
+    snprintf(out, sizeof out, "%s/model", dir);
+    lmio_pretrained_opts o = LMIO_PRETRAINED_OPTS_INIT;
+    o.max_shard_size = (uint64_t)mb * 1000000 / 4;
+    o.durable = 0;
+    double t0 = now();
+    if (lmio_pretrained_save(out, NULL, sd, NULL, &o, &err)) die(&err);
+    double t_save = now() - t0;
+    lmio_statedict_free(sd);
+    double t[100];
+    if (lmio_manifest_check(out, NULL, NULL, &err)) die(&err); /* warm the cache */
+    for (int r = 0; r < runs; r++) {
+        t0 = now();
+        if (lmio_manifest_check(out, NULL, NULL, &err)) die(&err);
+        t[r] = now() - t0;
+    }
+    printf("{\"bytes\": %zu, \"save_with_manifest\": %.6f, \"manifest_check\": %.6f}\n", n * per, t_save,
+           median(t, runs));
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc >= 5 && !strcmp(argv[1], "manifest")) return bench_manifest(argv[2], atoi(argv[3]), atoi(argv[4]));
     if (argc >= 6 && !strcmp(argv[1], "torch")) return bench_torch(argv[2], argv[3], argv[4], atoi(argv[5]));
     if (argc >= 4 && !strcmp(argv[1], "pretrained")) return bench_pretrained(argv[2], atoi(argv[3]));
     if (argc >= 6 && !strcmp(argv[1], "tokenize")) return bench_tokenize(argv[2], argv[3], argv[4], atoi(argv[5]));
@@ -153,7 +199,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: lmio_bench IN.safetensors OUTDIR RUNS\n"
                         "       lmio_bench pretrained DIR RUNS\n"
                         "       lmio_bench torch IN.safetensors TORCH_SAVED.bin OUTDIR RUNS\n"
-                        "       lmio_bench tokenize VOCAB.json MERGES.txt TEXT RUNS\n");
+                        "       lmio_bench tokenize VOCAB.json MERGES.txt TEXT RUNS\n"
+                        "       lmio_bench manifest OUTDIR MB RUNS\n");
         return 2;
     }
     const char *in = argv[1], *outdir = argv[2];

@@ -462,7 +462,7 @@ typedef struct lmio_config lmio_config;
 /* The on-disk format lmio writes: "lmio_format_version" in config.json.
  * Directories with a newer major version are refused. */
 #define LMIO_FORMAT_VERSION_MAJOR 1
-#define LMIO_FORMAT_VERSION_MINOR 0
+#define LMIO_FORMAT_VERSION_MINOR 1 /* 1.1: every directory has LMIO_MANIFEST_NAME */
 
 /* A config holding every default of model_type's Transformers config class
  * ("gpt2": GPT2Config(), GPT-2 small). LMIO_ERR_UNSUPPORTED, naming the
@@ -557,6 +557,18 @@ LMIO_API lmio_status lmio_model_generate(lmio_model *model, const int32_t *promp
                                          const lmio_generate_opts *opts, int32_t *out, size_t *n_out,
                                          lmio_error *err);
 
+/* Writes a TorchScript archive of the model (cfg, weights as for
+ * lmio_model_create, which checks them the same way) to path, atomically:
+ * torch.jit.load(path) gives a module whose forward(input_ids) maps int64
+ * ids of shape (T) or (B, T) to fp32 logits (T, vocab) or (B, T, vocab),
+ * equal to lmio_model_logits' up to fp32 rounding. Its parameters carry
+ * Transformers' names (model.state_dict() keys; a tied lm_head is left
+ * out) and are written f32; the module is in eval mode. opts may be NULL;
+ * its dtype must be LMIO_DTYPE_NONE or F32. An architecture lmio runs but
+ * cannot export yet is LMIO_ERR_UNSUPPORTED. */
+LMIO_API lmio_status lmio_export_torchscript(const lmio_config *cfg, const lmio_statedict *weights, const char *path,
+                                             const lmio_save_opts *opts, lmio_error *err);
+
 /* ---- GPT-2, as lmio 0.1 spelled it ----
  * Thin wrappers kept so existing programs build: an lmio_gpt2 is an
  * lmio_model, and each call below is its lmio_model_* namesake, except that
@@ -604,8 +616,13 @@ typedef struct lmio_pretrained_opts {
 /* Writes a directory Transformers loads with no flags: config.json (with
  * dtype, architectures, lmio_version and lmio_format_version),
  * generation_config.json, model.safetensors or model-0000i-of-0000N
- * .safetensors + model.safetensors.index.json, and the tokenizer files.
- * Every shard carries __metadata__ {"format": "pt"}. For an architecture
+ * .safetensors + model.safetensors.index.json, the tokenizer files, and
+ * last LMIO_MANIFEST_NAME (each file's size and SHA-256, each tensor's
+ * CRC-32). Every shard carries __metadata__ {"format": "pt"} and nothing
+ * of lmio's: shards are written exactly as the reference writer would, so
+ * the same tensors give the same bytes (and hashes) whatever lmio version
+ * wrote them; the lmio version and format version are in config.json and
+ * the manifest, which names every shard by its hash. For an architecture
  * lmio knows (lmio_arch_supported), "architectures" is filled in when the
  * config lacks it, its legacy buffers are left out, and so is a tied head
  * (GPT-2's lm_head.weight when tie_word_embeddings), as Transformers does;
@@ -617,7 +634,8 @@ typedef struct lmio_pretrained_opts {
  * mode and (where allowed) the owner of a directory it replaces. An existing
  * dir is replaced only when it holds nothing but files lmio writes (the
  * names above, the tokenizer files tokenizer.json, tokenizer_config.json,
- * special_tokens_map.json, vocab.json, merges.txt) or is empty; anything
+ * special_tokens_map.json, vocab.json, merges.txt, the manifest) or is
+ * empty; anything
  * else (README.md, .git/, sources) makes the save fail with
  * LMIO_ERR_INVALID_ARG naming the first such file, unless keep_other_files
  * is 1: then those files stay where they are, lmio's files are moved in one
@@ -645,6 +663,29 @@ LMIO_API lmio_status lmio_pretrained_save(const char *dir, const lmio_config *cf
  * are zero-copy views into the mapped shards. */
 LMIO_API lmio_status lmio_pretrained_load(const char *dir, lmio_config **cfg, lmio_statedict **weights,
                                           lmio_tokenizer **tok, lmio_error *err);
+
+/* Whether loading checks the manifest first (lmio_manifest_check). */
+typedef enum lmio_hash_check {
+    LMIO_HASHES_SKIP = 0,   /* default: load at mmap speed, hash nothing      */
+    LMIO_HASHES_CHECK = 1,  /* check the manifest when there is one           */
+    LMIO_HASHES_REQUIRE = 2 /* and refuse a directory without one
+                               (LMIO_ERR_INTEGRITY)                           */
+} lmio_hash_check;
+
+typedef struct lmio_pretrained_load_opts {
+    size_t struct_size;        /* sizeof(lmio_pretrained_load_opts), by INIT  */
+    lmio_hash_check hashes;    /* LMIO_HASHES_SKIP                            */
+} lmio_pretrained_load_opts;
+#define LMIO_PRETRAINED_LOAD_OPTS_INIT {sizeof(lmio_pretrained_load_opts), LMIO_HASHES_SKIP}
+
+/* lmio_pretrained_load with options (opts may be NULL: the defaults, which
+ * are exactly lmio_pretrained_load). With LMIO_HASHES_CHECK every file is
+ * read and hashed once before loading (1.4 GB/s per core with SHA-NI), and
+ * a mismatch is LMIO_ERR_INTEGRITY naming the file and tensor: the files
+ * are checked as they are at the call. */
+LMIO_API lmio_status lmio_pretrained_load_with(const char *dir, const lmio_pretrained_load_opts *opts,
+                                               lmio_config **cfg, lmio_statedict **weights, lmio_tokenizer **tok,
+                                               lmio_error *err);
 
 /* Rewrites a model directory of any architecture with new weight options
  * (dtype, sharding, format): from_pretrained's checks on src_dir, then a
@@ -696,6 +737,44 @@ LMIO_API lmio_status lmio_gguf_save(const char *path, const lmio_config *cfg, co
 LMIO_API lmio_status lmio_parse_size(const char *text, uint64_t *out, lmio_error *err);
 
 /* ------------------------------------------------------------------------ */
+/* Exporting: ONNX for onnxruntime and transformers.js                       */
+/* ------------------------------------------------------------------------ */
+
+typedef struct lmio_onnx_opts {
+    size_t struct_size;     /* sizeof(lmio_onnx_opts), set by INIT            */
+    lmio_dtype dtype;       /* LMIO_DTYPE_NONE or F32: float32; F16: weights,
+                               past/present and logits in float16 (the graph
+                               computes in float32 either way)              */
+    int32_t durable;        /* 1 (default): fsync every file and directory    */
+    int64_t external_data;  /* 1: weights in onnx/model.onnx_data even when
+                               the model fits in one file; 0 (default): only
+                               when it does not (protobuf's 2 GiB limit)     */
+} lmio_onnx_opts;
+#define LMIO_ONNX_OPTS_INIT {sizeof(lmio_onnx_opts), LMIO_DTYPE_NONE, 1, 0}
+
+/* Writes dir as a model folder transformers.js (and onnxruntime) runs as it
+ * is: dir/onnx/model.onnx, the decoder with its KV cache in the layout of
+ * Optimum's text-generation-with-past export (inputs input_ids,
+ * attention_mask, position_ids, past_key_values.{i}.key/.value of shape
+ * [batch_size, heads, past_sequence_length, head_dim]; outputs logits,
+ * present.{i}.key/.value; batch and sequence axes symbolic; opset 20, IR 9),
+ * and beside it config.json, generation_config.json and, when tok is given,
+ * the tokenizer files (tokenizer.json, tokenizer_config.json, ...).
+ * Weights go to dir/onnx/model.onnx_data (each tensor at a 4096-byte
+ * aligned offset) when asked or when the model would pass 2 GiB; config.json
+ * then says so ("transformers.js_config": {"use_external_data_format":
+ * true}). The model's architecture must be one lmio can export
+ * (lmio_onnx_supported), else LMIO_ERR_UNSUPPORTED; every tensor is checked
+ * against the config as lmio_model_create checks it. dir is created if
+ * absent; files already in it that lmio does not write are kept. Each file
+ * is written atomically, the ONNX files first and config.json last. Same
+ * model, same bytes. */
+LMIO_API lmio_status lmio_onnx_export(const char *dir, const lmio_config *cfg, const lmio_statedict *weights,
+                                      const lmio_tokenizer *tok, const lmio_onnx_opts *opts, lmio_error *err);
+/* 1 if lmio can export model_type to ONNX, else 0. */
+LMIO_API int lmio_onnx_supported(const char *model_type);
+
+/* ------------------------------------------------------------------------ */
 /* Verifying                                                                 */
 /* ------------------------------------------------------------------------ */
 
@@ -705,6 +784,31 @@ LMIO_API lmio_status lmio_parse_size(const char *text, uint64_t *out, lmio_error
  * to stop: the verification then fails with LMIO_ERR_CANCELLED. */
 typedef int (*lmio_verify_tensor_fn)(void *ctx, const lmio_tensor *t, uint64_t nonfinite);
 
+/* What checking a directory against its manifest found. Errors make the
+ * check fail (LMIO_ERR_INTEGRITY); notes do not. */
+typedef enum lmio_integrity_event {
+    LMIO_INTEGRITY_VERIFIED = 0,        /* note: every listed file and tensor
+                                           matched (message: the counts)     */
+    LMIO_INTEGRITY_NO_MANIFEST = 1,     /* note: the directory has none
+                                           (written before format 1.1, or by
+                                           another tool): not checked        */
+    LMIO_INTEGRITY_UNLISTED = 2,        /* note: a file the manifest does not
+                                           list (not lmio's, e.g. a README
+                                           kept by keep_other_files)          */
+    LMIO_INTEGRITY_MISSING = 3,         /* error: a listed file is absent     */
+    LMIO_INTEGRITY_CORRUPT_FILE = 4,    /* error: a file's size or SHA-256
+                                           differs outside its tensors' data  */
+    LMIO_INTEGRITY_CORRUPT_TENSOR = 5,  /* error: a tensor's bytes differ     */
+    LMIO_INTEGRITY_CORRUPT_MANIFEST = 6 /* error: the manifest is damaged     */
+} lmio_integrity_event;
+
+/* Called for each finding, in the manifest's file order. file is the path
+ * of the file concerned, tensor its tensor's name or NULL, message a
+ * one-line description (as an lmio_error message reads). All borrowed for
+ * the call. */
+typedef void (*lmio_integrity_fn)(void *ctx, lmio_integrity_event event, const char *file, const char *tensor,
+                                  const char *message);
+
 typedef struct lmio_verify_opts {
     size_t struct_size;       /* sizeof(lmio_verify_opts), set by INIT        */
     size_t buffer_size;       /* bytes per read; 0: 8 MiB. The one buffer is
@@ -712,8 +816,12 @@ typedef struct lmio_verify_opts {
                                  model (at least 4096; rounded down to 8)   */
     lmio_verify_tensor_fn tensor_fn; /* NULL: none                           */
     void *ctx;
+    lmio_integrity_fn integrity_fn;  /* directories: every manifest finding;
+                                        NULL: none (the first error still
+                                        fills err)                           */
+    void *integrity_ctx;
 } lmio_verify_opts;
-#define LMIO_VERIFY_OPTS_INIT {sizeof(lmio_verify_opts), 0, NULL, NULL}
+#define LMIO_VERIFY_OPTS_INIT {sizeof(lmio_verify_opts), 0, NULL, NULL, NULL, NULL}
 
 /* What a verification found; every field is filled on success. */
 typedef struct lmio_verify_report {
@@ -728,13 +836,44 @@ typedef struct lmio_verify_report {
     uint64_t nonfinite_values;
 } lmio_verify_report;
 
+/* The integrity manifest every directory lmio saves carries (model
+ * directories and training checkpoints alike, since format 1.1): written
+ * by the staged directory commit itself, after every other file and before
+ * the directory is renamed into place. A JSON object, keys in this order:
+ *   "lmio_version", "lmio_format_version" ("1.1"): what wrote it;
+ *   "file_hash": "sha256", "tensor_hash": "crc32";
+ *   "files": [{"path": relative, '/'-separated, "size": bytes, "sha256": hex,
+ *             and for files lmio reads tensors from (safetensors, torch.save):
+ *             "tensors": [{"name", "offset": absolute byte offset of the
+ *             data, "size": bytes, "crc32": 8 hex digits (zlib's CRC-32 of
+ *             the data)}]}], sorted by path;
+ *   "manifest_sha256": SHA-256 of every byte of the file before the line
+ *             that holds this key, which is always the last line but "}".
+ * The file SHA-256 is what sha256sum prints and what the Hugging Face Hub
+ * calls a file's LFS oid. Files are hashed while they stream out where lmio
+ * writes them itself, and otherwise read back after, several at a time. */
+#define LMIO_MANIFEST_NAME "lmio_manifest.json"
+
+/* Checks dir against its manifest: every listed file present with its size
+ * and SHA-256, and every listed tensor's CRC-32, reading each file once
+ * (several files at a time, one thread per core) in bounded memory. fn
+ * (may be NULL) hears every finding; err receives the first error.
+ * LMIO_OK when everything matched or there is no manifest (fn hears
+ * LMIO_INTEGRITY_NO_MANIFEST); LMIO_ERR_INTEGRITY naming the first corrupt
+ * or missing file (and tensor) otherwise; LMIO_ERR_UNSUPPORTED for a
+ * manifest of a newer major format version; LMIO_ERR_IO when a file cannot
+ * be read. Paths in the manifest must stay inside dir. */
+LMIO_API lmio_status lmio_manifest_check(const char *dir, lmio_integrity_fn fn, void *ctx, lmio_error *err);
+
 /* Validates a model completely at disk speed in bounded memory. A file:
  * every rule lmio_statedict_open checks, then every data byte read with
  * pread (nothing is read into memory whole; the file is only mapped to
  * parse its header). A directory: everything lmio_pretrained_load checks
  * (config, index, every shard and the tensors the index places there,
  * tokenizer files of a kind lmio reads), then every shard's data read the
- * same way. An
+ * same way; first of all, when the directory has a manifest,
+ * lmio_manifest_check (opts->integrity_fn hears its findings), whose
+ * LMIO_ERR_INTEGRITY is returned before the structure is looked at. An
  * unreadable or vanished byte is LMIO_ERR_IO naming the file and offset.
  * NaN and Inf are counted, not errors: they are legal, if rarely meant.
  * opts may be NULL; out may be NULL. */

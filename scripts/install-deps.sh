@@ -4,7 +4,8 @@
 set -euo pipefail
 # clang + libclang-rt-dev: libFuzzer for the fuzz targets .ci/run builds.
 # zlib1g-dev: CRC-32 for the zip archives of PyTorch checkpoints.
-PKGS=(gcc make cmake pkg-config libjansson-dev libpcre2-dev zlib1g-dev valgrind bsdutils clang libclang-rt-dev)
+# libssl-dev: OpenSSL's SHA-256 (SHA-NI) for the integrity manifests.
+PKGS=(gcc make cmake pkg-config libjansson-dev libpcre2-dev zlib1g-dev libssl-dev valgrind bsdutils clang libclang-rt-dev)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

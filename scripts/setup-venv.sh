@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 npm_stamp=tests/interop/node_modules/.lock.sha256
 npm_want=$(sha256sum < tests/interop/package-lock.json | cut -d' ' -f1)
 if [ "$(cat "$npm_stamp" 2>/dev/null)" != "$npm_want" ]; then
-    (cd tests/interop && npm ci --no-audit --no-fund --silent)
+    # onnxruntime-node's install step fetches CUDA libraries from outside the
+    # npm registry; its CPU runtime is in the package (tests/interop/.npmrc too)
+    (cd tests/interop && ONNXRUNTIME_NODE_INSTALL=skip ONNXRUNTIME_NODE_INSTALL_CUDA=skip npm ci --no-audit --no-fund --silent)
     echo "$npm_want" > "$npm_stamp"
 fi
 # Every package is pinned: direct ones in requirements.txt, transitive ones

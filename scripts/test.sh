@@ -38,6 +38,16 @@ scripts/build.sh build-valgrind \
 step "interop tests against the real consumers"
 LMIO_BUILD="$PWD/build" .venv/bin/python -m pytest -q tests/interop || status=1
 
+step "interop CLI calls against the AddressSanitizer + UBSan build"
+# real files through the instrumented tool: inspect, verify and convert of the
+# real MiniLM directory (read back by Transformers), and tokenizer encode and
+# decode of the multilingual corpus (ids compared with tokenizers and
+# tiktoken); any sanitizer report or leak makes the tool exit non-zero and
+# the test fail
+LMIO_BUILD="$PWD/build" LMIO_CLI="$PWD/build-asan/lmio" ASAN_OPTIONS=detect_leaks=1 \
+    .venv/bin/python -m pytest -q tests/interop/test_any_arch.py tests/interop/test_tokenizer_interop.py \
+    -k "any_arch or ids_equal or cli_matches or decode_round" || status=1
+
 echo
 [ $status = 0 ] && echo "all test suites passed" || echo "SOME TESTS FAILED"
 exit $status

@@ -123,7 +123,7 @@ char *utf8_lossy(const char *s, size_t n);
 /* ---- the commands (tools/cmd_*.c) ---- */
 
 extern const char k_inspect_help[], k_verify_help[], k_convert_help[], k_example_help[], k_tokenizer_help[],
-    k_logits_help[], k_generate_help[];
+    k_logits_help[], k_generate_help[], k_export_help[];
 int cmd_inspect(const cli_command *self, int argc, char **argv);
 int cmd_verify(const cli_command *self, int argc, char **argv);
 int cmd_convert(const cli_command *self, int argc, char **argv);
@@ -131,5 +131,6 @@ int cmd_example(const cli_command *self, int argc, char **argv);
 int cmd_tokenizer(const cli_command *self, int argc, char **argv);
 int cmd_logits(const cli_command *self, int argc, char **argv);
 int cmd_generate(const cli_command *self, int argc, char **argv);
+int cmd_export(const cli_command *self, int argc, char **argv);
 
 #endif /* LMIO_CLI_H */

@@ -27,6 +27,8 @@ static const cli_command k_commands[] = {
     {"tokenizer", "encode|decode|train ...", "GPT-2 byte-level BPE (see --help)", cmd_tokenizer, k_tokenizer_help},
     {"logits", "DIR --ids 1,2,3 --out F.npy", "reference model logits as .npy", cmd_logits, k_logits_help},
     {"generate", "DIR --prompt TEXT [-n N]", "continue a prompt (greedy or sampled)", cmd_generate, k_generate_help},
+    {"export", "DIR --to onnx|torchscript OUT", "a model for onnxruntime, transformers.js or torch.jit.load",
+     cmd_export, k_export_help},
     {"version", "", "print lmio's version", cmd_version, "usage: lmio version\n\nPrint lmio's version.\n"},
 };
 enum { N_COMMANDS = sizeof k_commands / sizeof k_commands[0] };

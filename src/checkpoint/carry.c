@@ -43,12 +43,12 @@ bool lmio__is_weights_name(const char *name)
 
 /* What a converted directory gets anew rather than from its source: the
  * config (rewritten with its content kept), the weights in every format
- * (rewritten), a version-control checkout's own state, and lmio's
- * temporary directories. */
+ * (rewritten), the manifest (the source's describes the source), a
+ * version-control checkout's own state, and lmio's temporary directories. */
 static bool not_carried(const char *name)
 {
     return !strcmp(name, ".") || !strcmp(name, "..") || !strcmp(name, "config.json") || !strcmp(name, ".git") ||
-           strstr(name, ".lmio-tmp-") != NULL || lmio__is_weights_name(name);
+           !strcmp(name, LMIO_MANIFEST_NAME) || strstr(name, ".lmio-tmp-") != NULL || lmio__is_weights_name(name);
 }
 
 static lmio_status copy_file(int sfd, const char *src, const char *dst, int durable, lmio_error *err)

@@ -24,6 +24,7 @@ typedef struct lmio__stage {
     ino_t ino;
     int lock_fd; /* the staging directory, flock'ed while the save lives */
     int slot;    /* its temporaries-registry slot */
+    lmio__file_id tmp_id; /* the staging directory, for the digest cache */
 } lmio__stage;
 
 /* True for a name lmio_pretrained_save may write: the one list of them. */
@@ -36,8 +37,14 @@ bool lmio__is_lmio_file(const char *name);
  * or lies inside their directory. */
 lmio_status lmio__stage_begin(lmio__stage *st, const char *dir, int durable, int keep_other,
                               const lmio_statedict *sources, lmio_error *err);
-/* Moves the finished directory into place: renamed if dir was absent,
- * swapped in one step with an existing one (checked again first), or, with
+/* Writes LMIO_MANIFEST_NAME into dir over every file below it (manifest.c):
+ * digests the outfiles computed while writing are taken from the digest
+ * cache, other files are read; tensors are found in every file a format
+ * reads. lmio__stage_commit calls it last, before the rename. */
+lmio_status lmio__manifest_write(const char *dir, int durable, lmio_error *err);
+
+/* Writes the manifest, then moves the finished directory into place:
+ * renamed if dir was absent, swapped in one step with an existing one (checked again first), or, with
  * keep_other, its files moved in one by one. On failure the staged files
  * are gone and an existing dir is as it was (keep_other: lmio files may be
  * a mix of old and new). */
@@ -49,7 +56,7 @@ void lmio__stage_fix_error(const lmio__stage *st, lmio_error *err);
 void lmio__stage_abort(lmio__stage *st);
 
 /* Copies everything in src_dir that lmio does not rewrite (carry.c: all
- * but config.json, the weights of every format, .git and lmio's
+ * but config.json, the weights of every format, the manifest, .git and lmio's
  * temporaries) into dst_dir, byte for byte, folders included. Symlinks to
  * files are followed; anything that is neither a file nor a folder is an
  * error rather than silently left behind. */

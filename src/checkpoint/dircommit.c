@@ -21,7 +21,7 @@
 static const char *const k_lmio_files[] = {
     "config.json",    "generation_config.json",  "model.safetensors",       "model.safetensors.index.json",
     "tokenizer.json", "tokenizer_config.json",   "special_tokens_map.json", "vocab.json",
-    "merges.txt",
+    "merges.txt",     LMIO_MANIFEST_NAME,
 };
 
 /* n or more decimal digits at *p, advanced past them. */
@@ -235,6 +235,7 @@ lmio_status lmio__stage_begin(lmio__stage *st, const char *dir, int durable, int
                           strerror(e));
     }
     st->lock_fd = fd;
+    if (!lmio__file_id_fd(fd, &st->tmp_id)) memset(&st->tmp_id, 0, sizeof st->tmp_id);
     if (st->exists) {
         if (fchown(fd, st->uid, st->gid) != 0 && fchown(fd, (uid_t)-1, st->gid) != 0) { /* not allowed */ }
         if (fchmod(fd, st->mode) != 0) { /* the files are still right */ }
@@ -247,7 +248,8 @@ lmio_status lmio__stage_begin(lmio__stage *st, const char *dir, int durable, int
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 /* keep_other_files: lmio's new files move into the existing directory one
- * by one (weights first, then the index and config that point at them),
+ * by one (weights first, then the index and config that point at them,
+ * then the manifest),
  * then lmio files of the old save the new one lacks are removed. The
  * user's other files are never moved, so no failure can lose them. */
 static lmio_status move_files_in(lmio__stage *st, lmio_error *err)
@@ -266,10 +268,13 @@ static lmio_status move_files_in(lmio__stage *st, lmio_error *err)
     }
     closedir(d);
     if (n > 1) qsort(names, n, sizeof *names, cmp_str);
-    for (int pass = 0; pass < 2 && !s; pass++)
+    /* the manifest, which vouches for all the others, last of all */
+    for (int pass = 0; pass < 3 && !s; pass++)
         for (size_t i = 0; i < n && !s; i++) {
-            bool late = !strcmp(names[i], "model.safetensors.index.json") || !strcmp(names[i], "config.json");
-            if (late != (pass == 1)) continue;
+            int rank = !strcmp(names[i], LMIO_MANIFEST_NAME) ? 2
+                       : !strcmp(names[i], "model.safetensors.index.json") || !strcmp(names[i], "config.json") ? 1
+                                                                                                                : 0;
+            if (rank != pass) continue;
             char from[PATH_MAX], to[PATH_MAX];
             int e2;
             if ((s = lmio__path_join(from, sizeof from, st->tmp, names[i], err)) ||
@@ -337,8 +342,11 @@ static lmio_status swap_in(lmio__stage *st, lmio_error *err)
 lmio_status lmio__stage_commit(lmio__stage *st, lmio_error *err)
 {
     int e;
-    lmio_status s = LMIO_OK;
-    if (st->durable && (e = sync_dir_fd(st->lock_fd)))
+    /* Every file is in place: the manifest is written over them last, so a
+     * directory with a manifest is one whose save got this far. */
+    lmio_status s = lmio__manifest_write(st->tmp, st->durable, err);
+    if (s) lmio__stage_fix_error(st, err);
+    if (!s && st->durable && (e = sync_dir_fd(st->lock_fd)))
         s = lmio__fail(err, LMIO_ERR_IO, st->dir, -1, "", "cannot sync the new directory: %s", strerror(e));
     if (!s) s = swap_in(st, err);
     if (s) {
@@ -360,6 +368,7 @@ lmio_status lmio__stage_commit(lmio__stage *st, lmio_error *err)
 
 void lmio__stage_abort(lmio__stage *st)
 {
+    if (st->tmp_id.ino) lmio__digest_forget(&st->tmp_id);
     if (st->tmp[0]) lmio__remove_tree_at(AT_FDCWD, st->tmp);
     st->tmp[0] = 0;
     lmio__temp_unregister(st->slot);

@@ -183,19 +183,49 @@ static lmio_status load_weights(const char *dir, const lmio_config *cfg, lmio_st
     return s;
 }
 
+/* LMIO_HASHES_REQUIRE: a directory without a manifest is refused. */
+static void note_missing(void *ctx, lmio_integrity_event ev, const char *file, const char *tensor, const char *msg)
+{
+    if (ev == LMIO_INTEGRITY_NO_MANIFEST) *(bool *)ctx = true;
+}
+
+static lmio_status check_hashes(const char *dir, lmio_hash_check mode, lmio_error *err)
+{
+    bool none = false;
+    lmio_status s = lmio_manifest_check(dir, note_missing, &none, err);
+    if (!s && none && mode == LMIO_HASHES_REQUIRE)
+        s = lmio__fail(err, LMIO_ERR_INTEGRITY, dir, -1, "",
+                       "has no %s, so its files cannot be checked; expected a directory saved by lmio format 1.1 or "
+                       "later (or load without LMIO_HASHES_REQUIRE)",
+                       LMIO_MANIFEST_NAME);
+    return s;
+}
+
 lmio_status lmio_pretrained_load(const char *dir, lmio_config **cfg_out, lmio_statedict **weights,
                                  lmio_tokenizer **tok, lmio_error *err)
 {
+    return lmio_pretrained_load_with(dir, NULL, cfg_out, weights, tok, err);
+}
+
+lmio_status lmio_pretrained_load_with(const char *dir, const lmio_pretrained_load_opts *opts, lmio_config **cfg_out,
+                                      lmio_statedict **weights, lmio_tokenizer **tok, lmio_error *err)
+{
+    lmio_pretrained_load_opts o = LMIO_PRETRAINED_LOAD_OPTS_INIT;
+    lmio_status s = lmio__opts_read(&o, sizeof o, opts, "lmio_pretrained_load_opts", err);
+    if (s) return s;
     if (!dir) return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "directory path missing");
     struct stat st;
     if (stat(dir, &st) == 0 && S_ISREG(st.st_mode) && lmio__is_gguf_file(dir))
         return lmio__gguf_load(dir, cfg_out, weights, tok, err);
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
         return lmio__fail(err, LMIO_ERR_NOT_FOUND, dir, -1, "", "not a directory; expected a model directory or a GGUF file");
+    if (o.hashes != LMIO_HASHES_SKIP && o.hashes != LMIO_HASHES_CHECK && o.hashes != LMIO_HASHES_REQUIRE)
+        return lmio__fail(err, LMIO_ERR_INVALID_ARG, dir, -1, "", "hashes = %d; expected LMIO_HASHES_SKIP, _CHECK or "
+                          "_REQUIRE", (int)o.hashes);
+    if (o.hashes != LMIO_HASHES_SKIP && (s = check_hashes(dir, o.hashes, err))) return s;
     lmio_config *cfg = NULL;
     char cpath[4096];
-    lmio_status s = lmio__path_join(cpath, sizeof cpath, dir, "config.json", err);
-    if (s) return s;
+    if ((s = lmio__path_join(cpath, sizeof cpath, dir, "config.json", err))) return s;
     /* a weights-only directory has no config: *cfg_out is then NULL */
     if (access(cpath, F_OK) == 0) {
         s = lmio__check_inside(dir, cpath, err);

@@ -183,6 +183,9 @@ lmio_status lmio_verify(const char *path, const lmio_verify_opts *opts, lmio_ver
     struct stat st;
     lmio_statedict *sd = NULL;
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        /* Hashes first: a damaged file is then named as damaged, with its
+         * tensor, rather than as whatever parse error the damage causes. */
+        if ((s = lmio_manifest_check(path, probe.integrity_fn, probe.integrity_ctx, err))) return s;
         /* config and weights, then the tokenizer files when lmio reads
          * their kind (another kind, such as WordPiece, is not an error
          * in a model directory of another architecture) */

@@ -80,6 +80,35 @@ bool lmio__utf8_valid(const char *s, size_t n);
 /* Continues a zip CRC-32 over n more bytes; start with crc = 0. */
 uint32_t lmio__crc32(uint32_t crc, const void *data, size_t n);
 
+/* ---- SHA-256 (sha256.c): the one place that talks to OpenSSL ---- */
+#define LMIO__SHA256_LEN 32
+typedef struct lmio__sha256 lmio__sha256;
+/* A running SHA-256; NULL when out of memory. */
+lmio__sha256 *lmio__sha256_new(void);
+bool lmio__sha256_update(lmio__sha256 *h, const void *data, size_t n);
+bool lmio__sha256_final(lmio__sha256 *h, unsigned char out[LMIO__SHA256_LEN]);
+void lmio__sha256_free(lmio__sha256 *h);
+bool lmio__sha256_once(const void *data, size_t n, unsigned char out[LMIO__SHA256_LEN]);
+/* n bytes as 2n lowercase hex digits and a NUL into out. */
+void lmio__hex(char *out, const unsigned char *in, size_t n);
+
+/* Which file, and which version of it: what stat says. */
+typedef struct lmio__file_id {
+    uint64_t dev, ino, size;
+    int64_t ctime_s, ctime_ns;
+} lmio__file_id;
+/* Fills id from an fd or a path (lstat); false when that fails. */
+bool lmio__file_id_fd(int fd, lmio__file_id *id);
+bool lmio__file_id_path(const char *path, lmio__file_id *id);
+
+/* SHA-256s of files written into staging directories while they streamed
+ * out (digest_cache.c), for the stage's manifest. put records one under
+ * its directory (false when out of memory); take hands it out (and forgets it) only if file is still
+ * the same version; forget drops what is left for a directory. Thread-safe. */
+bool lmio__digest_put(const lmio__file_id *dir, const lmio__file_id *file, const unsigned char sha[LMIO__SHA256_LEN]);
+bool lmio__digest_take(const lmio__file_id *file, unsigned char sha[LMIO__SHA256_LEN]);
+void lmio__digest_forget(const lmio__file_id *dir);
+
 /* ---- growable buffer (buf.c) ---- */
 typedef struct lmio__buf {
     char *data; /* NUL-terminated when non-NULL */
@@ -162,6 +191,7 @@ typedef struct lmio__outfile {
     char *final_path;
     uint64_t written;
     int sys_errno; /* errno of the last failed write (EFAULT: the source memory went away) */
+    lmio__sha256 *sha; /* in a staging directory: the running hash for its manifest */
 } lmio__outfile;
 
 /* Refuses a destination that is a directory, a FIFO, a device or a socket

@@ -108,8 +108,28 @@ static char *dir_of(const char *path)
     return lmio__strndup(path, (size_t)(slash - path));
 }
 
+bool lmio__file_id_fd(int fd, lmio__file_id *id)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0) return false;
+    *id = (lmio__file_id){(uint64_t)st.st_dev, (uint64_t)st.st_ino, (uint64_t)st.st_size, (int64_t)st.st_ctim.tv_sec,
+                          (int64_t)st.st_ctim.tv_nsec};
+    return true;
+}
+
+bool lmio__file_id_path(const char *path, lmio__file_id *id)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0) return false;
+    *id = (lmio__file_id){(uint64_t)st.st_dev, (uint64_t)st.st_ino, (uint64_t)st.st_size, (int64_t)st.st_ctim.tv_sec,
+                          (int64_t)st.st_ctim.tv_nsec};
+    return true;
+}
+
 static void outfile_reset(lmio__outfile *o)
 {
+    lmio__sha256_free(o->sha);
+    o->sha = NULL;
     lmio__temp_unregister(o->slot);
     if (o->lock_fd >= 0) close(o->lock_fd);
     lmio__free(o->tmp_path);
@@ -208,6 +228,12 @@ lmio_status lmio__outfile_begin(lmio__outfile *o, const char *path, lmio_error *
      * so no sweeper can take the finished file away in between. */
     o->lock_fd = fcntl(o->fd, F_DUPFD_CLOEXEC, 0);
     if (have_old) copy_owner_mode(o->fd, &old);
+    /* The stage's manifest needs this file's SHA-256: computed now, as the
+     * bytes go out, rather than by reading the file back. */
+    if (in_staging_dir(path) && !(o->sha = lmio__sha256_new())) {
+        lmio__outfile_abort(o);
+        return lmio__fail(err, LMIO_ERR_NOMEM, path, -1, "", "out of memory");
+    }
     return LMIO_OK;
 }
 
@@ -226,6 +252,8 @@ lmio_status lmio__outfile_write(lmio__outfile *o, const void *buf, size_t n, lmi
             return lmio__fail(err, LMIO_ERR_IO, o->final_path, (int64_t)o->written, "",
                               "write failed: %s", strerror(e));
         }
+        if (o->sha && !lmio__sha256_update(o->sha, p, (size_t)w))
+            return lmio__fail(err, LMIO_ERR_NOMEM, o->final_path, (int64_t)o->written, "", "SHA-256 failed");
         p += w;
         n -= (size_t)w;
         o->written += (uint64_t)w;
@@ -259,6 +287,22 @@ static int fsync_parent(const char *path)
     return r;
 }
 
+/* Hands the running hash to the digest cache, identified by what the file
+ * is after its rename (lock_fd still refers to it). false when out of
+ * memory; a file that cannot be identified is simply hashed again later. */
+static bool record_digest(lmio__outfile *o)
+{
+    if (!o->sha) return true;
+    unsigned char sha[LMIO__SHA256_LEN];
+    lmio__file_id dir, file;
+    char *d = dir_of(o->final_path);
+    bool ok = d && lmio__sha256_final(o->sha, sha);
+    if (ok && lmio__file_id_fd(o->lock_fd, &file) && file.size == o->written && lmio__file_id_path(d, &dir))
+        ok = lmio__digest_put(&dir, &file, sha);
+    lmio__free(d);
+    return ok;
+}
+
 lmio_status lmio__outfile_commit(lmio__outfile *o, int durable, lmio_error *err)
 {
     lmio_status s = LMIO_OK;
@@ -284,6 +328,12 @@ lmio_status lmio__outfile_commit(lmio__outfile *o, int durable, lmio_error *err)
     }
     /* The rename is only durable once the directory entry is. Inside a
      * staging directory that is the stage's job, once, before its swap. */
+    /* in a staging directory, which the stage removes on this failure */
+    if (!record_digest(o)) {
+        s = lmio__fail(err, LMIO_ERR_NOMEM, o->final_path, -1, "", "out of memory");
+        outfile_reset(o);
+        return s;
+    }
     if (durable && !in_staging_dir(o->final_path) && (e = fsync_parent(o->final_path)))
         s = lmio__fail(err, LMIO_ERR_IO, o->final_path, -1, "",
                        "written and renamed into place, but its directory could not be synced: %s; expected "

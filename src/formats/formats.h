@@ -203,5 +203,33 @@ void lmio__ggml_dequantize(uint32_t id, const unsigned char *src, float *dst, ui
 /* n_blocks of 32 floats to Q8_0 blocks (34 bytes each), as gguf-py's
  * quantize (and ggml's quantize_row_q8_0_ref) does. */
 void lmio__ggml_quantize_q8_0(const float *x, unsigned char *dst, uint64_t n_blocks);
+/* ---- TorchScript archives (torchscript.c) ---- */
+
+/* Appends to code the methods, in TorchScript's Python dialect and indented
+ * two spaces, of the module class at node: "" for the root, else the dotted
+ * prefix of its tensors' names with each numeric part written "{L}"
+ * ("transformer.h.{L}": every layer shares one class). Appending nothing
+ * leaves the class a plain container. */
+typedef lmio_status (*lmio__ts_methods_fn)(void *ctx, const char *node, lmio__buf *code, lmio_error *err);
+
+typedef struct lmio__ts_program {
+    const char *package;    /* the classes' module under __torch__: "lmio.gpt2" */
+    const char *root_class; /* "GPT2LMHeadModel" */
+    /* The parameters, in this order. Each dotted name places its tensor in
+     * the module tree: "transformer.h.0.ln_1.weight" is parameter "weight"
+     * of module "transformer.h.0.ln_1"; numeric parts are ModuleList-style
+     * children. Written as f32 (the data must be F32, F16, BF16 or F64). */
+    const lmio_tensor *tensors;
+    size_t n_tensors;
+    lmio__ts_methods_fn methods;
+    void *ctx;
+} lmio__ts_program;
+
+/* Writes an archive torch.jit.load reads (shared/reference/
+ * torch-tokenizer.md section 2): data.pkl holding the module objects,
+ * the classes' source under code/, an empty constants.pkl, tensor records;
+ * atomically, through lmio__outfile. o is complete. */
+lmio_status lmio__torchscript_save(const lmio__ts_program *p, const char *path, const lmio_save_opts *o,
+                                   lmio_error *err);
 
 #endif

@@ -7,6 +7,7 @@
 #define LMIO_ARCH_H
 
 #include "model.h"
+#include "../formats/onnx.h"
 
 /* ---- tensors ---- */
 
@@ -88,6 +89,19 @@ typedef struct lmio__arch {
     /* Hyperparameters in GGUF (the GGUF architecture name is model_type). */
     const lmio__gguf_key *gguf_keys;
     size_t n_gguf_keys;
+    /* TorchScript export (lmio_export_torchscript): appends the methods of
+     * the module class at node, as lmio__ts_methods_fn in formats.h says
+     * (node "" is the root, whose forward(self, input_ids: Tensor) -> Tensor
+     * maps ids (T) or (B, T) to logits (T, V) or (B, T, V)). The module tree
+     * is the table's tensors by their hf_name (tied ones left out when tied).
+     * NULL: the architecture cannot be exported yet. */
+    lmio_status (*torchscript)(const lmio_config *cfg, const char *node, lmio__buf *code, lmio_error *err);
+    /* Builds the model into g as an ONNX decoder with a KV cache, through
+     * lmio__onnx_decoder_* (export_onnx.c) for the inputs, outputs and
+     * attention mask transformers.js and Optimum use, and
+     * lmio__onnx_weight for the tensors of weights (checked against the
+     * config first, as create does). NULL: not exportable yet. */
+    lmio_status (*onnx_graph)(const lmio_config *cfg, const lmio_statedict *weights, lmio__onnx *g, lmio_error *err);
 } lmio__arch;
 
 /* ---- the table (arch_table.c) ---- */
@@ -140,5 +154,31 @@ typedef struct lmio__binding {
  * widening F16/BF16/F64 into pool. */
 lmio_status lmio__arch_bind(const lmio__binding *b, void *model, void *layers, lmio__f32_pool *pool,
                             lmio_error *err);
+
+/* ---- ONNX decoders (export_onnx.c) ----
+ * The graph interface every exported decoder shares, Optimum's
+ * text-generation-with-past layout that transformers.js runs
+ * (shared/reference/onnx-transformersjs.md §6): inputs input_ids,
+ * attention_mask, position_ids (int64) and past_key_values.{i}.key/.value
+ * (batch_size, kv_heads, past_sequence_length, head_dim); outputs logits
+ * and present.{i}.key/.value. Batch and sequence axes are symbolic. */
+typedef struct lmio__onnx_decoder {
+    lmio__onnx *g;
+    size_t n_layer, kv_heads, head_dim;
+    const char *input_ids, *position_ids; /* int64 (B, T) */
+    /* bool (B, 1, T, S), S = past + T: query t may attend key s (causal,
+     * and s is not padding) */
+    const char *mask;
+} lmio__onnx_decoder;
+
+/* Declares input_ids, attention_mask and position_ids and builds the mask. */
+void lmio__onnx_decoder_begin(lmio__onnx_decoder *d, lmio__onnx *g, size_t n_layer, size_t kv_heads,
+                              size_t head_dim);
+/* Layer l's keys (is_value false) or values: declares past_key_values.l.*
+ * and present.l.*, appends fresh (f32, (B, kv_heads, T, head_dim)) to the
+ * past along the sequence axis; returns the f32 (B, kv_heads, S, head_dim). */
+const char *lmio__onnx_decoder_cache(lmio__onnx_decoder *d, size_t l, bool is_value, const char *fresh);
+/* Declares the logits output (B, T, vocab) from an f32 value. */
+void lmio__onnx_decoder_logits(lmio__onnx_decoder *d, const char *logits, size_t vocab);
 
 #endif

@@ -5,7 +5,9 @@ import os
 
 BUILD = os.environ.get("LMIO_BUILD", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
 LIB = ctypes.CDLL(os.path.join(BUILD, "liblmio.so"))
-LMIO_BIN = os.path.join(BUILD, "lmio")
+# LMIO_CLI points the CLI-driven tests at another build of the tool (the
+# sanitizer build in scripts/test.sh) while ctypes keeps the plain library.
+LMIO_BIN = os.environ.get("LMIO_CLI", os.path.join(BUILD, "lmio"))
 
 DTYPES = ["BOOL", "U8", "I8", "I16", "U16", "I32", "U32", "I64", "U64", "F16", "BF16", "F32", "F64",
           "F8_E4M3", "F8_E5M2", "F8_E8M0", "F8_E4M3FNUZ", "F8_E5M2FNUZ", "F6_E2M3", "F6_E3M2", "F4", "C64"]

@@ -75,8 +75,8 @@ def test_bf16_sharded_conversion_loads_in_transformers(minilm, tmp_path):
     for n in carried:
         with open(src[n], "rb") as a, open(dst[n], "rb") as b:
             assert a.read() == b.read(), n
-    # and nothing is invented: the only new files are the weights
-    assert set(dst) - set(src) == set(shards) | {"model.safetensors.index.json"}
+    # and nothing is invented: the only new files are the weights and the manifest
+    assert set(dst) - set(src) == set(shards) | {"model.safetensors.index.json", "lmio_manifest.json"}
     # config.json keeps its content; dtype now describes the tensors
     with open(src["config.json"]) as a, open(dst["config.json"]) as b:
         before, after = json.load(a), json.load(b)

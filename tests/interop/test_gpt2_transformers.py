@@ -336,7 +336,8 @@ def test_directory_layout_and_config(tmp_path):
     lm.save_pretrained(d, cfg, random_weights(cfg, 1), VOCAB_MERGES, dtype="BF16", max_shard_size=1_000_000)
     files = sorted(os.listdir(d))
     assert {"config.json", "generation_config.json", "model.safetensors.index.json", "tokenizer.json",
-            "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt"} <= set(files)
+            "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
+            "lmio_manifest.json"} <= set(files)
     shards = [f for f in files if f.startswith("model-")]
     assert shards == [f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)]
     for name in ("config.json", "generation_config.json", "model.safetensors.index.json", "tokenizer_config.json",
@@ -345,7 +346,7 @@ def test_directory_layout_and_config(tmp_path):
         assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n", name
     c = json.load(open(d / "config.json"))
     assert c["dtype"] == "bfloat16" and c["model_type"] == "gpt2" and c["architectures"] == ["GPT2LMHeadModel"]
-    assert c["my_custom_key"] == "kept" and c["lmio_format_version"] == "1.0"
+    assert c["my_custom_key"] == "kept" and c["lmio_format_version"] == "1.1"
     assert json.load(open(d / "generation_config.json")) == {"_from_model_config": True, "bos_token_id": 50256,
                                                              "eos_token_id": 50256}
     index = json.load(open(d / "model.safetensors.index.json"))

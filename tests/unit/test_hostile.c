@@ -392,6 +392,16 @@ static void shrinking_input(void)
     CHECK(fx_count_named(g_scratch, LMIO__TMP_TAG) == 0);
     /* a SIGBUS outside lmio's guarded reads still ends the process as it
      * would without lmio (the handler passes it on) */
+    /* (valgrind runs the child's fault through its own signal machinery and
+     * does not deliver it as the kernel does: checked natively and under
+     * ASan, not under valgrind) */
+    const char *preload = getenv("LD_PRELOAD");
+    if (preload && strstr(preload, "vgpreload")) {
+        printf("under valgrind: the SIGBUS pass-through check runs natively and under ASan only\n");
+        lmio_statedict_free(sd);
+        lmio_statedict_free(w);
+        return;
+    }
     pid_t pid = fork();
     if (pid == 0) {
         volatile unsigned char x = ((const unsigned char *)t.data)[t.nbytes - 1];

@@ -171,6 +171,12 @@ static void directory(void)
     snprintf(p, sizeof p, "%s/model-00002-of-00004.safetensors", scratch("dir"));
     CHECK(unlink(p) == 0);
     lmio_error err;
+    /* the manifest lists it: missing, says the integrity check */
+    CHECK(lmio_verify(scratch("dir"), &o, &r, &err) == LMIO_ERR_INTEGRITY);
+    CHECK(strstr(err.message, "model-00002-of-00004.safetensors") != NULL);
+    /* without the manifest (a format 1.0 directory), the index names it */
+    snprintf(p, sizeof p, "%s/" LMIO_MANIFEST_NAME, scratch("dir"));
+    CHECK(unlink(p) == 0);
     CHECK(lmio_verify(scratch("dir"), &o, &r, &err) == LMIO_ERR_NOT_FOUND);
     CHECK(strstr(err.message, "model-00002-of-00004.safetensors") != NULL);
     lmio_statedict_free(sd);

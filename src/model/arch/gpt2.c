@@ -9,7 +9,9 @@
  * Transformers' GPT2LMHeadModel (Conv1D weights are stored [in, out]). */
 #include "../arch.h"
 
+#include <float.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -109,6 +111,8 @@ static lmio_status gpt2_forward(void *model, const int32_t *ids, size_t T, size_
 static void gpt2_free(void *model);
 static size_t gpt2_vocab_size(const void *model) { return ((const gpt2 *)model)->V; }
 static size_t gpt2_max_positions(const void *model) { return ((const gpt2 *)model)->P; }
+static lmio_status gpt2_torchscript(const lmio_config *cfg, const char *node, lmio__buf *code, lmio_error *err);
+static lmio_status gpt2_onnx(const lmio_config *cfg, const lmio_statedict *w, lmio__onnx *g, lmio_error *err);
 
 const lmio__arch lmio__arch_gpt2 = {
     .model_type = MODEL_TYPE,
@@ -130,6 +134,8 @@ const lmio__arch lmio__arch_gpt2 = {
     .max_positions = gpt2_max_positions,
     .gguf_keys = k_gguf_keys,
     .n_gguf_keys = sizeof k_gguf_keys / sizeof k_gguf_keys[0],
+    .torchscript = gpt2_torchscript,
+    .onnx_graph = gpt2_onnx,
 };
 
 /* ---- building ---- */
@@ -395,6 +401,213 @@ out:
     lmio__free(a);
     lmio__free(scores);
     return s;
+}
+
+/* ---- TorchScript export: the forward pass above, for torch.jit.load ---- */
+
+static void put(lmio__buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(lmio__buf *b, const char *fmt, ...)
+{
+    va_list ap, again;
+    va_start(ap, fmt);
+    va_copy(again, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    char *text = n < 0 ? NULL : lmio__malloc((size_t)n + 1);
+    if (text) {
+        vsnprintf(text, (size_t)n + 1, fmt, again);
+        lmio__buf_put(b, text, (size_t)n);
+    } else b->oom = true;
+    lmio__free(text);
+    va_end(again);
+    va_end(ap);
+}
+
+/* A Python float literal that reads back as the same double. */
+static const char *py_float(char *s, size_t cap, double v)
+{
+    snprintf(s, cap, "%.17g", v);
+    if (!strpbrk(s, ".e")) snprintf(s + strlen(s), cap - strlen(s), ".0");
+    return s;
+}
+
+// one block: x (B, T, C) -> (B, T, C); mask (T, T) is true above the diagonal
+static void ts_block(lmio__buf *b, const gpt2 *m)
+{
+    static const char *const k_act[][2] = {[ACT_GELU_NEW] = {"torch.gelu(", ", approximate=\"tanh\")"},
+                                           [ACT_GELU] = {"torch.gelu(", ")"},
+                                           [ACT_RELU] = {"torch.relu(", ")"},
+                                           [ACT_SILU] = {"torch.silu(", ")"}};
+    size_t C = m->C, H = m->H, D = C / H;
+    char eps[40];
+    py_float(eps, sizeof eps, m->eps);
+    put(b, "  def forward(self, x: Tensor, mask: Tensor, scale: float) -> Tensor:\n"
+           "    B = x.size(0)\n    T = x.size(1)\n"
+           "    h = torch.layer_norm(x, [%zu], self.ln_1.weight, self.ln_1.bias, %s)\n"
+           "    qkv = torch.matmul(h, self.attn.c_attn.weight) + self.attn.c_attn.bias\n", C, eps);
+    for (size_t i = 0; i < 3; i++)
+        put(b, "    %c = qkv.narrow(2, %zu, %zu).reshape([B, T, %zu, %zu]).transpose(1, 2)\n", "qkv"[i], i * C, C, H, D);
+    put(b, "    att = torch.matmul(q, k.transpose(2, 3)) * scale\n"
+           "    att = torch.softmax(att.masked_fill(mask, -3.4028234663852886e+38), -1)\n"
+           "    y = torch.matmul(att, v).transpose(1, 2).reshape([B, T, %zu])\n"
+           "    x = x + (torch.matmul(y, self.attn.c_proj.weight) + self.attn.c_proj.bias)\n"
+           "    h = torch.layer_norm(x, [%zu], self.ln_2.weight, self.ln_2.bias, %s)\n"
+           "    h = %storch.matmul(h, self.mlp.c_fc.weight) + self.mlp.c_fc.bias%s\n"
+           "    return x + (torch.matmul(h, self.mlp.c_proj.weight) + self.mlp.c_proj.bias)\n",
+        C, C, eps, k_act[m->act][0], k_act[m->act][1]);
+}
+
+// ids (T) or (B, T) -> logits (T, V) or (B, T, V)
+static void ts_root(lmio__buf *b, const gpt2 *m, bool tied)
+{
+    char f[40];
+    put(b, "  def forward(self, input_ids: Tensor) -> Tensor:\n"
+           "    ids = input_ids\n    if input_ids.dim() == 1:\n      ids = input_ids.unsqueeze(0)\n"
+           "    pos = torch.arange(ids.size(1), device=ids.device)\n"
+           "    mask = pos.unsqueeze(0) > pos.unsqueeze(1)\n"
+           "    t = self.transformer\n"
+           "    x = torch.embedding(t.wte.weight, ids) + torch.embedding(t.wpe.weight, pos)\n");
+    for (size_t l = 0; l < m->L; l++) { /* the scale attention() uses */
+        double scale = m->scale_attn ? 1.0 / sqrt((double)(m->C / m->H)) : 1.0;
+        if (m->scale_by_layer) scale /= (double)(l + 1);
+        put(b, "    x = getattr(t.h, \"%zu\").forward(x, mask, %s)\n", l, py_float(f, sizeof f, scale));
+    }
+    put(b, "    x = torch.layer_norm(x, [%zu], t.ln_f.weight, t.ln_f.bias, %s)\n"
+           "    logits = torch.linear(x, %s.weight)\n"
+           "    if input_ids.dim() == 1:\n      logits = logits.squeeze(0)\n    return logits\n",
+        m->C, py_float(f, sizeof f, m->eps), tied ? "t.wte" : "self.lm_head");
+}
+
+static lmio_status gpt2_torchscript(const lmio_config *cfg, const char *node, lmio__buf *code, lmio_error *err)
+{
+    gpt2 m = {0};
+    int tie = 1;
+    lmio_status s = read_config(&m, cfg, &tie, err);
+    if (s) return s;
+    if (!*node) ts_root(code, &m, tie != 0);
+    else if (!strcmp(node, "transformer.h.{L}")) ts_block(code, &m);
+    return LMIO_OK;
+}
+
+/* ---- the ONNX graph: the same forward pass as ONNX nodes ---- */
+
+/* The weight pattern names for layer (NULL when absent: the graph fails). */
+static const char *onnx_weight(lmio__onnx *g, const lmio_statedict *w, const char *pattern, size_t l)
+{
+    char name[256];
+    lmio_tensor t;
+    if (!lmio__tensor_name(pattern, l, name, sizeof name) || lmio_tensor_find(w, name, &t, NULL))
+        return lmio__onnx_weight(g, NULL);
+    return lmio__onnx_weight(g, &t);
+}
+
+// (B, T, C) layernorm of x with layer l's (or the final) weight and bias
+static const char *onnx_layernorm(lmio__onnx *g, const lmio_statedict *w, const char *x, const char *which,
+                                  size_t l, float eps)
+{
+    char wn[64], bn[64];
+    snprintf(wn, sizeof wn, "%s.weight", which);
+    snprintf(bn, sizeof bn, "%s.bias", which);
+    const char *y = LMIO__ONNX_OP(g, "LayerNormalization", x, onnx_weight(g, w, wn, l), onnx_weight(g, w, bn, l));
+    lmio__onnx_attr_int(g, "axis", -1);
+    lmio__onnx_attr_float(g, "epsilon", eps);
+    return y;
+}
+
+// (B, T, N) = x (B, T, K) @ weight (K, N) + bias: Conv1D's layout, no transpose
+static const char *onnx_conv1d(lmio__onnx *g, const lmio_statedict *w, const char *x, const char *which, size_t l)
+{
+    char wn[64], bn[64];
+    snprintf(wn, sizeof wn, "%s.weight", which);
+    snprintf(bn, sizeof bn, "%s.bias", which);
+    return LMIO__ONNX_OP(g, "Add", LMIO__ONNX_OP(g, "MatMul", x, onnx_weight(g, w, wn, l)), onnx_weight(g, w, bn, l));
+}
+
+static const char *onnx_act(lmio__onnx *g, activation a, const char *x)
+{
+    switch (a) {
+    case ACT_GELU_NEW: {
+        const char *y = LMIO__ONNX_OP(g, "Gelu", x);
+        lmio__onnx_attr_str(g, "approximate", "tanh");
+        return y;
+    }
+    case ACT_GELU: return LMIO__ONNX_OP(g, "Gelu", x);
+    case ACT_RELU: return LMIO__ONNX_OP(g, "Relu", x);
+    case ACT_SILU: return LMIO__ONNX_OP(g, "Mul", x, LMIO__ONNX_OP(g, "Sigmoid", x));
+    }
+    return NULL;
+}
+
+static const char *onnx_transpose(lmio__onnx *g, const char *x, int64_t a, int64_t b, int64_t c, int64_t d)
+{
+    const char *y = LMIO__ONNX_OP(g, "Transpose", x);
+    lmio__onnx_attr_ints(g, "perm", (const int64_t[]){a, b, c, d}, 4);
+    return y;
+}
+
+// (B, T, C) attention output of block l for its input a (B, T, C)
+static const char *onnx_attention(const gpt2 *m, lmio__onnx_decoder *d, const lmio_statedict *w, const char *a,
+                                  size_t l)
+{
+    lmio__onnx *g = d->g;
+    size_t C = m->C, H = m->H, D = C / H;
+    const int64_t four = 4, three = 3, heads[] = {0, 0, (int64_t)H, (int64_t)D}, merged[] = {0, 0, (int64_t)C};
+    const char *qkv[3];
+    lmio__onnx_node(g, "Split", (const char *const[]){onnx_conv1d(g, w, a, "transformer.h.{L}.attn.c_attn", l)}, 1,
+                    qkv, 3);
+    lmio__onnx_attr_int(g, "axis", 2);
+    lmio__onnx_attr_int(g, "num_outputs", 3);
+    const char *split_heads = lmio__onnx_const_i64(g, heads, 1, &four);
+    for (int i = 0; i < 3; i++) // (B, T, C) -> (B, H, T, D)
+        qkv[i] = onnx_transpose(g, LMIO__ONNX_OP(g, "Reshape", qkv[i], split_heads), 0, 2, 1, 3);
+    const char *K = lmio__onnx_decoder_cache(d, l, false, qkv[1]); // (B, H, S, D)
+    const char *V = lmio__onnx_decoder_cache(d, l, true, qkv[2]);
+    const char *s = LMIO__ONNX_OP(g, "MatMul", qkv[0], onnx_transpose(g, K, 0, 1, 3, 2)); // (B, H, T, S)
+    float scale = m->scale_attn ? 1.0f / sqrtf((float)D) : 1.0f;
+    if (m->scale_by_layer) scale /= (float)(l + 1);
+    if (scale != 1.0f) s = LMIO__ONNX_OP(g, "Mul", s, lmio__onnx_const_f32(g, scale));
+    // masked scores: the lowest float, as Transformers fills them, so a
+    // row with no visible key (a padding query) still sums to 1
+    s = LMIO__ONNX_OP(g, "Where", d->mask, s, lmio__onnx_const_f32(g, -FLT_MAX));
+    const char *p = LMIO__ONNX_OP(g, "Softmax", s);
+    lmio__onnx_attr_int(g, "axis", -1);
+    const char *o = onnx_transpose(g, LMIO__ONNX_OP(g, "MatMul", p, V), 0, 2, 1, 3); // (B, T, H, D)
+    o = LMIO__ONNX_OP(g, "Reshape", o, lmio__onnx_const_i64(g, merged, 1, &three));
+    return onnx_conv1d(g, w, o, "transformer.h.{L}.attn.c_proj", l);
+}
+
+static lmio_status gpt2_onnx(const lmio_config *cfg, const lmio_statedict *w, lmio__onnx *g, lmio_error *err)
+{
+    gpt2 m = {0};
+    int tie = 1;
+    lmio_status s = read_config(&m, cfg, &tie, err);
+    uint64_t dims[N_DIMS] = {[D_V] = m.V, [D_P] = m.P, [D_C] = m.C, [D_3C] = 3 * m.C, [D_I] = m.I};
+    lmio__binding b = {&lmio__arch_gpt2, w, dims, m.L, tie != 0};
+    if (!s) s = lmio__arch_bind(&b, NULL, NULL, NULL, err);
+    if (s) return s;
+    lmio__onnx_decoder d;
+    lmio__onnx_decoder_begin(&d, g, m.L, m.H, m.C / m.H);
+    const char *wte = onnx_weight(g, w, "transformer.wte.weight", 0);
+    // x (B, T, C) = wte[input_ids] + wpe[position_ids]
+    const char *x = LMIO__ONNX_OP(g, "Add", LMIO__ONNX_OP(g, "Gather", wte, d.input_ids),
+                                  LMIO__ONNX_OP(g, "Gather", onnx_weight(g, w, "transformer.wpe.weight", 0), d.position_ids));
+    for (size_t l = 0; l < m.L; l++) {
+        char scope[32];
+        snprintf(scope, sizeof scope, "h.%zu", l);
+        lmio__onnx_scope(g, scope);
+        const char *a = onnx_layernorm(g, w, x, "transformer.h.{L}.ln_1", l, m.eps);
+        x = LMIO__ONNX_OP(g, "Add", x, onnx_attention(&m, &d, w, a, l));
+        a = onnx_layernorm(g, w, x, "transformer.h.{L}.ln_2", l, m.eps);
+        a = onnx_act(g, m.act, onnx_conv1d(g, w, a, "transformer.h.{L}.mlp.c_fc", l));
+        x = LMIO__ONNX_OP(g, "Add", x, onnx_conv1d(g, w, a, "transformer.h.{L}.mlp.c_proj", l));
+    }
+    lmio__onnx_scope(g, NULL);
+    x = onnx_layernorm(g, w, x, "transformer.ln_f", 0, m.eps);
+    // logits (B, T, V) = x @ head^T; onnxruntime folds the transpose once
+    const char *head = tie ? wte : onnx_weight(g, w, "lm_head.weight", 0);
+    const char *ht = LMIO__ONNX_OP(g, "Transpose", head);
+    lmio__onnx_attr_ints(g, "perm", (const int64_t[]){1, 0}, 2);
+    lmio__onnx_decoder_logits(&d, LMIO__ONNX_OP(g, "MatMul", x, ht), m.V);
+    return LMIO_OK;
 }
 
 /* ---- the GPT-2 API of lmio 0.1: thin wrappers over lmio_config_create and
