@@ -504,9 +504,11 @@ LMIO_API lmio_status lmio_config_set_null(lmio_config *cfg, const char *key, lmi
 /* ------------------------------------------------------------------------ */
 
 /* lmio runs the architectures of its architecture table: today "gpt2"
- * (Transformers' GPT2LMHeadModel). Files and directories of any other
- * architecture still load, save, convert and verify; only running them
- * needs a known model_type. */
+ * (Transformers' GPT2LMHeadModel) and "llama" (LlamaForCausalLM: grouped-
+ * query attention, rope_theta, "llama3" rope scaling, head_dim, optional
+ * attention and MLP biases, tied or untied embeddings). Files and
+ * directories of any other architecture still load, save, convert and
+ * verify; only running them needs a known model_type. */
 
 /* 1 if lmio can run model_type (config.json's "model_type"), else 0. */
 LMIO_API int lmio_arch_supported(const char *model_type);
@@ -518,7 +520,8 @@ typedef struct lmio_model lmio_model;
 
 /* Builds the model cfg's model_type names from weights, a state dict with
  * Transformers' names (GPT-2: GPT2LMHeadModel's, "transformer.h.0.attn
- * .c_attn.weight", ...; a tied lm_head may be absent). An unknown model_type
+ * .c_attn.weight", ...; Llama: LlamaForCausalLM's, "model.layers.0.self_attn
+ * .q_proj.weight", ...; a tied lm_head may be absent). An unknown model_type
  * is LMIO_ERR_UNSUPPORTED naming it and the model types lmio knows. Every
  * tensor is checked (present, shape as the config implies, a float dtype)
  * before anything sized by the config is allocated, so a config that claims
@@ -533,7 +536,8 @@ LMIO_API void lmio_model_free(lmio_model *model);
 LMIO_API const char *lmio_model_type(const lmio_model *model);
 /* Rows of the logits (the config's vocab_size); 0 for NULL. */
 LMIO_API size_t lmio_model_vocab_size(const lmio_model *model);
-/* The most positions one sequence may have (GPT-2: n_positions); 0 for NULL. */
+/* The most positions one sequence may have (GPT-2: n_positions, Llama:
+ * max_position_embeddings); 0 for NULL. */
 LMIO_API size_t lmio_model_max_positions(const lmio_model *model);
 
 /* Logits for every position of ids: logits has n * vocab_size floats,

@@ -18,12 +18,14 @@ const char k_logits_help[] =
     "model_type must be one lmio can run (the error names them when not).\n";
 
 const char k_generate_help[] =
-    "usage: lmio generate DIR --prompt TEXT [-n N] [--greedy | --temperature T --seed S] [--json]\n"
+    "usage: lmio generate DIR (--prompt TEXT | --ids 1,2,3) [-n N] [--greedy | --temperature T --seed S] [--json]\n"
     "\n"
     "Continue TEXT with the reference model: N new tokens (default 32), greedy by\n"
     "default, or sampled at temperature T with seed S (reproducible). Stops early\n"
     "at the config's eos_token_id. Prints the continuation, or with --json\n"
-    "{\"prompt_ids\": [...], \"ids\": [...new ids...], \"text\": \"...\"}.\n";
+    "{\"prompt_ids\": [...], \"ids\": [...new ids...], \"text\": \"...\"}.\n"
+    "With --ids the prompt is token ids and no tokenizer is needed: the new ids\n"
+    "are printed comma-separated (--json: without \"text\").\n";
 
 typedef struct loaded {
     lmio_config *cfg;
@@ -123,7 +125,7 @@ int cmd_logits(const cli_command *self, int argc, char **argv)
 /* ---- generate ---- */
 
 typedef struct gen_args {
-    const char *dir, *prompt;
+    const char *dir, *prompt, *ids; /* one of prompt and ids */
     uint64_t n_new;
     int json;
     lmio_generate_opts go;
@@ -136,6 +138,8 @@ static int gen_option(const char *cmd, gen_args *a, int argc, char **argv, int *
     char *end;
     if (!strcmp(o, "--prompt")) {
         if (opt_value(argc, argv, i, &a->prompt)) return usage_error(cmd, "--prompt needs text");
+    } else if (!strcmp(o, "--ids")) {
+        if (opt_value(argc, argv, i, &a->ids)) return usage_error(cmd, "--ids needs a list");
     } else if (!strcmp(o, "-n")) {
         if (opt_value(argc, argv, i, &v) || parse_count(v, 0, MAX_NEW_TOKENS, &a->n_new))
             return usage_error(cmd, "-n needs a count from 0 to %u", MAX_NEW_TOKENS);
@@ -161,7 +165,7 @@ static int gen_option(const char *cmd, gen_args *a, int argc, char **argv, int *
 static int print_generated(const gen_args *a, const int32_t *pids, size_t np, const int32_t *ids, size_t n,
                            const char *text, size_t tl)
 {
-    char *clean = utf8_lossy(text, tl);
+    char *clean = utf8_lossy(text ? text : "", tl);
     if (!clean) return fail_msg("out of memory");
     int rc = EXIT_OK;
     if (a->json) {
@@ -170,32 +174,36 @@ static int print_generated(const gen_args *a, const int32_t *pids, size_t np, co
         for (size_t i = 0; i < n; i++) json_array_append_new(ia, json_integer(ids[i]));
         json_object_set_new(root, "prompt_ids", pa);
         json_object_set_new(root, "ids", ia);
-        json_object_set_new(root, "text", json_string(clean));
+        if (text) json_object_set_new(root, "text", json_string(clean));
         rc = print_json_value(root, JSON_COMPACT);
-    } else {
+    } else if (text) {
         puts(clean);
+    } else {
+        for (size_t i = 0; i < n; i++) printf("%s%d", i ? "," : "", ids[i]);
+        putchar('\n');
     }
     free(clean);
     return rc;
 }
 
-/* Encode the prompt, generate, decode, print. */
-static int generate(const gen_args *a, loaded *l)
+/* Encode the prompt (unless given ids: --ids, parsed, malloc'd, np > 0),
+ * generate, decode, print. */
+static int generate(const gen_args *a, loaded *l, int32_t *ids, size_t np)
 {
     lmio_error err;
-    int32_t *pids = NULL, *out = malloc(((size_t)a->n_new + 1) * sizeof *out);
-    size_t np = 0, nout = 0, tl = 0;
+    int32_t *pids = ids, *out = malloc(((size_t)a->n_new + 1) * sizeof *out);
+    size_t nout = 0, tl = 0;
     char *text = NULL;
     int rc = EXIT_OK;
     if (!out) rc = fail_msg("out of memory");
-    else if (lmio_tokenizer_encode(l->tok, a->prompt, strlen(a->prompt), &pids, &np, &err)) rc = fail(&err);
+    else if (!ids && lmio_tokenizer_encode(l->tok, a->prompt, strlen(a->prompt), &pids, &np, &err)) rc = fail(&err);
     else if (np == 0) rc = fail_msg("the prompt encodes to no tokens");
     else if (lmio_model_generate(l->model, pids, np, (size_t)a->n_new, &a->go, out, &nout, &err) ||
-             lmio_tokenizer_decode(l->tok, out, nout, &text, &tl, &err))
+             (!ids && lmio_tokenizer_decode(l->tok, out, nout, &text, &tl, &err)))
         rc = fail(&err);
     else rc = print_generated(a, pids, np, out, nout, text, tl);
     lmio_free(text);
-    lmio_free(pids);
+    if (!ids) lmio_free(pids); /* the tokenizer's: lmio's allocator */
     free(out);
     return rc;
 }
@@ -211,13 +219,23 @@ int cmd_generate(const cli_command *self, int argc, char **argv)
         else rc = take_positional(self->name, s, (const char **[]){&a.dir}, 1);
         if (rc) return rc;
     }
-    if (!a.dir || !a.prompt) return usage_error(self->name, "%s", "needs DIR and --prompt");
+    if (!a.dir || !a.prompt == !a.ids) return usage_error(self->name, "%s", "needs DIR and one of --prompt and --ids");
+    int32_t *ids = NULL;
+    size_t np = 0;
+    if (a.ids && (parse_ids(a.ids, &ids, &np) || np == 0)) {
+        free(ids);
+        return usage_error(self->name, "%s", "--ids must look like 1,2,3");
+    }
     loaded l;
-    int rc = load_model(a.dir, 1, &l);
-    if (rc) return rc;
+    int rc = load_model(a.dir, a.prompt != NULL, &l);
+    if (rc) {
+        free(ids);
+        return rc;
+    }
     int64_t eos;
     if (lmio_config_get_int(l.cfg, "eos_token_id", &eos, NULL) == LMIO_OK) a.go.stop_id = (int32_t)eos;
-    rc = generate(&a, &l);
+    rc = generate(&a, &l, ids, np);
+    free(ids);
     loaded_free(&l);
     return rc;
 }

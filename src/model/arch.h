@@ -44,6 +44,11 @@ typedef struct lmio__tensor_spec {
     /* Where create binds the tensor's f32 data (a const float *): offset in
      * the model struct, or in the layer struct for LMIO__T_PER_LAYER. */
     size_t offset;
+    /* The config's boolean key that says whether the tensor exists
+     * (Llama's attention_bias); NULL: it always does. When the key is false
+     * the tensor is not bound (its slot stays NULL), as Transformers
+     * builds no such parameter. */
+    const char *if_config;
 } lmio__tensor_spec;
 
 /* ---- architectures ---- */
@@ -145,6 +150,7 @@ typedef struct lmio__binding {
     const uint64_t *dims; /* a value per dim index of the arch */
     size_t n_layer;
     bool tied; /* tie_word_embeddings */
+    const lmio_config *cfg; /* for the specs' if_config keys */
 } lmio__binding;
 
 /* With model == NULL: checks every tensor's presence and shape and
@@ -154,6 +160,11 @@ typedef struct lmio__binding {
  * widening F16/BF16/F64 into pool. */
 lmio_status lmio__arch_bind(const lmio__binding *b, void *model, void *layers, lmio__f32_pool *pool,
                             lmio_error *err);
+/* What an architecture's create does with its weights: checks them all
+ * (allocating nothing), then allocates n_layer layer structs into *layers
+ * (the caller frees them, also on failure) and binds. */
+lmio_status lmio__arch_build(const lmio__binding *b, void *model, void **layers, lmio__f32_pool *pool,
+                             lmio_error *err);
 
 /* ---- ONNX decoders (export_onnx.c) ----
  * The graph interface every exported decoder shares, Optimum's

@@ -4,10 +4,12 @@
 #include <stdio.h>
 #include <string.h>
 
-extern const lmio__arch lmio__arch_gpt2; /* arch/gpt2.c */
+extern const lmio__arch lmio__arch_gpt2;  /* arch/gpt2.c */
+extern const lmio__arch lmio__arch_llama; /* arch/llama.c */
 
 static const lmio__arch *const k_archs[] = {
     &lmio__arch_gpt2,
+    &lmio__arch_llama,
 };
 #define N_ARCHS (sizeof k_archs / sizeof k_archs[0])
 

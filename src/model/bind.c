@@ -133,6 +133,9 @@ static const float **slot(void *base, size_t offset) { return (const float **)(v
 static lmio_status bind_one(const lmio__binding *b, const lmio__tensor_spec *ts, size_t l, void *model, void *layers,
                             lmio__f32_pool *pool, lmio_error *err)
 {
+    int exists = 1;
+    if (ts->if_config && lmio_config_get_bool(b->cfg, ts->if_config, &exists, NULL) == LMIO_OK && !exists)
+        return LMIO_OK;
     if ((ts->flags & LMIO__T_TIED) && b->tied) {
         /* the model uses the tensor it is tied to, bound before it */
         const lmio__tensor_spec *to = lmio__arch_spec(b->arch, ts->tied_to, NULL);
@@ -161,5 +164,17 @@ lmio_status lmio__arch_bind(const lmio__binding *b, void *model, void *layers, l
     for (size_t l = 0; l < b->n_layer && !s; l++)
         for (size_t i = 0; i < a->n_tensors && !s; i++)
             if (a->tensors[i].flags & LMIO__T_PER_LAYER) s = bind_one(b, &a->tensors[i], l, model, layers, pool, err);
+    return s;
+}
+
+lmio_status lmio__arch_build(const lmio__binding *b, void *model, void **layers, lmio__f32_pool *pool,
+                             lmio_error *err)
+{
+    /* checked before the layers are allocated: the layer count is only
+     * trusted once the weights hold that many layers */
+    lmio_status s = lmio__arch_bind(b, NULL, NULL, NULL, err);
+    if (!s && !(*layers = lmio__calloc(b->n_layer, b->arch->layer_size)))
+        s = lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
+    if (!s) s = lmio__arch_bind(b, model, *layers, pool, err);
     return s;
 }

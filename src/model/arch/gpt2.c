@@ -8,6 +8,7 @@
  * I = n_inner, V = vocab, S = positions so far (KV cache). Matches
  * Transformers' GPT2LMHeadModel (Conv1D weights are stored [in, out]). */
 #include "../arch.h"
+#include "../kernels.h"
 
 #include <float.h>
 #include <math.h>
@@ -17,8 +18,6 @@
 #include <string.h>
 
 #define MODEL_TYPE "gpt2"
-
-typedef enum { ACT_GELU_NEW, ACT_GELU, ACT_RELU, ACT_SILU } activation;
 
 typedef struct layer {
     const float *ln_1_w, *ln_1_b;     /* (C) */
@@ -32,15 +31,12 @@ typedef struct layer {
 typedef struct gpt2 {
     size_t V, P, C, L, H, I;
     float eps;
-    activation act;
+    lmio__act act;
     bool scale_attn, scale_by_layer;
     const float *wte, *wpe, *ln_f_w, *ln_f_b, *lm_head; /* (V,C) (P,C) (C) (C) (V,C) */
     layer *layers;
     lmio__f32_pool owned; /* widened copies of non-f32 weights */
-    /* (S, L, C) each, position-major so the cache grows with the positions
-     * actually run (a realloc keeps it), never to n_positions up front */
-    float *k_cache, *v_cache;
-    size_t cache_cap; /* positions the cache has room for */
+    lmio__kv_cache cache; /* rows of L * C */
 } gpt2;
 
 /* ---- the table entry ---- */
@@ -56,23 +52,23 @@ static const char *const k_dim_names[N_DIMS] = {"vocab_size", "n_positions", "n_
 /* In GPT2LMHeadModel's state-dict order; GGUF names from llama.cpp's
  * LLM_ARCH_GPT2 (shared/reference/gguf-llamacpp.md §2.2). */
 static const lmio__tensor_spec k_tensors[] = {
-    {"transformer.wte.weight", "token_embd.weight", 2, {D_V, D_C}, 0, NULL, G(wte)},
-    {"transformer.wpe.weight", "position_embd.weight", 2, {D_P, D_C}, 0, NULL, G(wpe)},
-    {"transformer.h.{L}.ln_1.weight", "blk.{L}.attn_norm.weight", 1, {D_C}, PL, NULL, Y(ln_1_w)},
-    {"transformer.h.{L}.ln_1.bias", "blk.{L}.attn_norm.bias", 1, {D_C}, PL, NULL, Y(ln_1_b)},
-    {"transformer.h.{L}.attn.c_attn.weight", "blk.{L}.attn_qkv.weight", 2, {D_C, D_3C}, CONV, NULL, Y(attn_w)},
-    {"transformer.h.{L}.attn.c_attn.bias", "blk.{L}.attn_qkv.bias", 1, {D_3C}, PL, NULL, Y(attn_b)},
-    {"transformer.h.{L}.attn.c_proj.weight", "blk.{L}.attn_output.weight", 2, {D_C, D_C}, CONV, NULL, Y(proj_w)},
-    {"transformer.h.{L}.attn.c_proj.bias", "blk.{L}.attn_output.bias", 1, {D_C}, PL, NULL, Y(proj_b)},
-    {"transformer.h.{L}.ln_2.weight", "blk.{L}.ffn_norm.weight", 1, {D_C}, PL, NULL, Y(ln_2_w)},
-    {"transformer.h.{L}.ln_2.bias", "blk.{L}.ffn_norm.bias", 1, {D_C}, PL, NULL, Y(ln_2_b)},
-    {"transformer.h.{L}.mlp.c_fc.weight", "blk.{L}.ffn_up.weight", 2, {D_C, D_I}, CONV, NULL, Y(fc_w)},
-    {"transformer.h.{L}.mlp.c_fc.bias", "blk.{L}.ffn_up.bias", 1, {D_I}, PL, NULL, Y(fc_b)},
-    {"transformer.h.{L}.mlp.c_proj.weight", "blk.{L}.ffn_down.weight", 2, {D_I, D_C}, CONV, NULL, Y(fc_proj_w)},
-    {"transformer.h.{L}.mlp.c_proj.bias", "blk.{L}.ffn_down.bias", 1, {D_C}, PL, NULL, Y(fc_proj_b)},
-    {"transformer.ln_f.weight", "output_norm.weight", 1, {D_C}, 0, NULL, G(ln_f_w)},
-    {"transformer.ln_f.bias", "output_norm.bias", 1, {D_C}, 0, NULL, G(ln_f_b)},
-    {"lm_head.weight", "output.weight", 2, {D_V, D_C}, LMIO__T_TIED, "transformer.wte.weight", G(lm_head)},
+    {"transformer.wte.weight", "token_embd.weight", 2, {D_V, D_C}, 0, NULL, G(wte), NULL},
+    {"transformer.wpe.weight", "position_embd.weight", 2, {D_P, D_C}, 0, NULL, G(wpe), NULL},
+    {"transformer.h.{L}.ln_1.weight", "blk.{L}.attn_norm.weight", 1, {D_C}, PL, NULL, Y(ln_1_w), NULL},
+    {"transformer.h.{L}.ln_1.bias", "blk.{L}.attn_norm.bias", 1, {D_C}, PL, NULL, Y(ln_1_b), NULL},
+    {"transformer.h.{L}.attn.c_attn.weight", "blk.{L}.attn_qkv.weight", 2, {D_C, D_3C}, CONV, NULL, Y(attn_w), NULL},
+    {"transformer.h.{L}.attn.c_attn.bias", "blk.{L}.attn_qkv.bias", 1, {D_3C}, PL, NULL, Y(attn_b), NULL},
+    {"transformer.h.{L}.attn.c_proj.weight", "blk.{L}.attn_output.weight", 2, {D_C, D_C}, CONV, NULL, Y(proj_w), NULL},
+    {"transformer.h.{L}.attn.c_proj.bias", "blk.{L}.attn_output.bias", 1, {D_C}, PL, NULL, Y(proj_b), NULL},
+    {"transformer.h.{L}.ln_2.weight", "blk.{L}.ffn_norm.weight", 1, {D_C}, PL, NULL, Y(ln_2_w), NULL},
+    {"transformer.h.{L}.ln_2.bias", "blk.{L}.ffn_norm.bias", 1, {D_C}, PL, NULL, Y(ln_2_b), NULL},
+    {"transformer.h.{L}.mlp.c_fc.weight", "blk.{L}.ffn_up.weight", 2, {D_C, D_I}, CONV, NULL, Y(fc_w), NULL},
+    {"transformer.h.{L}.mlp.c_fc.bias", "blk.{L}.ffn_up.bias", 1, {D_I}, PL, NULL, Y(fc_b), NULL},
+    {"transformer.h.{L}.mlp.c_proj.weight", "blk.{L}.ffn_down.weight", 2, {D_I, D_C}, CONV, NULL, Y(fc_proj_w), NULL},
+    {"transformer.h.{L}.mlp.c_proj.bias", "blk.{L}.ffn_down.bias", 1, {D_C}, PL, NULL, Y(fc_proj_b), NULL},
+    {"transformer.ln_f.weight", "output_norm.weight", 1, {D_C}, 0, NULL, G(ln_f_w), NULL},
+    {"transformer.ln_f.bias", "output_norm.bias", 1, {D_C}, 0, NULL, G(ln_f_b), NULL},
+    {"lm_head.weight", "output.weight", 2, {D_V, D_C}, LMIO__T_TIED, "transformer.wte.weight", G(lm_head), NULL},
 };
 
 /* GPT2Config's defaults (shared/reference/safetensors-hf.md §2.6). */
@@ -140,47 +136,18 @@ const lmio__arch lmio__arch_gpt2 = {
 
 /* ---- building ---- */
 
-/* Caps every size the config states, so products of a few of them
- * (L * C, T * 3C, S * L * C) stay far from overflowing size_t. */
-#define MAX_DIM (1 << 24)
-
-static lmio_status cfg_size(const lmio_config *cfg, const char *key, size_t *out, lmio_error *err)
-{
-    int64_t v;
-    lmio_status s = lmio_config_get_int(cfg, key, &v, err);
-    if (s) return s;
-    if (v <= 0 || v > MAX_DIM)
-        return lmio__fail(err, LMIO_ERR_FORMAT, lmio__config_path(cfg), -1, key, "\"%s\" is %lld; expected 1..%d",
-                          key, (long long)v, MAX_DIM);
-    *out = (size_t)v;
-    return LMIO_OK;
-}
-
-static lmio_status read_activation(gpt2 *m, const lmio_config *cfg, lmio_error *err)
-{
-    const char *act;
-    lmio_status s = lmio_config_get_string(cfg, "activation_function", &act, err);
-    if (s) return s;
-    if (!strcmp(act, "gelu_new") || !strcmp(act, "gelu_pytorch_tanh") || !strcmp(act, "gelu_fast")) m->act = ACT_GELU_NEW;
-    else if (!strcmp(act, "gelu")) m->act = ACT_GELU;
-    else if (!strcmp(act, "relu")) m->act = ACT_RELU;
-    else if (!strcmp(act, "silu") || !strcmp(act, "swish")) m->act = ACT_SILU;
-    else
-        return lmio__fail(err, LMIO_ERR_UNSUPPORTED, lmio__config_path(cfg), -1, "activation_function",
-                          "activation_function \"%s\"; expected gelu_new, gelu_pytorch_tanh, gelu, relu or silu", act);
-    return LMIO_OK;
-}
-
 static lmio_status read_config(gpt2 *m, const lmio_config *cfg, int *tie, lmio_error *err)
 {
     lmio_status s;
     int64_t inner = 0;
     double eps;
     int sa = 1, sbl = 0;
-    if ((s = cfg_size(cfg, "vocab_size", &m->V, err)) || (s = cfg_size(cfg, "n_positions", &m->P, err)) ||
-        (s = cfg_size(cfg, "n_embd", &m->C, err)) || (s = cfg_size(cfg, "n_layer", &m->L, err)) ||
-        (s = cfg_size(cfg, "n_head", &m->H, err)) || (s = lmio_config_get_float(cfg, "layer_norm_epsilon", &eps, err)) ||
-        (s = read_activation(m, cfg, err)) || (s = lmio_config_get_bool(cfg, "tie_word_embeddings", tie, err)) ||
+    if ((s = lmio__cfg_size(cfg, "vocab_size", &m->V, err)) || (s = lmio__cfg_size(cfg, "n_positions", &m->P, err)) ||
+        (s = lmio__cfg_size(cfg, "n_embd", &m->C, err)) || (s = lmio__cfg_size(cfg, "n_layer", &m->L, err)) ||
+        (s = lmio__cfg_size(cfg, "n_head", &m->H, err)) ||
+        (s = lmio_config_get_float(cfg, "layer_norm_epsilon", &eps, err)) ||
+        (s = lmio__act_read(cfg, "activation_function", &m->act, err)) ||
+        (s = lmio_config_get_bool(cfg, "tie_word_embeddings", tie, err)) ||
         (s = lmio_config_get_bool(cfg, "scale_attn_weights", &sa, err)) ||
         (s = lmio_config_get_bool(cfg, "scale_attn_by_inverse_layer_idx", &sbl, err)))
         return s;
@@ -188,7 +155,7 @@ static lmio_status read_config(gpt2 *m, const lmio_config *cfg, int *tie, lmio_e
      * size (n_inner -5 or 1e30 is an error, never quietly 4 * n_embd) */
     s = lmio_config_get_int(cfg, "n_inner", &inner, err);
     if (s == LMIO_ERR_NOT_FOUND) m->I = 4 * m->C;
-    else if (s || (s = cfg_size(cfg, "n_inner", &m->I, err))) return s;
+    else if (s || (s = lmio__cfg_size(cfg, "n_inner", &m->I, err))) return s;
     m->eps = (float)eps;
     m->scale_attn = sa;
     m->scale_by_layer = sbl;
@@ -205,13 +172,12 @@ static lmio_status gpt2_create(const lmio_config *cfg, const lmio_statedict *w, 
     int tie = 1;
     lmio_status s = read_config(m, cfg, &tie, err);
     uint64_t dims[N_DIMS] = {[D_V] = m->V, [D_P] = m->P, [D_C] = m->C, [D_3C] = 3 * m->C, [D_I] = m->I};
-    lmio__binding b = {&lmio__arch_gpt2, w, dims, m->L, tie != 0};
-    /* Checked before the layers are allocated: n_layer is only trusted once
-     * the weights hold that many layers. */
-    if (!s) s = lmio__arch_bind(&b, NULL, NULL, NULL, err);
-    if (!s && !(m->layers = lmio__calloc(m->L, sizeof *m->layers)))
-        s = lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
-    if (!s) s = lmio__arch_bind(&b, m, m->layers, &m->owned, err);
+    lmio__binding b = {&lmio__arch_gpt2, w, dims, m->L, tie != 0, cfg};
+    void *layers = NULL;
+    if (!s) s = lmio__arch_build(&b, m, &layers, &m->owned, err);
+    m->layers = layers;
+    m->cache.row = m->L * m->C;
+    m->cache.max = m->P;
     if (s) {
         gpt2_free(m);
         return s;
@@ -226,126 +192,11 @@ static void gpt2_free(void *model)
     if (!m) return;
     lmio__f32_pool_free(&m->owned);
     lmio__free(m->layers);
-    lmio__free(m->k_cache);
-    lmio__free(m->v_cache);
+    lmio__kv_free(&m->cache);
     lmio__free(m);
 }
 
-/* Room in the KV cache for positions 0..S-1 (S <= P), doubling as it grows. */
-static lmio_status reserve_cache(gpt2 *m, size_t S, lmio_error *err)
-{
-    if (S <= m->cache_cap) return LMIO_OK;
-    size_t cap = m->cache_cap ? m->cache_cap : 64;
-    while (cap < S) cap *= 2;
-    if (cap > m->P) cap = m->P;
-    size_t bytes;
-    if (__builtin_mul_overflow(cap, m->L * m->C, &bytes) || __builtin_mul_overflow(bytes, sizeof(float), &bytes))
-        return lmio__fail(err, LMIO_ERR_LIMIT, "", -1, "", "a KV cache of %zu positions overflows size_t", cap);
-    float *k = lmio__realloc(m->k_cache, bytes);
-    if (k) m->k_cache = k;
-    float *v = k ? lmio__realloc(m->v_cache, bytes) : NULL;
-    if (v) m->v_cache = v;
-    if (!k || !v) return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory for the KV cache");
-    m->cache_cap = cap;
-    return LMIO_OK;
-}
-
-/* ---- layers ---- */
-
-// out (T, C) = layernorm(x (T, C)) * w + b
-static void layernorm(float *out, const float *x, const float *w, const float *b, size_t T, size_t C, float eps)
-{
-    for (size_t t = 0; t < T; t++) {
-        const float *xt = x + t * C;
-        float mean = 0, var = 0;
-        for (size_t i = 0; i < C; i++) mean += xt[i];
-        mean /= (float)C;
-        for (size_t i = 0; i < C; i++) var += (xt[i] - mean) * (xt[i] - mean);
-        var /= (float)C;
-        float rstd = 1.0f / sqrtf(var + eps);
-        for (size_t i = 0; i < C; i++) out[t * C + i] = (xt[i] - mean) * rstd * w[i] + b[i];
-    }
-}
-
-// out (T, N) = x (T, K) @ w (K, N) + b (N): Conv1D's layout. Threads split
-// the columns, so one token (T = 1) uses every core, and each output is
-// summed in the same order whatever the thread count: results are identical.
-static void matmul(float *out, const float *x, const float *w, const float *b, size_t T, size_t K, size_t N)
-{
-    enum { NB = 256 };
-#pragma omp parallel for schedule(static) if (T * K * N > (1 << 16))
-    for (size_t nb = 0; nb < N; nb += NB) {
-        size_t ne = nb + NB < N ? nb + NB : N;
-        for (size_t t = 0; t < T; t++) {
-            float *o = out + t * N;
-            for (size_t n = nb; n < ne; n++) o[n] = b ? b[n] : 0.0f;
-            for (size_t k = 0; k < K; k++) {
-                float a = x[t * K + k];
-                const float *wk = w + k * N;
-                for (size_t n = nb; n < ne; n++) o[n] += a * wk[n];
-            }
-        }
-    }
-}
-
-// logits (T, V) = x (T, C) @ E^T where E (V, C) is the token embedding
-static void lm_head(float *logits, const float *x, const float *E, size_t T, size_t C, size_t V)
-{
-    for (size_t t = 0; t < T; t++) {
-#pragma omp parallel for schedule(static)
-        for (size_t v = 0; v < V; v++) {
-            const float *e = E + v * C;
-            float acc = 0;
-            for (size_t i = 0; i < C; i++) acc += x[t * C + i] * e[i];
-            logits[t * V + v] = acc;
-        }
-    }
-}
-
-static float act(activation a, float x)
-{
-    switch (a) {
-    case ACT_GELU_NEW: return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
-    case ACT_GELU: return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f));
-    case ACT_RELU: return x > 0 ? x : 0;
-    case ACT_SILU: return x / (1.0f + expf(-x));
-    }
-    return x;
-}
-
-// out (T, C) = causal attention of q (T, C) over keys/values (S, C) in the
-// cache, rows `stride` floats apart, where this call's tokens sit at
-// positions pos0 .. pos0 + T - 1
-static void attention(const gpt2 *m, float *out, const float *qkv, const float *kc, const float *vc, size_t stride,
-                      size_t T, size_t pos0, size_t l, float *scores)
-{
-    size_t C = m->C, H = m->H, D = C / H;
-    float scale = m->scale_attn ? 1.0f / sqrtf((float)D) : 1.0f;
-    if (m->scale_by_layer) scale /= (float)(l + 1);
-    for (size_t t = 0; t < T; t++) {
-        size_t S = pos0 + t + 1; /* causal: keys 0 .. pos0 + t */
-        for (size_t h = 0; h < H; h++) {
-            const float *q = qkv + t * 3 * C + h * D;
-            float mx = -INFINITY;
-            for (size_t s = 0; s < S; s++) {
-                const float *k = kc + s * stride + h * D;
-                float acc = 0;
-                for (size_t d = 0; d < D; d++) acc += q[d] * k[d];
-                scores[s] = acc * scale;
-                if (scores[s] > mx) mx = scores[s];
-            }
-            float sum = 0;
-            for (size_t s = 0; s < S; s++) sum += scores[s] = expf(scores[s] - mx);
-            float *o = out + t * C + h * D;
-            for (size_t d = 0; d < D; d++) o[d] = 0;
-            for (size_t s = 0; s < S; s++) {
-                float p = scores[s] / sum;
-                const float *v = vc + s * stride + h * D;
-                for (size_t d = 0; d < D; d++) o[d] += p * v[d];
-            }
-        }
-    }
-}
+/* ---- the forward pass ---- */
 
 /* Runs T tokens at positions pos0.. through the model, filling the cache, and
  * writes logits for the last n_logits of them. */
@@ -354,14 +205,8 @@ static lmio_status gpt2_forward(void *model, const int32_t *ids, size_t T, size_
 {
     gpt2 *m = model;
     size_t C = m->C, I = m->I, LC = m->L * C;
-    if (pos0 + T > m->P)
-        return lmio__fail(err, LMIO_ERR_LIMIT, "", -1, "", "%zu positions; expected at most n_positions = %zu",
-                          pos0 + T, m->P);
-    for (size_t t = 0; t < T; t++)
-        if (ids[t] < 0 || (size_t)ids[t] >= m->V)
-            return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "token id %d at position %zu; expected 0..%zu",
-                              ids[t], pos0 + t, m->V - 1);
-    lmio_status s = reserve_cache(m, pos0 + T, err);
+    lmio_status s = lmio__check_run(ids, T, pos0, m->V, m->P, "n_positions", err);
+    if (!s) s = lmio__kv_reserve(&m->cache, pos0 + T, err);
     if (s) return s;
     size_t big = 3 * C > I ? 3 * C : I;
     float *x = lmio__malloc(T * C * sizeof *x), *h = lmio__malloc(T * C * sizeof *h);
@@ -376,24 +221,28 @@ static lmio_status gpt2_forward(void *model, const int32_t *ids, size_t T, size_
         for (size_t i = 0; i < C; i++) x[t * C + i] = m->wte[(size_t)ids[t] * C + i] + m->wpe[(pos0 + t) * C + i];
     for (size_t l = 0; l < m->L; l++) {
         const layer *y = &m->layers[l];
-        float *kc = m->k_cache + l * C, *vc = m->v_cache + l * C; // (S, C) rows LC apart
-        layernorm(h, x, y->ln_1_w, y->ln_1_b, T, C, m->eps);
-        matmul(buf, h, y->attn_w, y->attn_b, T, C, 3 * C); // qkv (T, 3C)
+        float *kc = m->cache.k + l * C, *vc = m->cache.v + l * C; // (S, C) rows LC apart
+        lmio__layernorm(h, x, y->ln_1_w, y->ln_1_b, T, C, m->eps);
+        lmio__matmul_kn(buf, h, y->attn_w, y->attn_b, T, C, 3 * C); // qkv (T, 3C)
         for (size_t t = 0; t < T; t++) {
             memcpy(kc + (pos0 + t) * LC, buf + t * 3 * C + C, C * sizeof(float));
             memcpy(vc + (pos0 + t) * LC, buf + t * 3 * C + 2 * C, C * sizeof(float));
         }
-        attention(m, a, buf, kc, vc, LC, T, pos0, l, scores); // (T, C)
-        matmul(h, a, y->proj_w, y->proj_b, T, C, C);
+        float scale = m->scale_attn ? 1.0f / sqrtf((float)(C / m->H)) : 1.0f;
+        if (m->scale_by_layer) scale /= (float)(l + 1);
+        lmio__attn_io io = {a, buf, kc, vc, C, 3 * C, LC};
+        lmio__attention(&io, T, pos0, m->H, m->H, C / m->H, scale, scores); // (T, C)
+        lmio__matmul_kn(h, a, y->proj_w, y->proj_b, T, C, C);
         for (size_t i = 0; i < T * C; i++) x[i] += h[i];
-        layernorm(h, x, y->ln_2_w, y->ln_2_b, T, C, m->eps);
-        matmul(buf, h, y->fc_w, y->fc_b, T, C, I); // (T, I)
-        for (size_t i = 0; i < T * I; i++) buf[i] = act(m->act, buf[i]);
-        matmul(h, buf, y->fc_proj_w, y->fc_proj_b, T, I, C);
+        lmio__layernorm(h, x, y->ln_2_w, y->ln_2_b, T, C, m->eps);
+        lmio__matmul_kn(buf, h, y->fc_w, y->fc_b, T, C, I); // (T, I)
+        for (size_t i = 0; i < T * I; i++) buf[i] = lmio__act_apply(m->act, buf[i]);
+        lmio__matmul_kn(h, buf, y->fc_proj_w, y->fc_proj_b, T, I, C);
         for (size_t i = 0; i < T * C; i++) x[i] += h[i];
     }
-    layernorm(h, x + (T - n_logits) * C, m->ln_f_w, m->ln_f_b, n_logits, C, m->eps);
-    lm_head(logits, h, m->lm_head, n_logits, C, m->V);
+    lmio__layernorm(h, x + (T - n_logits) * C, m->ln_f_w, m->ln_f_b, n_logits, C, m->eps);
+    // logits (n_logits, V) = h @ lm_head^T, lm_head (V, C) being the embedding when tied
+    lmio__matmul_nk(logits, h, m->lm_head, NULL, n_logits, C, m->V);
 out:
     lmio__free(x);
     lmio__free(h);
@@ -433,10 +282,10 @@ static const char *py_float(char *s, size_t cap, double v)
 // one block: x (B, T, C) -> (B, T, C); mask (T, T) is true above the diagonal
 static void ts_block(lmio__buf *b, const gpt2 *m)
 {
-    static const char *const k_act[][2] = {[ACT_GELU_NEW] = {"torch.gelu(", ", approximate=\"tanh\")"},
-                                           [ACT_GELU] = {"torch.gelu(", ")"},
-                                           [ACT_RELU] = {"torch.relu(", ")"},
-                                           [ACT_SILU] = {"torch.silu(", ")"}};
+    static const char *const k_act[][2] = {[LMIO__ACT_GELU_NEW] = {"torch.gelu(", ", approximate=\"tanh\")"},
+                                           [LMIO__ACT_GELU] = {"torch.gelu(", ")"},
+                                           [LMIO__ACT_RELU] = {"torch.relu(", ")"},
+                                           [LMIO__ACT_SILU] = {"torch.silu(", ")"}};
     size_t C = m->C, H = m->H, D = C / H;
     char eps[40];
     py_float(eps, sizeof eps, m->eps);
@@ -522,17 +371,17 @@ static const char *onnx_conv1d(lmio__onnx *g, const lmio_statedict *w, const cha
     return LMIO__ONNX_OP(g, "Add", LMIO__ONNX_OP(g, "MatMul", x, onnx_weight(g, w, wn, l)), onnx_weight(g, w, bn, l));
 }
 
-static const char *onnx_act(lmio__onnx *g, activation a, const char *x)
+static const char *onnx_act(lmio__onnx *g, lmio__act a, const char *x)
 {
     switch (a) {
-    case ACT_GELU_NEW: {
+    case LMIO__ACT_GELU_NEW: {
         const char *y = LMIO__ONNX_OP(g, "Gelu", x);
         lmio__onnx_attr_str(g, "approximate", "tanh");
         return y;
     }
-    case ACT_GELU: return LMIO__ONNX_OP(g, "Gelu", x);
-    case ACT_RELU: return LMIO__ONNX_OP(g, "Relu", x);
-    case ACT_SILU: return LMIO__ONNX_OP(g, "Mul", x, LMIO__ONNX_OP(g, "Sigmoid", x));
+    case LMIO__ACT_GELU: return LMIO__ONNX_OP(g, "Gelu", x);
+    case LMIO__ACT_RELU: return LMIO__ONNX_OP(g, "Relu", x);
+    case LMIO__ACT_SILU: return LMIO__ONNX_OP(g, "Mul", x, LMIO__ONNX_OP(g, "Sigmoid", x));
     }
     return NULL;
 }
@@ -581,7 +430,7 @@ static lmio_status gpt2_onnx(const lmio_config *cfg, const lmio_statedict *w, lm
     int tie = 1;
     lmio_status s = read_config(&m, cfg, &tie, err);
     uint64_t dims[N_DIMS] = {[D_V] = m.V, [D_P] = m.P, [D_C] = m.C, [D_3C] = 3 * m.C, [D_I] = m.I};
-    lmio__binding b = {&lmio__arch_gpt2, w, dims, m.L, tie != 0};
+    lmio__binding b = {&lmio__arch_gpt2, w, dims, m.L, tie != 0, cfg};
     if (!s) s = lmio__arch_bind(&b, NULL, NULL, NULL, err);
     if (s) return s;
     lmio__onnx_decoder d;

@@ -1,0 +1,418 @@
+/* Llama: Transformers' LlamaForCausalLM as an entry of the architecture
+ * table (LlamaConfig's defaults, the tensors with their names in
+ * Transformers and llama.cpp) and the reference forward pass in fp32, read
+ * top to bottom: token embedding, num_hidden_layers blocks of (RMSNorm,
+ * grouped-query self-attention with rotary positions, residual, RMSNorm,
+ * gated MLP, residual), final RMSNorm, logits against lm_head (or the tied
+ * embedding).
+ * Shapes in comments: T tokens in this call, C = hidden_size, H query heads
+ * and G key/value heads of D = head_dim, I = intermediate_size, V = vocab,
+ * S = positions so far (KV cache). Weights are nn.Linear's (out, in). */
+#include "../arch.h"
+#include "../kernels.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+#define MODEL_TYPE "llama"
+
+typedef struct layer {
+    const float *attn_norm;              /* (C) */
+    const float *wq, *wk, *wv, *wo;      /* (H*D, C) (G*D, C) (G*D, C) (C, H*D) */
+    const float *bq, *bk, *bv, *bo;      /* attention_bias: (H*D) (G*D) (G*D) (C), else NULL */
+    const float *ffn_norm;               /* (C) */
+    const float *w_gate, *w_up, *w_down; /* (I, C) (I, C) (C, I) */
+    const float *b_gate, *b_up, *b_down; /* mlp_bias: (I) (I) (C), else NULL */
+} layer;
+
+typedef struct llama {
+    size_t V, P, C, L, H, G, D, I;
+    float eps;
+    lmio__act act;
+    float *inv_freq; /* (D/2) rotary frequencies, after any rope scaling */
+    const float *embed, *norm, *lm_head; /* (V, C) (C) (V, C) */
+    layer *layers;
+    lmio__f32_pool owned;  /* widened copies of non-f32 weights */
+    lmio__kv_cache cache;  /* rows of L * G * D, keys after the rotation */
+} llama;
+
+/* ---- the table entry ---- */
+
+/* The config values tensor shapes are stated in. */
+enum { D_V, D_C, D_I, D_HD, D_GD, N_DIMS };
+static const char *const k_dim_names[N_DIMS] = {"vocab_size", "hidden_size", "intermediate_size",
+                                                "num_attention_heads * head_dim", "num_key_value_heads * head_dim"};
+
+#define G(f) offsetof(llama, f)
+#define Y(f) offsetof(layer, f)
+#define PL LMIO__T_PER_LAYER
+#define ROPE (LMIO__T_PER_LAYER | LMIO__T_ROPE_HALF)
+#define AB "attention_bias"
+#define MB "mlp_bias"
+/* In LlamaForCausalLM's state-dict order; GGUF names from llama.cpp's
+ * LLM_ARCH_LLAMA (shared/reference/gguf-llamacpp.md §2.3). */
+static const lmio__tensor_spec k_tensors[] = {
+    {"model.embed_tokens.weight", "token_embd.weight", 2, {D_V, D_C}, 0, NULL, G(embed), NULL},
+    {"model.layers.{L}.self_attn.q_proj.weight", "blk.{L}.attn_q.weight", 2, {D_HD, D_C}, ROPE, NULL, Y(wq), NULL},
+    {"model.layers.{L}.self_attn.q_proj.bias", "blk.{L}.attn_q.bias", 1, {D_HD}, ROPE, NULL, Y(bq), AB},
+    {"model.layers.{L}.self_attn.k_proj.weight", "blk.{L}.attn_k.weight", 2, {D_GD, D_C}, ROPE, NULL, Y(wk), NULL},
+    {"model.layers.{L}.self_attn.k_proj.bias", "blk.{L}.attn_k.bias", 1, {D_GD}, ROPE, NULL, Y(bk), AB},
+    {"model.layers.{L}.self_attn.v_proj.weight", "blk.{L}.attn_v.weight", 2, {D_GD, D_C}, PL, NULL, Y(wv), NULL},
+    {"model.layers.{L}.self_attn.v_proj.bias", "blk.{L}.attn_v.bias", 1, {D_GD}, PL, NULL, Y(bv), AB},
+    {"model.layers.{L}.self_attn.o_proj.weight", "blk.{L}.attn_output.weight", 2, {D_C, D_HD}, PL, NULL, Y(wo), NULL},
+    {"model.layers.{L}.self_attn.o_proj.bias", "blk.{L}.attn_output.bias", 1, {D_C}, PL, NULL, Y(bo), AB},
+    {"model.layers.{L}.mlp.gate_proj.weight", "blk.{L}.ffn_gate.weight", 2, {D_I, D_C}, PL, NULL, Y(w_gate), NULL},
+    {"model.layers.{L}.mlp.gate_proj.bias", "blk.{L}.ffn_gate.bias", 1, {D_I}, PL, NULL, Y(b_gate), MB},
+    {"model.layers.{L}.mlp.up_proj.weight", "blk.{L}.ffn_up.weight", 2, {D_I, D_C}, PL, NULL, Y(w_up), NULL},
+    {"model.layers.{L}.mlp.up_proj.bias", "blk.{L}.ffn_up.bias", 1, {D_I}, PL, NULL, Y(b_up), MB},
+    {"model.layers.{L}.mlp.down_proj.weight", "blk.{L}.ffn_down.weight", 2, {D_C, D_I}, PL, NULL, Y(w_down), NULL},
+    {"model.layers.{L}.mlp.down_proj.bias", "blk.{L}.ffn_down.bias", 1, {D_C}, PL, NULL, Y(b_down), MB},
+    {"model.layers.{L}.input_layernorm.weight", "blk.{L}.attn_norm.weight", 1, {D_C}, PL, NULL, Y(attn_norm), NULL},
+    {"model.layers.{L}.post_attention_layernorm.weight", "blk.{L}.ffn_norm.weight", 1, {D_C}, PL, NULL, Y(ffn_norm),
+     NULL},
+    {"model.norm.weight", "output_norm.weight", 1, {D_C}, 0, NULL, G(norm), NULL},
+    {"lm_head.weight", "output.weight", 2, {D_V, D_C}, LMIO__T_TIED, "model.embed_tokens.weight", G(lm_head), NULL},
+};
+
+/* LlamaConfig's defaults, as Transformers 5 writes them. head_dim and
+ * num_key_value_heads null: derived (hidden_size / num_attention_heads,
+ * num_attention_heads). rope_theta top level, not in rope_parameters: a
+ * default rope_parameters would outrank a rope_theta set later. */
+static const char k_defaults[] =
+    "{\"architectures\": [\"LlamaForCausalLM\"], \"attention_bias\": false, \"attention_dropout\": 0.0,"
+    " \"bos_token_id\": 1, \"eos_token_id\": 2, \"head_dim\": null, \"hidden_act\": \"silu\","
+    " \"hidden_size\": 4096, \"initializer_range\": 0.02, \"intermediate_size\": 11008,"
+    " \"max_position_embeddings\": 2048, \"mlp_bias\": false, \"model_type\": \"" MODEL_TYPE "\","
+    " \"num_attention_heads\": 32, \"num_hidden_layers\": 32, \"num_key_value_heads\": null,"
+    " \"pad_token_id\": null, \"pretraining_tp\": 1, \"rms_norm_eps\": 1e-06, \"rope_theta\": 10000.0,"
+    " \"tie_word_embeddings\": false, \"use_cache\": true, \"vocab_size\": 32000}";
+
+/* The rotary frequencies Transformers before 4.31 saved as buffers. */
+static const char *const k_dropped[] = {".rotary_emb.inv_freq", NULL};
+
+static lmio_status llama_create(const lmio_config *cfg, const lmio_statedict *w, void **out, lmio_error *err);
+static lmio_status llama_forward(void *model, const int32_t *ids, size_t T, size_t pos0, float *logits,
+                                 size_t n_logits, lmio_error *err);
+static void llama_free(void *model);
+static size_t llama_vocab_size(const void *model) { return ((const llama *)model)->V; }
+static size_t llama_max_positions(const void *model) { return ((const llama *)model)->P; }
+
+const lmio__arch lmio__arch_llama = {
+    .model_type = MODEL_TYPE,
+    .hf_class = "LlamaForCausalLM",
+    .defaults_json = k_defaults,
+    .aliases = NULL, /* LlamaConfig uses Transformers' generic names */
+    .n_aliases = 0,
+    .tensors = k_tensors,
+    .n_tensors = sizeof k_tensors / sizeof k_tensors[0],
+    .dim_names = k_dim_names,
+    .layers_key = "num_hidden_layers",
+    .layer_size = sizeof(layer),
+    .name_prefix = "model.",
+    .dropped_suffixes = k_dropped,
+    .create = llama_create,
+    .forward = llama_forward,
+    .free = llama_free,
+    .vocab_size = llama_vocab_size,
+    .max_positions = llama_max_positions,
+};
+
+/* ---- rotary frequencies ---- */
+
+/* A number in the rope parameters (params) as Transformers reads it. */
+static lmio_status rope_number(const lmio_config *cfg, const lmio__json *params, const char *key, double *out,
+                               lmio_error *err)
+{
+    const lmio__json *v = params ? lmio__json_get(params, key) : NULL;
+    if (!v || !lmio__json_is_number(v) || !(lmio__json_number_value(v) > 0))
+        return lmio__fail(err, LMIO_ERR_FORMAT, lmio__config_path(cfg), -1, key,
+                          "rope parameter \"%s\" is %s; expected a number > 0", key,
+                          v ? "not a positive number" : "missing");
+    *out = lmio__json_number_value(v);
+    return LMIO_OK;
+}
+
+/* Llama 3.1's scaling of the frequencies, in float32 and in the order of
+ * Transformers' _compute_llama3_parameters: long wavelengths divided by
+ * factor, short ones kept, the band between interpolated. */
+static lmio_status rope_llama3(llama *m, const lmio_config *cfg, const lmio__json *params, lmio_error *err)
+{
+    double factor, lo, hi, old;
+    lmio_status s;
+    if ((s = rope_number(cfg, params, "factor", &factor, err)) ||
+        (s = rope_number(cfg, params, "low_freq_factor", &lo, err)) ||
+        (s = rope_number(cfg, params, "high_freq_factor", &hi, err)))
+        return s;
+    /* absent: max_position_embeddings, as standardize_rope_params sets it */
+    if (lmio__json_get(params, "original_max_position_embeddings")) {
+        if ((s = rope_number(cfg, params, "original_max_position_embeddings", &old, err))) return s;
+    } else {
+        old = (double)m->P;
+    }
+    if (hi == lo)
+        return lmio__fail(err, LMIO_ERR_FORMAT, lmio__config_path(cfg), -1, "high_freq_factor",
+                          "rope high_freq_factor equals low_freq_factor (%g); expected them to differ", hi);
+    float low_wavelen = (float)(old / lo), high_wavelen = (float)(old / hi);
+    for (size_t i = 0; i < m->D / 2; i++) {
+        float inv = m->inv_freq[i], wavelen = (float)(2 * 3.141592653589793) / inv;
+        float scaled = wavelen > low_wavelen ? inv / (float)factor : inv;
+        if (!(wavelen < high_wavelen) && !(wavelen > low_wavelen)) {
+            float smooth = ((float)old / wavelen - (float)lo) / (float)(hi - lo);
+            scaled = (1 - smooth) * scaled / (float)factor + smooth * scaled;
+        }
+        m->inv_freq[i] = scaled;
+    }
+    return LMIO_OK;
+}
+
+/* The rope parameters as Transformers 5 resolves them: rope_scaling (the
+ * older key) if set, else rope_parameters; rope_theta from them, else the
+ * top-level rope_theta; rope_type (or the older "type"), default
+ * "default". */
+static lmio_status read_rope(llama *m, const lmio_config *cfg, lmio_error *err)
+{
+    const lmio__json *obj = lmio__config_json(cfg), *params = lmio__json_get(obj, "rope_scaling");
+    if (!params || lmio__json_is_null(params) || (lmio__json_is_object(params) && !lmio__json_object_size(params)))
+        params = lmio__json_get(obj, "rope_parameters");
+    if (params && lmio__json_is_null(params)) params = NULL;
+    if (params && !lmio__json_is_object(params))
+        return lmio__fail(err, LMIO_ERR_FORMAT, lmio__config_path(cfg), -1, "rope_parameters",
+                          "the rope parameters are not an object; expected {\"rope_type\": ..., \"rope_theta\": ...}");
+    double theta = 10000.0, prf;
+    lmio_status s = LMIO_OK;
+    if (params && lmio__json_get(params, "rope_theta")) s = rope_number(cfg, params, "rope_theta", &theta, err);
+    else if (lmio_config_get_float(cfg, "rope_theta", &theta, NULL) == LMIO_OK && !(theta > 0))
+        s = lmio__fail(err, LMIO_ERR_FORMAT, lmio__config_path(cfg), -1, "rope_theta",
+                       "rope_theta is %g; expected a number > 0", theta);
+    if (s) return s;
+    const lmio__json *prf_v = params ? lmio__json_get(params, "partial_rotary_factor") : NULL;
+    if (!prf_v) prf_v = lmio__json_get(obj, "partial_rotary_factor");
+    if (prf_v && !lmio__json_is_null(prf_v) && (prf = lmio__json_number_value(prf_v)) != 1.0)
+        return lmio__fail(err, LMIO_ERR_UNSUPPORTED, lmio__config_path(cfg), -1, "partial_rotary_factor",
+                          "partial_rotary_factor %g; expected 1 (LlamaForCausalLM rotates whole heads)", prf);
+    const char *type = "default";
+    const lmio__json *tv = params ? lmio__json_get(params, "rope_type") : NULL;
+    if (!tv && params) tv = lmio__json_get(params, "type");
+    if (tv && !(type = lmio__json_string_value(tv)))
+        return lmio__fail(err, LMIO_ERR_FORMAT, lmio__config_path(cfg), -1, "rope_type",
+                          "rope_type is not a string; expected \"default\" or \"llama3\"");
+    if (!(m->inv_freq = lmio__malloc(m->D / 2 * sizeof *m->inv_freq)))
+        return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
+    // inv_freq[i] = 1 / theta^(2i / D), in float32 as Transformers computes it
+    for (size_t i = 0; i < m->D / 2; i++)
+        m->inv_freq[i] = 1.0f / powf((float)theta, (float)(2 * i) / (float)m->D);
+    if (!strcmp(type, "default")) return LMIO_OK;
+    if (!strcmp(type, "llama3")) return rope_llama3(m, cfg, params, err);
+    return lmio__fail(err, LMIO_ERR_UNSUPPORTED, lmio__config_path(cfg), -1, "rope_type",
+                      "rope_type \"%s\"; expected \"default\" or \"llama3\"", type);
+}
+
+/* ---- building ---- */
+
+/* key as a size, or fallback when it is absent or null (LlamaConfig's
+ * derived defaults). */
+static lmio_status size_or(const lmio_config *cfg, const char *key, size_t fallback, size_t *out, lmio_error *err)
+{
+    int64_t v;
+    lmio_status s = lmio_config_get_int(cfg, key, &v, err);
+    if (s == LMIO_ERR_NOT_FOUND) {
+        *out = fallback;
+        return LMIO_OK;
+    }
+    return s ? s : lmio__cfg_size(cfg, key, out, err);
+}
+
+static lmio_status read_config(llama *m, const lmio_config *cfg, int *tie, lmio_error *err)
+{
+    lmio_status s;
+    double eps;
+    int ab, mb;
+    if ((s = lmio__cfg_size(cfg, "vocab_size", &m->V, err)) ||
+        (s = lmio__cfg_size(cfg, "max_position_embeddings", &m->P, err)) ||
+        (s = lmio__cfg_size(cfg, "hidden_size", &m->C, err)) ||
+        (s = lmio__cfg_size(cfg, "num_hidden_layers", &m->L, err)) ||
+        (s = lmio__cfg_size(cfg, "num_attention_heads", &m->H, err)) ||
+        (s = lmio__cfg_size(cfg, "intermediate_size", &m->I, err)) ||
+        (s = size_or(cfg, "num_key_value_heads", m->H, &m->G, err)) ||
+        (s = lmio_config_get_float(cfg, "rms_norm_eps", &eps, err)) ||
+        (s = lmio__act_read(cfg, "hidden_act", &m->act, err)) ||
+        (s = lmio_config_get_bool(cfg, "tie_word_embeddings", tie, err)) ||
+        (s = lmio_config_get_bool(cfg, "attention_bias", &ab, err)) ||
+        (s = lmio_config_get_bool(cfg, "mlp_bias", &mb, err)))
+        return s;
+    m->eps = (float)eps;
+    const char *path = lmio__config_path(cfg);
+    /* without head_dim, Transformers refuses a width its heads do not divide */
+    int64_t hd;
+    if (lmio_config_get_int(cfg, "head_dim", &hd, NULL) == LMIO_ERR_NOT_FOUND && m->C % m->H)
+        return lmio__fail(err, LMIO_ERR_FORMAT, path, -1, "num_attention_heads",
+                          "hidden_size %zu is not divisible by num_attention_heads %zu", m->C, m->H);
+    if ((s = size_or(cfg, "head_dim", m->C / m->H, &m->D, err))) return s;
+    if (m->H % m->G)
+        return lmio__fail(err, LMIO_ERR_FORMAT, path, -1, "num_key_value_heads",
+                          "num_key_value_heads %zu does not divide num_attention_heads %zu; expected a divisor "
+                          "(each key/value head serves an equal group of query heads)",
+                          m->G, m->H);
+    if (m->D % 2)
+        return lmio__fail(err, LMIO_ERR_FORMAT, path, -1, "head_dim",
+                          "head_dim %zu is odd; expected an even size (rotary embeddings rotate pairs)", m->D);
+    return LMIO_OK;
+}
+
+static lmio_status llama_create(const lmio_config *cfg, const lmio_statedict *w, void **out, lmio_error *err)
+{
+    llama *m = lmio__calloc(1, sizeof *m);
+    if (!m) return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
+    int tie = 0;
+    lmio_status s = read_config(m, cfg, &tie, err);
+    uint64_t dims[N_DIMS] = {[D_V] = m->V, [D_C] = m->C, [D_I] = m->I, [D_HD] = (uint64_t)m->H * m->D,
+                             [D_GD] = (uint64_t)m->G * m->D};
+    lmio__binding b = {&lmio__arch_llama, w, dims, m->L, tie != 0, cfg};
+    /* the rotary table after the weights: head_dim is only trusted once
+     * the weights hold heads of that size */
+    void *layers = NULL;
+    if (!s) s = lmio__arch_build(&b, m, &layers, &m->owned, err);
+    m->layers = layers;
+    if (!s) s = read_rope(m, cfg, err);
+    m->cache.row = m->L * m->G * m->D;
+    m->cache.max = m->P;
+    if (s) {
+        llama_free(m);
+        return s;
+    }
+    *out = m;
+    return LMIO_OK;
+}
+
+static void llama_free(void *model)
+{
+    llama *m = model;
+    if (!m) return;
+    lmio__f32_pool_free(&m->owned);
+    lmio__free(m->layers);
+    lmio__free(m->inv_freq);
+    lmio__kv_free(&m->cache);
+    lmio__free(m);
+}
+
+/* ---- the forward pass ---- */
+
+// x (T, n*D): each of the n heads of each token rotated by its position,
+// in rotate_half's layout: (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin)
+// for the halves x1 = x[:D/2], x2 = x[D/2:] (cos, sin of pos * inv_freq)
+static void rope(const llama *m, float *x, size_t T, size_t n, size_t pos0, float *cs)
+{
+    size_t D = m->D, half = D / 2;
+    float *sn = cs + half;
+    for (size_t t = 0; t < T; t++) {
+        for (size_t i = 0; i < half; i++) {
+            float angle = (float)(pos0 + t) * m->inv_freq[i]; /* float32, as Transformers */
+            cs[i] = cosf(angle);
+            sn[i] = sinf(angle);
+        }
+        for (size_t h = 0; h < n; h++) {
+            float *v = x + (t * n + h) * D;
+            for (size_t i = 0; i < half; i++) {
+                float x1 = v[i], x2 = v[i + half];
+                v[i] = x1 * cs[i] - x2 * sn[i];
+                v[i + half] = x2 * cs[i] + x1 * sn[i];
+            }
+        }
+    }
+}
+
+/* Per-call buffers of one forward pass. */
+typedef struct work {
+    float *x, *h;    /* (T, C) the residual stream, a normed or projected copy */
+    float *q, *a;    /* (T, H*D) queries, attention output */
+    float *k, *v;    /* (T, G*D) */
+    float *gate, *up; /* (T, I) */
+    float *scores;   /* (S) */
+    float *cs;       /* (D) cos and sin of one position */
+} work;
+
+static void work_free(work *w)
+{
+    float *all[] = {w->x, w->h, w->q, w->a, w->k, w->v, w->gate, w->up, w->scores, w->cs};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) lmio__free(all[i]);
+}
+
+static lmio_status work_alloc(const llama *m, size_t T, size_t S, work *w, lmio_error *err)
+{
+    size_t HD = m->H * m->D, GD = m->G * m->D;
+    memset(w, 0, sizeof *w);
+    w->x = lmio__malloc(T * m->C * sizeof(float));
+    w->h = lmio__malloc(T * m->C * sizeof(float));
+    w->q = lmio__malloc(T * HD * sizeof(float));
+    w->a = lmio__malloc(T * HD * sizeof(float));
+    w->k = lmio__malloc(T * GD * sizeof(float));
+    w->v = lmio__malloc(T * GD * sizeof(float));
+    w->gate = lmio__malloc(T * m->I * sizeof(float));
+    w->up = lmio__malloc(T * m->I * sizeof(float));
+    w->scores = lmio__malloc(S * sizeof(float));
+    w->cs = lmio__malloc(m->D * sizeof(float));
+    if (w->x && w->h && w->q && w->a && w->k && w->v && w->gate && w->up && w->scores && w->cs) return LMIO_OK;
+    work_free(w);
+    return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory in the forward pass");
+}
+
+// x (T, C) += attention block of layer l over the cache
+static void attention_block(llama *m, size_t l, work *w, size_t T, size_t pos0)
+{
+    const layer *y = &m->layers[l];
+    size_t C = m->C, HD = m->H * m->D, GD = m->G * m->D, row = m->cache.row;
+    float *kc = m->cache.k + l * GD, *vc = m->cache.v + l * GD; // (S, G*D) rows `row` apart
+    lmio__rmsnorm(w->h, w->x, y->attn_norm, T, C, m->eps);
+    lmio__matmul_nk(w->q, w->h, y->wq, y->bq, T, C, HD);
+    lmio__matmul_nk(w->k, w->h, y->wk, y->bk, T, C, GD);
+    lmio__matmul_nk(w->v, w->h, y->wv, y->bv, T, C, GD);
+    rope(m, w->q, T, m->H, pos0, w->cs);
+    rope(m, w->k, T, m->G, pos0, w->cs);
+    for (size_t t = 0; t < T; t++) {
+        memcpy(kc + (pos0 + t) * row, w->k + t * GD, GD * sizeof(float));
+        memcpy(vc + (pos0 + t) * row, w->v + t * GD, GD * sizeof(float));
+    }
+    lmio__attn_io io = {w->a, w->q, kc, vc, HD, HD, row};
+    lmio__attention(&io, T, pos0, m->H, m->G, m->D, (float)(1.0 / sqrt((double)m->D)), w->scores);
+    lmio__matmul_nk(w->h, w->a, y->wo, y->bo, T, HD, C);
+    for (size_t i = 0; i < T * C; i++) w->x[i] += w->h[i];
+}
+
+// x (T, C) += down(act(gate(norm(x))) * up(norm(x)))
+static void mlp_block(const llama *m, size_t l, work *w, size_t T)
+{
+    const layer *y = &m->layers[l];
+    size_t C = m->C, I = m->I;
+    lmio__rmsnorm(w->h, w->x, y->ffn_norm, T, C, m->eps);
+    lmio__matmul_nk(w->gate, w->h, y->w_gate, y->b_gate, T, C, I);
+    lmio__matmul_nk(w->up, w->h, y->w_up, y->b_up, T, C, I);
+    for (size_t i = 0; i < T * I; i++) w->gate[i] = lmio__act_apply(m->act, w->gate[i]) * w->up[i];
+    lmio__matmul_nk(w->h, w->gate, y->w_down, y->b_down, T, I, C);
+    for (size_t i = 0; i < T * C; i++) w->x[i] += w->h[i];
+}
+
+/* Runs T tokens at positions pos0.. through the model, filling the cache, and
+ * writes logits for the last n_logits of them. */
+static lmio_status llama_forward(void *model, const int32_t *ids, size_t T, size_t pos0, float *logits,
+                                 size_t n_logits, lmio_error *err)
+{
+    llama *m = model;
+    size_t C = m->C;
+    work w;
+    lmio_status s = lmio__check_run(ids, T, pos0, m->V, m->P, "max_position_embeddings", err);
+    if (!s) s = lmio__kv_reserve(&m->cache, pos0 + T, err);
+    if (!s) s = work_alloc(m, T, pos0 + T, &w, err);
+    if (s) return s;
+    // x (T, C) = embed[ids]
+    for (size_t t = 0; t < T; t++) memcpy(w.x + t * C, m->embed + (size_t)ids[t] * C, C * sizeof(float));
+    for (size_t l = 0; l < m->L; l++) {
+        attention_block(m, l, &w, T, pos0);
+        mlp_block(m, l, &w, T);
+    }
+    lmio__rmsnorm(w.h, w.x + (T - n_logits) * C, m->norm, n_logits, C, m->eps);
+    // logits (n_logits, V) = h @ lm_head^T (lm_head is the embedding when tied)
+    lmio__matmul_nk(logits, w.h, m->lm_head, NULL, n_logits, C, m->V);
+    work_free(&w);
+    return LMIO_OK;
+}
