@@ -17,4 +17,6 @@ OMP_NUM_THREADS=1 .venv/bin/python bench/bench_model.py build/lmio_bench bench/o
 echo
 .venv/bin/python bench/bench_torchscript.py build/lmio bench/out "${1:-5}"
 OMP_NUM_THREADS=1 .venv/bin/python bench/bench_onnx.py build/lmio bench/out "${1:-5}"
+echo
+.venv/bin/python bench/bench_gguf.py build/lmio bench/out "${1:-5}"
 LMIO_BENCH_NO_BUILD=1 bench/hash.sh "${1:-5}"
