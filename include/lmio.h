@@ -417,7 +417,8 @@ LMIO_API size_t lmio_tokenizer_vocab_size(const lmio_tokenizer *tok);
 LMIO_API int32_t lmio_tokenizer_token_id(const lmio_tokenizer *tok, const char *token);
 /* Token string of an id, or NULL. Borrowed: valid until the tokenizer is freed. */
 LMIO_API const char *lmio_tokenizer_token(const lmio_tokenizer *tok, int32_t id);
-/* The end-of-text token's id (first special token), or -1. */
+/* The end-of-text token's id: tokenizer_config.json's (or a GGUF's) eos
+ * token when it names one, else the first special token; -1 if none. */
 LMIO_API int32_t lmio_tokenizer_eos_id(const lmio_tokenizer *tok);
 
 /* text must be UTF-8 (else LMIO_ERR_INVALID_ARG naming the byte offset).

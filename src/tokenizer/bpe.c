@@ -330,6 +330,7 @@ const char *lmio_tokenizer_token(const lmio_tokenizer *t, int32_t id)
 
 int32_t lmio_tokenizer_eos_id(const lmio_tokenizer *t)
 {
+    if (t && t->role[LMIO__ROLE_EOS]) return lmio_tokenizer_token_id(t, t->role[LMIO__ROLE_EOS]);
     for (size_t i = 0; t && i < t->n_added; i++)
         if (t->added[i].special) return t->added[i].id;
     return -1;
