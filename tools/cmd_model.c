@@ -15,7 +15,8 @@ const char k_logits_help[] =
     "\n"
     "Run the reference model (fp32) on the ids and write the logits, float32 of\n"
     "shape (len(ids), vocab_size), as a NumPy .npy file. The directory's\n"
-    "model_type must be one lmio can run (the error names them when not).\n";
+    "model_type must be one lmio can run (the error names them when not).\n"
+    "DIR may also be a GGUF file of such an architecture.\n";
 
 const char k_generate_help[] =
     "usage: lmio generate DIR (--prompt TEXT | --ids 1,2,3) [-n N] [--greedy | --temperature T --seed S] [--json]\n"
