@@ -26,7 +26,8 @@ const char k_generate_help[] =
     "at the config's eos_token_id. Prints the continuation, or with --json\n"
     "{\"prompt_ids\": [...], \"ids\": [...new ids...], \"text\": \"...\"}.\n"
     "With --ids the prompt is token ids and no tokenizer is needed: the new ids\n"
-    "are printed comma-separated (--json: without \"text\").\n";
+    "are printed comma-separated (--json: without \"text\").\n"
+    "DIR may also be a GGUF file (its tokenizer and stop token come from it).\n";
 
 typedef struct loaded {
     lmio_config *cfg;
