@@ -217,6 +217,33 @@ typedef struct lmio__pyv {
 lmio_status lmio__torch_save_tree(const char *path, const lmio__pyv *root, const lmio_statedict *sd,
                                   const lmio_save_opts *o, lmio_error *err);
 
+/* ---- GGUF writing (gguf.c) ---- */
+
+/* Writes sd as GGUF v3 (alignment 32) atomically: metadata typed from its
+ * text (see put_meta_value), tensors with their names and shapes; types[i]
+ * is tensor i's ggml type (0 F32, 1 F16, 30 BF16, 8 Q8_0, or UINT32_MAX:
+ * its dtype, or o->dtype for floats), or types is NULL for all UINT32_MAX. */
+lmio_status lmio__gguf_write(const lmio_statedict *sd, const char *path, const uint32_t *types,
+                             const lmio_save_opts *o, lmio_error *err);
+
+/* ---- ggml's tensor types (gguf_quant.c) ---- */
+
+typedef struct lmio__ggml_type {
+    const char *name; /* "Q4_1", as ggml and gguf-py spell it */
+    uint32_t id;      /* enum ggml_type */
+    uint32_t block_elems, block_bytes;
+} lmio__ggml_type;
+
+/* The type with enum value id; NULL for ids ggml never had or removed. */
+const lmio__ggml_type *lmio__ggml_type_find(uint32_t id);
+/* Whether lmio__ggml_dequantize handles id (the block types lmio reads). */
+bool lmio__ggml_can_dequantize(uint32_t id);
+/* n_blocks blocks of type id at src to f32 at dst, as gguf-py's dequantize
+ * computes them. Only reads and computes: safe inside lmio__guarded. */
+void lmio__ggml_dequantize(uint32_t id, const unsigned char *src, float *dst, uint64_t n_blocks);
+/* n_blocks of 32 floats to Q8_0 blocks (34 bytes each), as gguf-py's
+ * quantize (and ggml's quantize_row_q8_0_ref) does. */
+void lmio__ggml_quantize_q8_0(const float *x, unsigned char *dst, uint64_t n_blocks);
 /* ---- TorchScript archives (torchscript.c) ---- */
 
 /* Appends to code the methods, in TorchScript's Python dialect and indented

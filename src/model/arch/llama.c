@@ -98,6 +98,20 @@ static void llama_free(void *model);
 static size_t llama_vocab_size(const void *model) { return ((const llama *)model)->V; }
 static size_t llama_max_positions(const void *model) { return ((const llama *)model)->P; }
 
+/* llama.cpp's llama hyperparameters (shared/reference/gguf-llamacpp.md §2.3) */
+static const lmio__gguf_key k_gguf_keys[] = {
+    {"context_length", "max_position_embeddings", 'u', NULL, 0},
+    {"embedding_length", "hidden_size", 'u', NULL, 0},
+    {"block_count", "num_hidden_layers", 'u', NULL, 0},
+    {"feed_forward_length", "intermediate_size", 'u', NULL, 0},
+    {"attention.head_count", "num_attention_heads", 'u', NULL, 0},
+    {"attention.head_count_kv", "num_key_value_heads", 'u', "num_attention_heads", 1},
+    {"attention.key_length", "head_dim", 'u', NULL, 0},
+    {"rope.freq_base", "rope_theta", 'f', NULL, 0},
+    {"attention.layer_norm_rms_epsilon", "rms_norm_eps", 'f', NULL, 0},
+    {"vocab_size", "vocab_size", 'u', NULL, 0},
+};
+
 const lmio__arch lmio__arch_llama = {
     .model_type = MODEL_TYPE,
     .hf_class = "LlamaForCausalLM",
@@ -116,6 +130,8 @@ const lmio__arch lmio__arch_llama = {
     .free = llama_free,
     .vocab_size = llama_vocab_size,
     .max_positions = llama_max_positions,
+    .gguf_keys = k_gguf_keys,
+    .n_gguf_keys = sizeof k_gguf_keys / sizeof k_gguf_keys[0],
 };
 
 /* ---- rotary frequencies ---- */
