@@ -281,3 +281,21 @@ def test_transformersjs_generates_as_lmio(tmp_path, flags):
     assert js["prompt_ids"] == ours["prompt_ids"]
     assert js["ids"] == ours["ids"]
     assert js["generated_text"] == PROMPT + ours["text"]
+
+
+@pytest.mark.parametrize("name", ["gqa_theta500k", "llama3_rope_scaling"])
+def test_transformersjs_generates_llama_as_lmio(tmp_path, name):
+    """transformers.js runs the export as a LlamaForCausalLM, offline: its
+    greedy 32-token continuation of token ids equals lmio generate's."""
+    d = llama_dir(tmp_path, name)
+    (tmp_path / "models").mkdir()
+    export(d, tmp_path / "models" / "exported")
+    prompt = ",".join(map(str, LLAMA_IDS))
+    ours = json.loads(run("generate", d, "--ids", prompt, "-n", N_NEW, "--greedy", "--json"))
+    assert len(ours["ids"]) == N_NEW and len(set(ours["ids"])) >= 8, ours["ids"]
+    r = subprocess.run(["node", os.path.join(HERE, "onnx_transformersjs_ids.mjs"), str(tmp_path / "models"),
+                        "exported", prompt, str(N_NEW)], capture_output=True, text=True, cwd=HERE,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stderr
+    js = json.loads(r.stdout.strip().splitlines()[-1])
+    assert js == {"model_type": "llama", "ids": ours["ids"]}
