@@ -38,6 +38,9 @@ static lmio_status collect(const lmio__arch *a, const lmio_config *cfg, const lm
                 const lmio__tensor_spec *ts = &a->tensors[k];
                 char name[512];
                 if ((ts->flags & LMIO__T_TIED) && tied) continue; /* the forward uses tied_to */
+                int exists = 1; /* a bias the config switches off is no parameter, as in Transformers */
+                if (ts->if_config && lmio_config_get_bool(cfg, ts->if_config, &exists, NULL) == LMIO_OK && !exists)
+                    continue;
                 if (*n == cap || !lmio__tensor_name(ts->hf_name, (size_t)l, name, sizeof name))
                     return lmio__fail(err, LMIO_ERR_LIMIT, "", -1, ts->hf_name, "too many or too long tensor names");
                 /* lmio_model_create found every one already */

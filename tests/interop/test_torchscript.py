@@ -10,6 +10,11 @@ The promise is 1e-4; the test holds 1e-5 because gelu and gelu_new (tanh)
 differ by only ~3e-4 relative in these logits, and the comparison must be
 able to tell them apart.
 
+Llama (LlamaForCausalLM, saved by Transformers, built as
+test_llama_transformers.py builds them) is held to the same tolerance; its
+rotary angles are computed inside the exported module, so the comparison at
+every position up to the full context checks them (measured ~1e-6 relative).
+
 Power: every parameter is drawn with std 0.2 (LayerNorm weights around 1),
 so a tensor bound to the wrong place moves the logits; and for each config
 option a directory exercises, switching it in Transformers must move the
@@ -24,7 +29,9 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import lmio_ctypes as lm
+from safetensors.numpy import load_file
 from test_gpt2_transformers import VOCAB_MERGES, random_weights
+from test_llama_transformers import LLAMA3, check_option, hf_model
 
 RTOL = 1e-5
 # torch 2.13 deprecates TorchScript in favour of torch.export; it still loads
@@ -146,6 +153,63 @@ def test_exported_module_matches_lmio_and_transformers(tmp_path, name):
         else:
             alt = AutoModelForCausalLM.from_pretrained(d, **{key: value}).eval()
         assert_moves(hf_logits(alt, ids), ref, f"{key}={value!r}")
+
+
+LLAMA_CONFIGS = {  # Transformers writes these (std 0.2 weights); options: what each one shows the export reads
+    "gqa_theta500k_untied": dict(kw=dict(num_key_value_heads=2, rope_theta=500000.0),
+                                 options=["rope_theta", "hidden_act", "tie_word_embeddings"]),
+    "mha_tied": dict(kw=dict(num_key_value_heads=4, tie_word_embeddings=True),
+                     options=["rope_theta", "tie_word_embeddings"]),
+    "mqa_eps_gelu": dict(kw=dict(num_key_value_heads=1, rms_norm_eps=1e-2, hidden_act="gelu"),
+                         options=["rms_norm_eps", "hidden_act"]),
+    "llama3_rope_scaling": dict(kw=dict(num_key_value_heads=2, rope_scaling=LLAMA3, rope_theta=10000.0),
+                                options=["rope_type", "factor", "low_freq_factor", "high_freq_factor",
+                                         "original_max_position_embeddings", "rope_theta"]),
+    "head_dim_explicit": dict(kw=dict(num_key_value_heads=2, head_dim=24), options=["rope_theta"]),
+    "biases_untied": dict(kw=dict(num_key_value_heads=2, attention_bias=True, mlp_bias=True),
+                          options=["attention_bias", "mlp_bias"]),
+}
+
+
+@pytest.mark.parametrize("name", list(LLAMA_CONFIGS))
+def test_exported_llama_matches_lmio_and_transformers(tmp_path, name):
+    """LlamaForCausalLM: the rotary angles are computed inside the module
+    from the constants the config gives, so the comparison at every prompt
+    length up to the full context checks them at every position."""
+    spec = LLAMA_CONFIGS[name]
+    model = hf_model(len(name), **spec["kw"])
+    d = tmp_path / "hf"
+    model.save_pretrained(d)
+    module = torch.jit.load(str(export(d, tmp_path / "model.pt")), map_location="cpu")
+    assert not module.training
+
+    # the parameters are the directory's tensors (a tied head left out, a
+    # switched-off bias absent) under Transformers' names
+    saved = load_file(d / "model.safetensors")
+    sd = module.state_dict()
+    assert set(sd) == set(saved)
+    assert any("bias" in k for k in saved) == bool(spec["kw"].get("attention_bias"))
+    for k, v in saved.items():
+        assert sd[k].dtype == torch.float32 and torch.equal(sd[k], torch.from_numpy(v)), k
+
+    P, Vl = model.config.max_position_embeddings, model.config.vocab_size
+    g = np.random.default_rng(len(name))
+    lengths = (1, 2, 7, P // 2 + 1, P)
+    for ids in ([int(i) for i in g.integers(0, Vl, n)] for n in lengths):
+        ours = ts_logits(module, ids)
+        assert_close(ours, lmio_logits(d, ids, tmp_path), f"{name}, {len(ids)} tokens, against lmio")
+        assert_close(ours, hf_logits(model, ids), f"{name}, {len(ids)} tokens, against Transformers")
+
+    batch = [[int(i) for i in g.integers(0, Vl, 9)] for _ in range(3)]
+    out = ts_logits(module, batch)
+    assert out.shape == (3, 9, Vl)
+    for row, ids in zip(out, batch):
+        assert_close(row, hf_logits(model, ids), f"{name}, batch row")
+
+    ids = [int(i) for i in g.integers(0, Vl, P)]
+    ref = hf_logits(model, ids)
+    for opt in spec["options"]:
+        check_option(d, model, opt, ids, ref, tmp_path)
 
 
 def test_torch_round_trips_the_archive(tmp_path):
