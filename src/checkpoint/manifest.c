@@ -611,10 +611,11 @@ lmio_status lmio_manifest_check(const char *dir, lmio_integrity_fn fn, void *ctx
         finding(&c, LMIO_INTEGRITY_CORRUPT_MANIFEST, c.mpath, NULL, "no \"files\" array; expected one");
     else if (!s && root && !c.errors)
         s = check_files(&c, files);
+    size_t n_files = lmio__json_array_size(files); /* read before root (and files with it) is freed */
     lmio__json_decref(root);
     if (s) return s;
     if (c.errors) return c.first;
     finding(&c, LMIO_INTEGRITY_VERIFIED, dir, NULL, "%zu files match %s (sha256 per file, crc32 per tensor)",
-            lmio__json_array_size(files), LMIO_MANIFEST_NAME);
+            n_files, LMIO_MANIFEST_NAME);
     return LMIO_OK;
 }
