@@ -127,20 +127,24 @@ static lmio_status fill_weights(lmio_trainer *tr, const lmio_statedict *weights,
     return LMIO_OK;
 }
 
+/* The refusal of a model type without a training step, naming those with one. */
+static lmio_status untrainable(const lmio_config *cfg, lmio_error *err)
+{
+    char list[256] = "";
+    const char *name;
+    for (size_t i = 0, len = 0; (name = lmio_arch_name(i)) && len < sizeof list; i++)
+        if (lmio__arch_find(name)->backward)
+            len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", len ? ", " : "", name);
+    return lmio__fail(err, LMIO_ERR_UNSUPPORTED, cfg ? lmio__config_path(cfg) : "", -1, "model_type",
+                      "model_type \"%s\" is not an architecture lmio can train; expected one of %s",
+                      cfg ? lmio_config_model_type(cfg) : "", list);
+}
+
 lmio_status lmio__trainer_build(const lmio_config *cfg, const lmio_statedict *weights, const lmio_trainer_opts *o,
                                 lmio_trainer **out, lmio_error *err)
 {
     const lmio__arch *a = lmio__arch_of(cfg);
-    if (!a || !a->backward) {
-        char list[256] = "";
-        const char *name;
-        for (size_t i = 0, len = 0; (name = lmio_arch_name(i)) && len < sizeof list; i++)
-            if (lmio__arch_find(name)->backward)
-                len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", len ? ", " : "", name);
-        return lmio__fail(err, LMIO_ERR_UNSUPPORTED, cfg ? lmio__config_path(cfg) : "", -1, "model_type",
-                          "model_type \"%s\" is not an architecture lmio can train; expected one of %s",
-                          cfg ? lmio_config_model_type(cfg) : "", list);
-    }
+    if (!a || !a->backward) return untrainable(cfg, err);
     lmio_trainer *tr = lmio__calloc(1, sizeof *tr);
     if (!tr) return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
     tr->arch = a;
