@@ -25,6 +25,8 @@ OMP_NUM_THREADS=1 .venv/bin/python bench/bench_model.py build-bench/lmio_bench b
 echo
 .venv/bin/python bench/bench_torchscript.py build-bench/lmio bench/out "${1:-5}"
 OMP_NUM_THREADS=1 .venv/bin/python bench/bench_onnx.py build-bench/lmio bench/out "${1:-5}"
+echo
+.venv/bin/python bench/bench_gguf.py build-bench/lmio bench/out "${1:-5}"
 LMIO_BENCH_NO_BUILD=1 bench/hash.sh "${1:-5}"
 # Training stall per checkpoint: synchronous durable save against --async-save.
 cc -O2 -std=c11 -fopenmp -Iinclude bench/train_save_bench.c build-bench/liblmio.a \

@@ -297,6 +297,11 @@ LMIO_API lmio_status lmio_statedict_save(const lmio_statedict *sd, const char *p
  * storage; F6 and F4 tensors are LMIO_ERR_UNSUPPORTED; metadata is not
  * written. */
 LMIO_API const char *lmio_format_name(size_t i);
+/* The format lmio would read the file at path as, judged by its first
+ * bytes as lmio_statedict_open judges them ("gguf"; a file no format
+ * recognises is "safetensors", whose reader then says what is wrong); NULL
+ * when it cannot be opened. Static storage. */
+LMIO_API const char *lmio_format_of(const char *path);
 /* 1 if lmio reads / writes the named format, else 0. */
 LMIO_API int lmio_format_can_read(const char *name);
 LMIO_API int lmio_format_can_save(const char *name);
@@ -412,7 +417,8 @@ LMIO_API size_t lmio_tokenizer_vocab_size(const lmio_tokenizer *tok);
 LMIO_API int32_t lmio_tokenizer_token_id(const lmio_tokenizer *tok, const char *token);
 /* Token string of an id, or NULL. Borrowed: valid until the tokenizer is freed. */
 LMIO_API const char *lmio_tokenizer_token(const lmio_tokenizer *tok, int32_t id);
-/* The end-of-text token's id (first special token), or -1. */
+/* The end-of-text token's id: tokenizer_config.json's (or a GGUF's) eos
+ * token when it names one, else the first special token; -1 if none. */
 LMIO_API int32_t lmio_tokenizer_eos_id(const lmio_tokenizer *tok);
 
 /* text must be UTF-8 (else LMIO_ERR_INVALID_ARG naming the byte offset).
@@ -695,6 +701,41 @@ LMIO_API lmio_status lmio_pretrained_load_with(const char *dir, const lmio_pretr
  * tokenizer needs to be one lmio knows. dst_dir appears whole or not at all. */
 LMIO_API lmio_status lmio_pretrained_convert(const char *src_dir, const char *dst_dir,
                                              const lmio_pretrained_opts *opts, lmio_error *err);
+
+/* ---- GGUF (llama.cpp) ----
+ * lmio_pretrained_load and lmio_pretrained_convert also take a GGUF file
+ * in place of a directory: for an architecture lmio runs (the file's
+ * general.architecture is a model_type), the config comes from its
+ * hyperparameters, tensors get Transformers' names and layouts (llama.cpp's
+ * rotary row order of Llama's q/k undone, GPT-2's Conv1D transposed back),
+ * quantised tensors are dequantised to F32, and the tokenizer comes from
+ * its tokenizer.ggml.* metadata (byte-level BPE; the pre-tokenizer that
+ * tokenizer.ggml.pre names; special tokens and chat template). */
+
+typedef struct lmio_gguf_opts {
+    size_t struct_size; /* sizeof(lmio_gguf_opts), set by the INIT macro */
+    const char *type;   /* the matrices' type: "f32" (NULL), "f16", "bf16",
+                           "q8_0" (quantised as gguf-py's quantize does) */
+    int durable;        /* 1 (default): fsync the file and its directory */
+    lmio_progress_fn progress;
+    void *progress_ctx;
+} lmio_gguf_opts;
+#define LMIO_GGUF_OPTS_INIT {sizeof(lmio_gguf_opts), NULL, 1, NULL, NULL}
+
+/* Writes a GGUF file atomically, as llama.cpp's convert_hf_to_gguf.py
+ * writes one. With a config of an architecture lmio runs: tensors under
+ * llama.cpp's names and layouts (a tied head left out), the hyperparameter
+ * keys (<arch>.context_length, embedding_length, block_count,
+ * feed_forward_length, attention.head_count(_kv), rope.freq_base,
+ * layer_norm(_rms)_epsilon, ...), general.file_type and
+ * quantization_version, and, with tok, tokenizer.ggml.* (model "gpt2",
+ * the pre name of its pre-tokenizer, tokens, token types, merges, special
+ * ids, chat template). Vectors, norms, biases and position embeddings stay
+ * F32; a matrix whose rows Q8_0 cannot split stays F16. With cfg NULL the
+ * state dict is written with its own names and metadata, every floating
+ * matrix in opts->type. */
+LMIO_API lmio_status lmio_gguf_save(const char *path, const lmio_config *cfg, const lmio_statedict *weights,
+                                    const lmio_tokenizer *tok, const lmio_gguf_opts *opts, lmio_error *err);
 
 /* "500MB", "2GB", "10KB", "123" (bytes); decimal units as Hugging Face uses
  * (1 GB = 10^9 bytes), "GiB"/"MiB"/"KiB" binary. */

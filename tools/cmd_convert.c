@@ -8,12 +8,25 @@ const char k_convert_help[] =
     "usage: lmio convert IN OUT [--dtype f32|f16|bf16|f64] [--format NAME]\n"
     "       lmio convert SRC_DIR DST_DIR [--dtype f32|f16|bf16] [--max-shard-size SIZE]\n"
     "                    [--format NAME] [--keep-other-files]\n"
+    "       lmio convert MODEL.gguf DST_DIR [--dtype f32|f16|bf16]\n"
+    "       lmio convert SRC_DIR OUT.gguf --format gguf [--dtype f32|f16|bf16|q8_0]\n"
     "\n"
-    "--format names the output's format: safetensors (default) or pytorch\n"
-    "(also spelled bin or pt: a torch.save checkpoint, pytorch_model.bin in\n"
-    "directories). Inputs are recognised by their bytes, whatever their names\n"
-    "(.bin, .pt, .pth, .safetensors); PyTorch pickles are read without running\n"
-    "anything in them.\n"
+    "--format names the output's format: safetensors (default), pytorch (also\n"
+    "spelled bin or pt: a torch.save checkpoint, pytorch_model.bin in\n"
+    "directories) or gguf (llama.cpp, where q8_0 is one more --dtype). Inputs\n"
+    "are recognised by their bytes, whatever their names (.bin, .pt, .pth,\n"
+    ".safetensors, .gguf); PyTorch pickles are read without running anything\n"
+    "in them.\n"
+    "\n"
+    "A GGUF file becomes a Hugging Face directory that Transformers loads with\n"
+    "no flags: config.json from its metadata, Transformers' tensor names and\n"
+    "layouts, quantised tensors dequantised (F32 unless --dtype), and the\n"
+    "tokenizer files (pre-tokenizer, special tokens, chat template) from its\n"
+    "tokenizer. With --format safetensors it is rewritten as one file with\n"
+    "GGUF's own names instead. --format gguf writes a directory of an\n"
+    "architecture lmio runs as llama.cpp's convert_hf_to_gguf.py would (names,\n"
+    "hyperparameters, tokenizer; vectors and norms F32), or a file with its\n"
+    "own names.\n"
     "\n"
     "Directories, of any architecture: the weights are rewritten (single or\n"
     "sharded at SIZE like 500MB or 2GB), config.json keeps its content (its\n"
@@ -62,6 +75,35 @@ static int convert_dir(const char *in, const char *out, lmio_dtype dt, uint64_t 
     return EXIT_OK;
 }
 
+/* To GGUF: a directory of an architecture lmio runs as llama.cpp's
+ * converter writes it (names, hyperparameters, tokenizer); a file with its
+ * own names. type: f32, f16, bf16 or q8_0. */
+static int convert_to_gguf(const char *in, const char *out, const char *type)
+{
+    lmio_error err;
+    lmio_config *cfg = NULL;
+    lmio_statedict *w = NULL;
+    lmio_tokenizer *tok = NULL;
+    lmio_status s = is_dir(in) ? lmio_pretrained_load(in, &cfg, &w, &tok, &err) : lmio_statedict_open(in, NULL, &w, &err);
+    lmio_gguf_opts o = LMIO_GGUF_OPTS_INIT;
+    o.type = type;
+    progress p;
+    if (!s) {
+        lmio_save_opts so = LMIO_SAVE_OPTS_INIT;
+        attach_progress(&so, &p, "converting");
+        o.progress = so.progress;
+        o.progress_ctx = so.progress_ctx;
+        s = lmio_gguf_save(out, cfg, w, tok, &o, &err);
+        progress_end(&p);
+    }
+    lmio_config_free(cfg);
+    lmio_statedict_free(w);
+    lmio_tokenizer_free(tok);
+    if (s) return fail(&err);
+    printf("wrote %s (GGUF, matrices as %s)\n", tty(out), type ? type : "f32");
+    return EXIT_OK;
+}
+
 static int convert_file(const char *in, const char *out, lmio_dtype dt, const char *format)
 {
     lmio_error err;
@@ -82,7 +124,7 @@ static int convert_file(const char *in, const char *out, lmio_dtype dt, const ch
 
 int cmd_convert(const cli_command *self, int argc, char **argv)
 {
-    const char *in = NULL, *out = NULL, *format = NULL, *v;
+    const char *in = NULL, *out = NULL, *format = NULL, *v, *gguf_type = NULL;
     lmio_dtype dt = LMIO_DTYPE_NONE;
     uint64_t shard = 0;
     int keep = 0;
@@ -97,8 +139,10 @@ int cmd_convert(const cli_command *self, int argc, char **argv)
         } else if (strcmp(argv[i], "--dtype") == 0) {
             if (opt_value(argc, argv, &i, &v)) return usage_error(self->name, "%s", "--dtype needs a value");
             dt = lmio_dtype_parse(v);
-            if (!lmio_dtype_is_convertible_float(dt))
-                return usage_error(self->name, "unknown dtype '%s'; expected f32, f16, bf16 or f64", v);
+            gguf_type = !strcmp(v, "q8_0") || !strcmp(v, "Q8_0") ? "q8_0"
+                        : dt == LMIO_DTYPE_F32 ? "f32" : dt == LMIO_DTYPE_F16 ? "f16" : dt == LMIO_DTYPE_BF16 ? "bf16" : NULL;
+            if (!lmio_dtype_is_convertible_float(dt) && !gguf_type)
+                return usage_error(self->name, "unknown dtype '%s'; expected f32, f16, bf16, f64 (or q8_0 for GGUF)", v);
         } else if (strcmp(argv[i], "--format") == 0) {
             if (opt_value(argc, argv, &i, &format)) return usage_error(self->name, "%s", "--format needs a value");
             if (!lmio_format_can_save(format)) {
@@ -111,7 +155,16 @@ int cmd_convert(const cli_command *self, int argc, char **argv)
         } else if ((rc = take_positional(self->name, argv[i], (const char **[]){&in, &out}, 2))) return rc;
     }
     if (!in || !out) return usage_error(self->name, "%s", "needs IN and OUT");
+    if (format && !strcmp(format, "gguf")) {
+        if (dt != LMIO_DTYPE_NONE && !gguf_type) return usage_error(self->name, "%s", "GGUF holds f32, f16, bf16 or q8_0");
+        if (shard || keep) return usage_error(self->name, "%s", "--max-shard-size and --keep-other-files apply to directories");
+        return convert_to_gguf(in, out, gguf_type);
+    }
+    if (gguf_type && !strcmp(gguf_type, "q8_0")) return usage_error(self->name, "%s", "q8_0 needs --format gguf");
     if (is_dir(in)) return convert_dir(in, out, dt, shard, format, keep);
+    /* a GGUF is a whole model: it becomes a directory unless a file format is asked for */
+    const char *in_format = lmio_format_of(in);
+    if (!format && in_format && !strcmp(in_format, "gguf")) return convert_dir(in, out, dt, shard, NULL, keep);
     if (shard || keep) return usage_error(self->name, "%s", "--max-shard-size and --keep-other-files apply to directories");
     return convert_file(in, out, dt, format);
 }

@@ -15,7 +15,8 @@ const char k_logits_help[] =
     "\n"
     "Run the reference model (fp32) on the ids and write the logits, float32 of\n"
     "shape (len(ids), vocab_size), as a NumPy .npy file. The directory's\n"
-    "model_type must be one lmio can run (the error names them when not).\n";
+    "model_type must be one lmio can run (the error names them when not).\n"
+    "DIR may also be a GGUF file of such an architecture.\n";
 
 const char k_generate_help[] =
     "usage: lmio generate DIR (--prompt TEXT | --ids 1,2,3) [-n N] [--greedy | --temperature T --seed S] [--json]\n"
@@ -25,7 +26,8 @@ const char k_generate_help[] =
     "at the config's eos_token_id. Prints the continuation, or with --json\n"
     "{\"prompt_ids\": [...], \"ids\": [...new ids...], \"text\": \"...\"}.\n"
     "With --ids the prompt is token ids and no tokenizer is needed: the new ids\n"
-    "are printed comma-separated (--json: without \"text\").\n";
+    "are printed comma-separated (--json: without \"text\").\n"
+    "DIR may also be a GGUF file (its tokenizer and stop token come from it).\n";
 
 typedef struct loaded {
     lmio_config *cfg;

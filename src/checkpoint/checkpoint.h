@@ -71,6 +71,22 @@ lmio_status lmio__carry_files(const char *src_dir, const char *dst_dir, int dura
 /* True for a name a weights format uses in a model directory. */
 bool lmio__is_weights_name(const char *name);
 
+/* ---- GGUF files as models (gguf_dir.c) ---- */
+
+/* True when path's first bytes are a GGUF's. */
+bool lmio__is_gguf_file(const char *path);
+/* lmio_pretrained_load for a GGUF file: Transformers' names, the config
+ * from the metadata, the tokenizer from tokenizer.ggml.* (when tok). */
+lmio_status lmio__gguf_load(const char *path, lmio_config **cfg, lmio_statedict **weights, lmio_tokenizer **tok,
+                            lmio_error *err);
+/* A GGUF state dict to a config and Transformers-named weights; on success
+ * *w owns g (its views point into it). */
+lmio_status lmio__gguf_to_hf(lmio_statedict *g, lmio_config **cfg, lmio_statedict **w, lmio_error *err);
+/* Rotary rows between Transformers' order and llama.cpp's (to_gguf: HF
+ * rows in src, GGUF rows out), hd rows per head. */
+void lmio__rope_rows(unsigned char *dst, const unsigned char *src, uint64_t rows, size_t row_bytes, uint64_t hd,
+                     int to_gguf);
+
 /* Removes a tree without following symlinks. */
 void lmio__remove_tree(const char *dir);
 

@@ -215,8 +215,10 @@ lmio_status lmio_pretrained_load_with(const char *dir, const lmio_pretrained_loa
     if (s) return s;
     if (!dir) return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "directory path missing");
     struct stat st;
+    if (stat(dir, &st) == 0 && S_ISREG(st.st_mode) && lmio__is_gguf_file(dir))
+        return lmio__gguf_load(dir, cfg_out, weights, tok, err);
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-        return lmio__fail(err, LMIO_ERR_NOT_FOUND, dir, -1, "", "not a directory; expected a model directory");
+        return lmio__fail(err, LMIO_ERR_NOT_FOUND, dir, -1, "", "not a directory; expected a model directory or a GGUF file");
     if (o.hashes != LMIO_HASHES_SKIP && o.hashes != LMIO_HASHES_CHECK && o.hashes != LMIO_HASHES_REQUIRE)
         return lmio__fail(err, LMIO_ERR_INVALID_ARG, dir, -1, "", "hashes = %d; expected LMIO_HASHES_SKIP, _CHECK or "
                           "_REQUIRE", (int)o.hashes);

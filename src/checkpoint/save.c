@@ -371,9 +371,21 @@ lmio_status lmio_pretrained_convert(const char *src_dir, const char *dst_dir, co
     lmio_status s = lmio__opts_read(&o, sizeof o, opts, "lmio_pretrained_opts", err);
     if (s) return s;
     if (!src_dir || !dst_dir) return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "directory path missing");
+    struct stat st;
+    if (stat(src_dir, &st) == 0 && !S_ISDIR(st.st_mode) && lmio__is_gguf_file(src_dir)) {
+        /* a GGUF: its config, weights and tokenizer become the directory */
+        lmio_config *cfg = NULL;
+        lmio_statedict *w = NULL;
+        lmio_tokenizer *tok = NULL;
+        s = lmio__gguf_load(src_dir, &cfg, &w, &tok, err);
+        if (!s) s = lmio_pretrained_save(dst_dir, cfg, w, tok, &o, err);
+        lmio_config_free(cfg);
+        lmio_statedict_free(w);
+        lmio_tokenizer_free(tok);
+        return s;
+    }
     char cpath[4096];
     if ((s = lmio__path_join(cpath, sizeof cpath, src_dir, "config.json", err))) return s;
-    struct stat st;
     bool has_cfg = stat(cpath, &st) == 0; /* a weights-only directory has none */
     lmio_config *cfg = NULL;
     lmio_statedict *w = NULL;

@@ -280,6 +280,11 @@ lmio_status lmio__statedict_add_view(lmio_statedict *sd, const char *name, size_
                                      lmio_dtype dtype, int ndim, const uint64_t *shape,
                                      const void *data, uint64_t nbytes, int64_t file_offset,
                                      const char *source, lmio_error *err);
+/* Appends a tensor whose data (lmio__malloc'd) the state dict takes over,
+ * freed with it, or at once if the append fails; no file offset. */
+lmio_status lmio__statedict_add_owned(lmio_statedict *sd, const char *name, size_t name_len, lmio_dtype dtype,
+                                      int ndim, const uint64_t *shape, void *data, uint64_t nbytes,
+                                      lmio_error *err);
 /* Adds metadata in any order without the public checks; the reader must
  * call lmio__metadata_sort (which refuses duplicate keys) before handing sd
  * out. */

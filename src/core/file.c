@@ -493,6 +493,11 @@ lmio_status lmio__write_file(const char *path, const void *data, size_t len, int
 
 lmio_status lmio__json_load_file(const char *path, lmio__json **out, lmio_error *err)
 {
+    return lmio__json_load_file_ex(path, 0, out, err);
+}
+
+lmio_status lmio__json_load_file_ex(const char *path, int big_ints, lmio__json **out, lmio_error *err)
+{
     lmio__file f;
     lmio_status s = lmio__file_open(path, 0, &f, err);
     if (s) return s;
@@ -501,7 +506,8 @@ lmio_status lmio__json_load_file(const char *path, lmio__json **out, lmio_error 
         s = lmio__fail(err, LMIO_ERR_FORMAT, path, (int64_t)valid, "", "byte 0x%02x is not valid UTF-8; expected UTF-8 JSON",
                        f.data[valid]);
     } else {
-        s = lmio__json_parse((const char *)f.data, (size_t)f.size, path, 0, out, err);
+        s = (big_ints ? lmio__json_parse_big_ints : lmio__json_parse)((const char *)f.data, (size_t)f.size, path, 0,
+                                                                      out, err);
     }
     lmio__file_close(&f);
     return s;

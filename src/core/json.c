@@ -151,6 +151,12 @@ lmio_status lmio__json_parse(const char *text, size_t n, const char *path, int64
     return parse_flags(text, n, 0, path, base_offset, out, err);
 }
 
+lmio_status lmio__json_parse_big_ints(const char *text, size_t n, const char *path, int64_t base_offset,
+                                      lmio__json **out, lmio_error *err)
+{
+    return parse_flags(text, n, JSON_DECODE_INT_AS_REAL, path, base_offset, out, err);
+}
+
 /* ---- scanning an object member by member ---- */
 
 static bool json_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }

@@ -97,6 +97,13 @@ lmio_status lmio__json_scan_object(const char *text, size_t n, const char *path,
                                    lmio__json_member_fn fn, void *ctx, lmio_error *err);
 /* Reads a whole small file (config, vocabulary) and parses it as JSON. */
 lmio_status lmio__json_load_file(const char *path, lmio__json **out, lmio_error *err);
+/* As lmio__json_parse, but every number is read as a real, so integers
+ * past int64 (Transformers writes model_max_length = 1e30 as an integer)
+ * parse: for files whose numbers lmio does not use. */
+lmio_status lmio__json_parse_big_ints(const char *text, size_t n, const char *path, int64_t base_offset,
+                                      lmio__json **out, lmio_error *err);
+/* lmio__json_load_file, through lmio__json_parse_big_ints when big_ints. */
+lmio_status lmio__json_load_file_ex(const char *path, int big_ints, lmio__json **out, lmio_error *err);
 
 /* Serialises in insertion order, as the tokenizers library writes:
  * indent > 0 puts each member on its own line indented by that many spaces

@@ -206,6 +206,15 @@ lmio_status lmio__statedict_add_view(lmio_statedict *sd, const char *name, size_
                   source ? source : sd->path, err);
 }
 
+lmio_status lmio__statedict_add_owned(lmio_statedict *sd, const char *name, size_t name_len, lmio_dtype dtype,
+                                      int ndim, const uint64_t *shape, void *data, uint64_t nbytes,
+                                      lmio_error *err)
+{
+    uint64_t numel = 0;
+    lmio__numel(ndim, shape, &numel);
+    return append(sd, name, name_len, dtype, ndim, shape, numel, data, nbytes, data, -1, NULL, err);
+}
+
 lmio_status lmio_statedict_add(lmio_statedict *sd, const char *name, lmio_dtype dtype, int ndim,
                                const uint64_t *shape, const void *data, uint64_t nbytes,
                                lmio_ownership ownership, lmio_error *err)

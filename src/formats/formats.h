@@ -174,6 +174,7 @@ typedef struct lmio__pickler {
 } lmio__pickler;
 void lmio__pkw_op(lmio__pickler *w, unsigned char op);
 void lmio__pkw_int(lmio__pickler *w, int64_t v);
+void lmio__pkw_float(lmio__pickler *w, double v); /* BINFLOAT */
 void lmio__pkw_str(lmio__pickler *w, const char *s, size_t n);
 /* A string, or a global, stored once and fetched from the memo after that
  * (the strings must outlive w). */
@@ -181,6 +182,68 @@ void lmio__pkw_str_memo(lmio__pickler *w, const char *s);
 void lmio__pkw_global(lmio__pickler *w, const char *module, const char *name);
 void lmio__pkw_int_tuple(lmio__pickler *w, const uint64_t *v, int n);
 
+/* A Python value for torch.save to hold when a flat state dict is not
+ * enough (an optimizer's state_dict()): a tree of nodes the caller owns.
+ * A dict's children carry their keys (key, or ikey when key is NULL); a
+ * tensor node names a tensor of the state dict given beside the tree. */
+typedef enum lmio__pyv_kind {
+    LMIO__PYV_NONE,
+    LMIO__PYV_BOOL,   /* i: 0 or 1 */
+    LMIO__PYV_INT,    /* i */
+    LMIO__PYV_FLOAT,  /* f */
+    LMIO__PYV_STR,    /* s, NUL-terminated */
+    LMIO__PYV_TENSOR, /* i: index into the state dict */
+    LMIO__PYV_LIST,
+    LMIO__PYV_TUPLE,
+    LMIO__PYV_DICT    /* insertion-ordered, as Python's dict */
+} lmio__pyv_kind;
+
+typedef struct lmio__pyv {
+    lmio__pyv_kind kind;
+    const char *key; /* as a dict's child */
+    int64_t ikey;
+    int64_t i;
+    double f;
+    const char *s;
+    const struct lmio__pyv *items; /* list, tuple, dict */
+    size_t n;
+} lmio__pyv;
+
+/* Writes root with torch.save's archive layout and protocol-2 opcodes
+ * (torch_zip.c): each tensor as _rebuild_tensor_v2/v3 of a persistent
+ * storage, storages shared where sd's bytes overlap, numbered in the order
+ * the tree first reaches them. Atomic, through lmio__outfile; o is
+ * complete. Every string in the tree must outlive the call. */
+lmio_status lmio__torch_save_tree(const char *path, const lmio__pyv *root, const lmio_statedict *sd,
+                                  const lmio_save_opts *o, lmio_error *err);
+
+/* ---- GGUF writing (gguf.c) ---- */
+
+/* Writes sd as GGUF v3 (alignment 32) atomically: metadata typed from its
+ * text (see put_meta_value), tensors with their names and shapes; types[i]
+ * is tensor i's ggml type (0 F32, 1 F16, 30 BF16, 8 Q8_0, or UINT32_MAX:
+ * its dtype, or o->dtype for floats), or types is NULL for all UINT32_MAX. */
+lmio_status lmio__gguf_write(const lmio_statedict *sd, const char *path, const uint32_t *types,
+                             const lmio_save_opts *o, lmio_error *err);
+
+/* ---- ggml's tensor types (gguf_quant.c) ---- */
+
+typedef struct lmio__ggml_type {
+    const char *name; /* "Q4_1", as ggml and gguf-py spell it */
+    uint32_t id;      /* enum ggml_type */
+    uint32_t block_elems, block_bytes;
+} lmio__ggml_type;
+
+/* The type with enum value id; NULL for ids ggml never had or removed. */
+const lmio__ggml_type *lmio__ggml_type_find(uint32_t id);
+/* Whether lmio__ggml_dequantize handles id (the block types lmio reads). */
+bool lmio__ggml_can_dequantize(uint32_t id);
+/* n_blocks blocks of type id at src to f32 at dst, as gguf-py's dequantize
+ * computes them. Only reads and computes: safe inside lmio__guarded. */
+void lmio__ggml_dequantize(uint32_t id, const unsigned char *src, float *dst, uint64_t n_blocks);
+/* n_blocks of 32 floats to Q8_0 blocks (34 bytes each), as gguf-py's
+ * quantize (and ggml's quantize_row_q8_0_ref) does. */
+void lmio__ggml_quantize_q8_0(const float *x, unsigned char *dst, uint64_t n_blocks);
 /* ---- TorchScript archives (torchscript.c) ---- */
 
 /* Appends to code the methods, in TorchScript's Python dialect and indented

@@ -468,6 +468,11 @@ const char *lmio__onnx_const_i64(lmio__onnx *g, const int64_t *v, int ndim, cons
 
 const char *lmio__onnx_const_f32(lmio__onnx *g, float v) { return constant(g, LMIO__ONNX_FLOAT, &v, 0, NULL); }
 
+const char *lmio__onnx_const_f32s(lmio__onnx *g, const float *v, int ndim, const int64_t *dims)
+{
+    return constant(g, LMIO__ONNX_FLOAT, v, ndim, dims);
+}
+
 /* ---- serialising ---- */
 
 static uint64_t align_up(uint64_t v) { return (v + LMIO__ONNX_DATA_ALIGN - 1) / LMIO__ONNX_DATA_ALIGN * LMIO__ONNX_DATA_ALIGN; }

@@ -129,6 +129,9 @@ const char *lmio__onnx_weight(lmio__onnx *g, const lmio_tensor *t);
 /* Small constants, copied into the graph. ndim 0 is a scalar. */
 const char *lmio__onnx_const_i64(lmio__onnx *g, const int64_t *v, int ndim, const int64_t *dims);
 const char *lmio__onnx_const_f32(lmio__onnx *g, float v); /* a scalar */
+/* A float32 tensor of computed values (rotary tables), copied and kept in
+ * f32 whatever the store dtype, so the graph uses the very values. */
+const char *lmio__onnx_const_f32s(lmio__onnx *g, const float *v, int ndim, const int64_t *dims);
 
 typedef struct lmio__onnx_write_opts {
     const char *path;      /* the .onnx file */

@@ -28,6 +28,17 @@ lmio_status lmio_statedict_open(const char *path, const lmio_open_opts *opts,
     return s;
 }
 
+const char *lmio_format_of(const char *path)
+{
+    unsigned char head[64];
+    FILE *f = path ? fopen(path, "rb") : NULL;
+    if (!f) return NULL;
+    size_t n = fread(head, 1, sizeof head, f);
+    long size = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    fclose(f);
+    return lmio__format_sniff(head, n, size > 0 ? (uint64_t)size : 0)->name;
+}
+
 /* Names of the formats that can save, for a message. */
 static void writable_names(char *buf, size_t cap)
 {

@@ -988,6 +988,15 @@ void lmio__pkw_int(lmio__pickler *w, int64_t v)
     }
 }
 
+void lmio__pkw_float(lmio__pickler *w, double v)
+{
+    uint64_t u;
+    memcpy(&u, &v, sizeof u);
+    unsigned char b[9] = {'G'};
+    for (int i = 0; i < 8; i++) b[1 + i] = (unsigned char)(u >> (56 - 8 * i)); /* big-endian */
+    lmio__buf_put(&w->b, b, 9);
+}
+
 void lmio__pkw_str(lmio__pickler *w, const char *s, size_t n)
 {
     unsigned char h[5] = {'X', (unsigned char)n, (unsigned char)(n >> 8), (unsigned char)(n >> 16),

@@ -442,14 +442,13 @@ static size_t group_storages(wten *ts, size_t n, span *order, wstore *st)
     return ns;
 }
 
-/* One entry of the state dict: name -> _rebuild_tensor_v2/v3(...). */
+/* A tensor: _rebuild_tensor_v2/v3(...) of its persistent storage. */
 static void pickle_tensor(lmio__pickler *w, const wten *x, const wstore *s)
 {
     const char *cls, *dtn;
     lmio__torch_dtype(x->out, &cls, &dtn);
     char key[24];
     int kl = snprintf(key, sizeof key, "%zu", s->key);
-    lmio__pkw_str(w, x->t.name, strlen(x->t.name));
     lmio__pkw_global(w, "torch._utils", cls ? "_rebuild_tensor_v2" : "_rebuild_tensor_v3");
     lmio__pkw_op(w, '(');
     lmio__pkw_op(w, '(');
@@ -491,10 +490,87 @@ static void build_pickle(lmio__pickler *w, const wten *ts, size_t n, const wstor
     for (size_t b = 0; b < n; b += 1000) {
         size_t e = n - b < 1000 ? n : b + 1000;
         if (e - b > 1) lmio__pkw_op(w, '(');
-        for (size_t i = b; i < e; i++) pickle_tensor(w, &ts[i], &st[ts[i].store]);
+        for (size_t i = b; i < e; i++) {
+            lmio__pkw_str(w, ts[i].t.name, strlen(ts[i].t.name));
+            pickle_tensor(w, &ts[i], &st[ts[i].store]);
+        }
         lmio__pkw_op(w, e - b > 1 ? 'u' : 's');
     }
     lmio__pkw_op(w, '.');
+}
+
+#define MAX_TREE_DEPTH 64
+
+/* Checks a tree before anything is written (tensor indices in range,
+ * known kinds, bounded depth) and numbers the storages in the order the
+ * tree reaches them, as torch's persistent_id does. */
+static lmio_status tree_keys(const lmio__pyv *v, wten *ts, size_t n, wstore *st, size_t *next, int depth,
+                             const char *path, lmio_error *err)
+{
+    if (depth > MAX_TREE_DEPTH)
+        return lmio__fail(err, LMIO_ERR_LIMIT, path, -1, "", "value nested deeper than %d; expected a flatter tree",
+                          MAX_TREE_DEPTH);
+    if ((unsigned)v->kind > LMIO__PYV_DICT)
+        return lmio__fail(err, LMIO_ERR_INVALID_ARG, path, -1, "", "value of kind %d; expected a lmio__pyv_kind",
+                          (int)v->kind);
+    if (v->kind == LMIO__PYV_TENSOR) {
+        if (v->i < 0 || (uint64_t)v->i >= n)
+            return lmio__fail(err, LMIO_ERR_INVALID_ARG, path, -1, "", "tensor %lld of a state dict of %zu; "
+                              "expected an index below %zu", (long long)v->i, n, n);
+        wstore *s = &st[ts[v->i].store];
+        if (s->key == SIZE_MAX) s->key = (*next)++;
+        return LMIO_OK;
+    }
+    if (v->kind == LMIO__PYV_STR && !v->s)
+        return lmio__fail(err, LMIO_ERR_INVALID_ARG, path, -1, "", "str value without text; expected a string");
+    if (v->kind < LMIO__PYV_LIST) return LMIO_OK;
+    for (size_t i = 0; i < v->n; i++) {
+        lmio_status s = tree_keys(&v->items[i], ts, n, st, next, depth + 1, path, err);
+        if (s) return s;
+    }
+    return LMIO_OK;
+}
+
+static void pickle_value(lmio__pickler *w, const lmio__pyv *v, const wten *ts, const wstore *st);
+
+/* CPython's batching: items in groups of 1000, a lone item with the
+ * single-item opcode. Dict keys are memoised, as they repeat. */
+static void pickle_items(lmio__pickler *w, const lmio__pyv *v, const wten *ts, const wstore *st)
+{
+    bool dict = v->kind == LMIO__PYV_DICT;
+    for (size_t b = 0; b < v->n; b += 1000) {
+        size_t e = v->n - b < 1000 ? v->n : b + 1000;
+        if (e - b > 1) lmio__pkw_op(w, '(');
+        for (size_t i = b; i < e; i++) {
+            const lmio__pyv *x = &v->items[i];
+            if (dict && x->key) lmio__pkw_str_memo(w, x->key);
+            else if (dict) lmio__pkw_int(w, x->ikey);
+            pickle_value(w, x, ts, st);
+        }
+        lmio__pkw_op(w, e - b > 1 ? (dict ? 'u' : 'e') : (dict ? 's' : 'a'));
+    }
+}
+
+static void pickle_value(lmio__pickler *w, const lmio__pyv *v, const wten *ts, const wstore *st)
+{
+    switch (v->kind) {
+    case LMIO__PYV_NONE: lmio__pkw_op(w, 'N'); break;
+    case LMIO__PYV_BOOL: lmio__pkw_op(w, v->i ? 0x88 : 0x89); break;
+    case LMIO__PYV_INT: lmio__pkw_int(w, v->i); break;
+    case LMIO__PYV_FLOAT: lmio__pkw_float(w, v->f); break;
+    case LMIO__PYV_STR: lmio__pkw_str(w, v->s, strlen(v->s)); break;
+    case LMIO__PYV_TENSOR: pickle_tensor(w, &ts[v->i], &st[ts[v->i].store]); break;
+    case LMIO__PYV_TUPLE:
+        if (v->n > 3 || v->n == 0) lmio__pkw_op(w, v->n ? '(' : ')');
+        for (size_t i = 0; i < v->n; i++) pickle_value(w, &v->items[i], ts, st);
+        if (v->n) lmio__pkw_op(w, v->n > 3 ? 't' : (unsigned char)(0x84 + v->n));
+        break;
+    case LMIO__PYV_LIST:
+    case LMIO__PYV_DICT:
+        lmio__pkw_op(w, v->kind == LMIO__PYV_DICT ? '}' : ']');
+        pickle_items(w, v, ts, st);
+        break;
+    }
 }
 
 #define CONVERT_CHUNK_ELEMS (1u << 20)
@@ -589,28 +665,40 @@ static lmio_status collect(const lmio_statedict *sd, const lmio_save_opts *o, co
     return LMIO_OK;
 }
 
-static lmio_status tz_save(const lmio_statedict *sd, const char *path, const lmio_save_opts *o, lmio_error *err)
+/* A flat state dict (tree NULL: an OrderedDict of sd's tensors in order)
+ * or a tree holding sd's tensors. */
+static lmio_status save_archive(const lmio_statedict *sd, const lmio__pyv *tree, const char *path,
+                                const lmio_save_opts *o, lmio_error *err)
 {
     size_t n = lmio_statedict_count(sd);
     wten *ts = lmio__calloc(n ? n : 1, sizeof *ts);
     wstore *st = lmio__calloc(n ? n : 1, sizeof *st);
     span *order = lmio__calloc(n ? n : 1, sizeof *order);
+    wstore *sorted = NULL;
     lmio__pickler pk = {0};
     wjob j = {.o = o, .path = path};
     lmio_status s = !ts || !st || !order ? lmio__fail(err, LMIO_ERR_NOMEM, path, -1, "", "out of memory")
                                          : collect(sd, o, path, ts, n, err);
     if (s) goto done;
     size_t ns = group_storages(ts, n, order, st), next = 0;
-    for (size_t i = 0; i < n; i++) /* keys in order of first use, as torch numbers them */
+    if (tree) s = tree_keys(tree, ts, n, st, &next, 0, path, err);
+    /* keys in order of first use, as torch numbers them (a tree's unused
+     * tensors last) */
+    for (size_t i = 0; i < n; i++)
         if (st[ts[i].store].key == SIZE_MAX) st[ts[i].store].key = next++;
     /* stores in key order: data/0, data/1, ... */
-    wstore *sorted = lmio__calloc(ns ? ns : 1, sizeof *sorted);
-    if (!sorted) {
-        s = lmio__fail(err, LMIO_ERR_NOMEM, path, -1, "", "out of memory");
-        goto done;
-    }
+    sorted = lmio__calloc(ns ? ns : 1, sizeof *sorted);
+    if (!s && !sorted) s = lmio__fail(err, LMIO_ERR_NOMEM, path, -1, "", "out of memory");
+    if (s) goto done;
     for (size_t k = 0; k < ns; k++) sorted[st[k].key] = st[k];
-    build_pickle(&pk, ts, n, st);
+    if (tree) {
+        lmio__pkw_op(&pk, 0x80);
+        lmio__pkw_op(&pk, 2);
+        pickle_value(&pk, tree, ts, st);
+        lmio__pkw_op(&pk, '.');
+    } else {
+        build_pickle(&pk, ts, n, st);
+    }
     if (pk.b.oom) s = lmio__fail(err, LMIO_ERR_NOMEM, path, -1, "", "out of memory building data.pkl");
     j.total = pk.b.len;
     for (size_t k = 0; k < ns; k++) j.total += sorted[k].numel * (lmio_dtype_bits(sorted[k].out) / 8);
@@ -621,14 +709,28 @@ static lmio_status tz_save(const lmio_statedict *sd, const char *path, const lmi
         if (s) lmio__outfile_abort(&out);
         else s = lmio__outfile_commit(&out, o->durable, err);
     }
-    lmio__free(sorted);
 done:
+    lmio__free(sorted);
     lmio__buf_free(&pk.b);
     lmio__free(j.cbuf);
     lmio__free(order);
     lmio__free(st);
     lmio__free(ts);
     return s;
+}
+
+static lmio_status tz_save(const lmio_statedict *sd, const char *path, const lmio_save_opts *o, lmio_error *err)
+{
+    return save_archive(sd, NULL, path, o, err);
+}
+
+lmio_status lmio__torch_save_tree(const char *path, const lmio__pyv *root, const lmio_statedict *sd,
+                                  const lmio_save_opts *o, lmio_error *err)
+{
+    if (!path || !root || !sd || !o)
+        return lmio__fail(err, LMIO_ERR_INVALID_ARG, path ? path : "", -1, "", "path, tree, state dict or options "
+                          "missing");
+    return save_archive(sd, root, path, o, err);
 }
 
 /* A zip local header ("PK\3\4" and a compression method below 100: a

@@ -53,6 +53,18 @@ typedef struct lmio__tensor_spec {
 
 /* ---- architectures ---- */
 
+/* A llama.cpp hyperparameter ("<model_type>.<gguf>" in a GGUF) and the
+ * config key it is, both ways: GGUF -> config.json and back. */
+typedef struct lmio__gguf_key {
+    const char *gguf;   /* "embedding_length" */
+    const char *config; /* "n_embd" */
+    char type;          /* 'u': UINT32, 'f': FLOAT32, as llama.cpp reads them */
+    /* When the config has no value (or null): mult times the value of this
+     * other config key (GPT-2's n_inner: 4 * n_embd); NULL: left out. */
+    const char *fallback;
+    unsigned mult;
+} lmio__gguf_key;
+
 typedef struct lmio__arch {
     const char *model_type;    /* config.json's "model_type", e.g. gpt2 */
     const char *hf_class;      /* written to "architectures": "GPT2LMHeadModel" */
@@ -79,6 +91,9 @@ typedef struct lmio__arch {
     void (*free)(void *model);
     size_t (*vocab_size)(const void *model);
     size_t (*max_positions)(const void *model);
+    /* Hyperparameters in GGUF (the GGUF architecture name is model_type). */
+    const lmio__gguf_key *gguf_keys;
+    size_t n_gguf_keys;
     /* TorchScript export (lmio_export_torchscript): appends the methods of
      * the module class at node, as lmio__ts_methods_fn in formats.h says
      * (node "" is the root, whose forward(self, input_ids: Tensor) -> Tensor
@@ -140,6 +155,8 @@ bool lmio__tensor_name(const char *pattern, size_t layer, char *buf, size_t cap)
 /* The spec whose hf_name pattern matches name ("{L}" matching a decimal
  * layer index, stored in *layer when non-NULL); NULL if none. */
 const lmio__tensor_spec *lmio__arch_spec(const lmio__arch *a, const char *name, size_t *layer);
+/* The same by GGUF name ("blk.{L}.attn_q.weight"). */
+const lmio__tensor_spec *lmio__arch_spec_gguf(const lmio__arch *a, const char *name, size_t *layer);
 /* Whether name is one of a's legacy buffers. */
 bool lmio__arch_dropped(const lmio__arch *a, const char *name);
 /* The config's tie_word_embeddings (with the architecture's default;

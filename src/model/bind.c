@@ -37,6 +37,13 @@ const lmio__tensor_spec *lmio__arch_spec(const lmio__arch *a, const char *name, 
     return NULL;
 }
 
+const lmio__tensor_spec *lmio__arch_spec_gguf(const lmio__arch *a, const char *name, size_t *layer)
+{
+    for (size_t i = 0; a && i < a->n_tensors; i++)
+        if (a->tensors[i].gguf_name && match(a->tensors[i].gguf_name, name, layer)) return &a->tensors[i];
+    return NULL;
+}
+
 bool lmio__arch_dropped(const lmio__arch *a, const char *name)
 {
     size_t n = strlen(name);

@@ -64,6 +64,98 @@ static bool unicode_to_bytes(const char *s, size_t n, lmio__buf *out)
     return true;
 }
 
+/* ---- pre-tokenizer patterns ---- */
+
+/* tokenizers compiles patterns with Oniguruma, whose \s is Unicode
+ * White_Space; PCRE2's leaves out U+0085. Spelling \s and \S out as the
+ * set keeps PCRE2 splitting where tokenizers does. NULL when out of memory
+ * (*unsupported false) or when \S appears inside a class (true; no pattern
+ * of the table does that). */
+static char *pcre_pattern(const char *p, bool *unsupported)
+{
+    *unsupported = false;
+    lmio__buf b = {0};
+    bool in_class = false;
+    for (; *p; p++) {
+        if (p[0] == '\\' && p[1]) {
+            if (p[1] == 's') lmio__buf_puts(&b, in_class ? LMIO__WS : "[" LMIO__WS "]");
+            else if (p[1] == 'S' && !in_class) lmio__buf_puts(&b, "[^" LMIO__WS "]");
+            else if (p[1] == 'S') { lmio__buf_free(&b); *unsupported = true; return NULL; }
+            else lmio__buf_put(&b, p, 2);
+            p++;
+            continue;
+        }
+        if (*p == '[' && !in_class) {
+            in_class = true;
+            lmio__buf_put(&b, p, 1);
+            if (p[1] == '^') lmio__buf_put(&b, ++p, 1);
+            if (p[1] == ']') lmio__buf_put(&b, ++p, 1); /* a literal ] first in a class */
+            continue;
+        }
+        if (*p == ']' && in_class) in_class = false;
+        lmio__buf_put(&b, p, 1);
+    }
+    lmio__buf_put(&b, "", 0);
+    if (b.oom) { lmio__buf_free(&b); return NULL; }
+    return b.data;
+}
+
+static void free_pre(lmio_tokenizer *t)
+{
+    for (size_t i = 0; i < t->n_pre; i++) {
+        lmio__free((char *)t->pre[i].pattern);
+        lmio__regex_free(t->pre_re[i]);
+        t->pre_re[i] = NULL;
+    }
+    t->n_pre = 0;
+}
+
+lmio_status lmio__tok_set_pre(lmio_tokenizer *t, const lmio__pre_step *steps, size_t n, const char *path,
+                              lmio_error *err)
+{
+    if (n > LMIO__PRE_MAX)
+        return lmio__fail(err, LMIO_ERR_UNSUPPORTED, path, -1, "pre_tokenizer", "%zu pre-tokenizer steps; expected at most %d",
+                          n, LMIO__PRE_MAX);
+    free_pre(t);
+    for (size_t i = 0; i < n; i++) {
+        const lmio__pre_step *st = &steps[i];
+        const char *pat = st->kind == LMIO__PRE_DIGITS ? (st->flag ? "\\p{N}" : "\\p{N}+")
+                          : st->kind == LMIO__PRE_BYTELEVEL && !st->flag ? NULL : st->pattern;
+        char *copy = st->pattern ? lmio__strdup(st->pattern) : NULL;
+        t->pre[i] = (lmio__pre_step){st->kind, copy, st->flag};
+        t->n_pre = i + 1;
+        if (st->pattern && !copy) return lmio__fail(err, LMIO_ERR_NOMEM, path, -1, "", "out of memory");
+        if (!pat) continue;
+        bool unsupported;
+        char *pc = pcre_pattern(pat, &unsupported);
+        if (!pc && !unsupported) return lmio__fail(err, LMIO_ERR_NOMEM, path, -1, "", "out of memory");
+        if (!pc)
+            return lmio__fail(err, LMIO_ERR_UNSUPPORTED, path, -1, "pre_tokenizer",
+                              "pre-tokenizer pattern \"%.200s\" uses \\S inside a class; expected a pattern lmio can "
+                              "translate",
+                              pat);
+        lmio_status s = lmio__regex_compile(pc, &t->pre_re[i], err);
+        lmio__free(pc);
+        if (s == LMIO_ERR_NOMEM) return s;
+        if (s) {
+            char why[256];
+            snprintf(why, sizeof why, "%.200s", err ? err->message : "");
+            return lmio__fail(err, LMIO_ERR_UNSUPPORTED, path, -1, "pre_tokenizer",
+                              "pre-tokenizer pattern \"%.200s\" does not compile: %s", pat, why);
+        }
+    }
+    return LMIO_OK;
+}
+
+lmio_status lmio__tok_set_role(lmio_tokenizer *t, int role, const char *content, lmio_error *err)
+{
+    char *c = content ? lmio__strdup(content) : NULL;
+    if (content && !c) return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
+    lmio__free(t->role[role]);
+    t->role[role] = c;
+    return LMIO_OK;
+}
+
 /* ---- construction ---- */
 
 lmio_status lmio__tok_new(lmio_tokenizer **out, lmio_error *err)
@@ -78,6 +170,11 @@ lmio_status lmio__tok_new(lmio_tokenizer **out, lmio_error *err)
     }
     t->model_max_length = 1024;
     for (int i = 0; i < 256; i++) t->byte_id[i] = -1;
+    const lmio__pretok *gpt2 = lmio__pretok_default();
+    if ((s = lmio__tok_set_pre(t, gpt2->steps, gpt2->n_steps, "", err))) {
+        lmio_tokenizer_free(t);
+        return s;
+    }
     *out = t;
     return LMIO_OK;
 }
@@ -99,6 +196,9 @@ void lmio_tokenizer_free(lmio_tokenizer *t)
     lmio__smap_free(&t->by_str);
     lmio__umap_free(&t->merges);
     lmio__regex_free(t->re);
+    free_pre(t);
+    for (int i = 0; i < LMIO__ROLE_COUNT; i++) lmio__free(t->role[i]);
+    lmio__free(t->chat_template);
     lmio__free(t);
 }
 
@@ -199,17 +299,18 @@ lmio_status lmio__tok_add_added(lmio_tokenizer *t, const char *content, bool spe
     return LMIO_OK;
 }
 
+/* A vocabulary may lack some byte tokens (SmolLM2's has no control
+ * bytes): such bytes are dropped when encoding, as tokenizers drops
+ * characters its BPE has no token and no unk_token for. */
 lmio_status lmio__tok_finish(lmio_tokenizer *t, const char *path, lmio_error *err)
 {
+    LMIO_UNUSED(path);
+    LMIO_UNUSED(err);
     for (int b = 0; b < 256; b++) {
         char u[2];
         size_t k = put_utf8(u, g_b2u[b]);
         uint32_t id;
-        if (!lmio__smap_get(&t->by_str, u, k, &id))
-            return lmio__fail(err, LMIO_ERR_FORMAT, path, -1, "",
-                              "the vocabulary has no token for byte 0x%02x; expected all 256 byte tokens "
-                              "(byte-level BPE)", b);
-        t->byte_id[b] = (int32_t)id;
+        t->byte_id[b] = lmio__smap_get(&t->by_str, u, k, &id) ? (int32_t)id : -1;
     }
     return LMIO_OK;
 }
@@ -229,6 +330,7 @@ const char *lmio_tokenizer_token(const lmio_tokenizer *t, int32_t id)
 
 int32_t lmio_tokenizer_eos_id(const lmio_tokenizer *t)
 {
+    if (t && t->role[LMIO__ROLE_EOS]) return lmio_tokenizer_token_id(t, t->role[LMIO__ROLE_EOS]);
     for (size_t i = 0; t && i < t->n_added; i++)
         if (t->added[i].special) return t->added[i].id;
     return -1;
@@ -335,7 +437,7 @@ static size_t bpe_word(const lmio_tokenizer *t, merge_buf *b, size_t n)
 
 typedef struct enc_state {
     const lmio_tokenizer *t;
-    void *md;
+    void *md[LMIO__PRE_MAX]; /* match data per pre-tokenizer step */
     lmio__smap cache;   /* word bytes (borrowed from the text) -> entry */
     ids_vec pool;       /* cached id runs */
     uint32_t *c_off, *c_len;
@@ -379,8 +481,22 @@ static void encode_word(enc_state *st, const char *w, size_t n, ids_vec *out)
     }
     if (!merge_buf_reserve(&st->mb, n)) { st->oom = true; return; }
     int32_t *sym = st->mb.sym;
-    for (size_t i = 0; i < n; i++) sym[i] = st->t->byte_id[(unsigned char)w[i]];
-    size_t m = bpe_word(st->t, &st->mb, n);
+    size_t m = 0;
+    if (st->t->ignore_merges) { /* tokenizers' ignore_merges: a word in the vocabulary is not merged */
+        lmio__buf b = {0};
+        uint32_t id;
+        lmio__bytes_to_unicode(&b, (const unsigned char *)w, n);
+        if (b.oom) st->oom = true;
+        else if (lmio__smap_get(&st->t->by_str, b.data, b.len, &id)) sym[m++] = (int32_t)id;
+        lmio__buf_free(&b);
+        if (st->oom) return;
+    }
+    if (!m) {
+        size_t k = 0; /* bytes without a token drop out; their neighbours become adjacent */
+        for (size_t i = 0; i < n; i++)
+            if ((sym[k] = st->t->byte_id[(unsigned char)w[i]]) >= 0) k++;
+        m = k ? bpe_word(st->t, &st->mb, k) : 0;
+    }
     for (size_t i = 0; i < m; i++) ids_push(out, sym[i]);
     /* remember it (bounded, so a huge text cannot grow the cache forever) */
     if (st->c_n < (1u << 20)) {
@@ -405,19 +521,42 @@ static void encode_word(enc_state *st, const char *w, size_t n, ids_vec *out)
     }
 }
 
+/* Length of the UTF-8 character at s (the text is valid UTF-8). */
+static size_t char_len(unsigned char c) { return c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4; }
+
+/* Runs pre-tokenizer step k on the piece s[0..n): each match and each
+ * stretch between matches becomes a piece for step k + 1, as tokenizers'
+ * isolated split does; past the last step a piece is a word to merge. The
+ * regex sees only the piece, so a look-ahead stops at its end, as it does
+ * in tokenizers, where each piece is a string of its own. */
+static bool pre_split(enc_state *st, size_t k, const char *s, size_t n, ids_vec *out)
+{
+    const lmio_tokenizer *t = st->t;
+    while (k < t->n_pre && !t->pre_re[k]) k++; /* a ByteLevel that only maps bytes */
+    if (k == t->n_pre) {
+        if (n) encode_word(st, s, n, out);
+        return true;
+    }
+    size_t pos = 0, from = 0, ms, me;
+    while (pos < n) {
+        int r = lmio__regex_next(t->pre_re[k], st->md[k], s, n, pos, &ms, &me);
+        if (r < 0) return false;
+        if (r == 0) break;
+        if (me == ms) { /* an empty match splits nothing */
+            pos = ms + char_len((unsigned char)s[ms]);
+            continue;
+        }
+        if (ms > from && !pre_split(st, k + 1, s + from, ms - from, out)) return false;
+        if (!pre_split(st, k + 1, s + ms, me - ms, out)) return false;
+        pos = from = me;
+    }
+    return from >= n || pre_split(st, k + 1, s + from, n - from, out);
+}
+
 /* Splits a stretch of text that holds no added token into pre-tokens. */
 static bool encode_plain(enc_state *st, const char *text, size_t len, ids_vec *out)
 {
-    size_t pos = 0, ms, me;
-    while (pos < len) {
-        int r = lmio__regex_next(st->t->re, st->md, text, len, pos, &ms, &me);
-        if (r < 0) return false;
-        if (r == 0) break;
-        if (me == ms) { pos = me + 1; continue; } /* the pattern never matches empty; be safe */
-        encode_word(st, text + ms, me - ms, out);
-        pos = me;
-    }
-    return true;
+    return pre_split(st, 0, text, len, out);
 }
 
 /* Where added token i next occurs at or after pos; len when it does not. */
@@ -461,10 +600,13 @@ lmio_status lmio_tokenizer_encode(const lmio_tokenizer *t, const char *text, siz
     if (valid != len)
         return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", (int64_t)valid, "",
                           "byte 0x%02x is not valid UTF-8; expected UTF-8 text", (unsigned char)text[valid]);
-    enc_state st = {.t = t, .md = lmio__regex_match_data(t->re)};
+    enc_state st = {.t = t};
+    bool md_ok = true;
+    for (size_t k = 0; k < t->n_pre; k++)
+        if (t->pre_re[k] && !(st.md[k] = lmio__regex_match_data(t->pre_re[k]))) md_ok = false;
     ids_vec out = {0};
     size_t *next = t->n_added ? lmio__malloc(t->n_added * sizeof *next) : NULL;
-    bool ok = st.md != NULL && (next || !t->n_added);
+    bool ok = md_ok && (next || !t->n_added);
     for (size_t i = 0; ok && i < t->n_added; i++) next[i] = find_added(t, i, text, len, 0);
     size_t pos = 0;
     while (ok && pos < len) {
@@ -478,9 +620,10 @@ lmio_status lmio_tokenizer_encode(const lmio_tokenizer *t, const char *text, siz
             pos = len;
         }
     }
-    bool oom = !st.md || (t->n_added && !next) || st.oom || out.oom || st.pool.oom;
+    bool oom = !md_ok || (t->n_added && !next) || st.oom || out.oom || st.pool.oom;
     lmio__free(next);
-    lmio__regex_match_data_free(st.md);
+    for (size_t k = 0; k < t->n_pre; k++)
+        if (st.md[k]) lmio__regex_match_data_free(st.md[k]);
     lmio__smap_free(&st.cache);
     lmio__free(st.pool.v);
     lmio__free(st.c_off);

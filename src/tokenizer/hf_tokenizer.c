@@ -133,24 +133,71 @@ static lmio_status load_added_array(lmio_tokenizer *t, lmio__json *arr, const ch
     return LMIO_OK;
 }
 
-/* Only GPT-2-style byte-level BPE is implemented; say so plainly otherwise. */
-static lmio_status check_pipeline(lmio__json *root, const char *path, lmio_error *err)
+/* One pre_tokenizer object into steps: the kinds byte-level BPE families
+ * use (ByteLevel without a prefix space, Split by a regex keeping matches
+ * and the text between them, Digits, a Sequence of these); others are
+ * refused by name rather than encoded differently from tokenizers. */
+static lmio_status parse_pre(lmio__json *pre, lmio__pre_step *steps, size_t *n, int depth, const char *path,
+                             lmio_error *err)
+{
+    const char *type = lmio__json_string_value(lmio__json_get(pre, "type"));
+    if (type && !strcmp(type, "Sequence") && depth == 0) {
+        lmio__json *items = lmio__json_get(pre, "pretokenizers");
+        for (size_t i = 0; lmio__json_is_array(items) && i < lmio__json_array_size(items); i++) {
+            lmio_status s = parse_pre(lmio__json_array_get(items, i), steps, n, 1, path, err);
+            if (s) return s;
+        }
+        return LMIO_OK;
+    }
+    if (*n == LMIO__PRE_MAX)
+        return lmio__fail(err, LMIO_ERR_UNSUPPORTED, path, -1, "pre_tokenizer", "more than %d pre-tokenizer steps",
+                          LMIO__PRE_MAX);
+    lmio__pre_step *st = &steps[(*n)++];
+    if (type && !strcmp(type, "ByteLevel") && !lmio__json_is_true(lmio__json_get(pre, "add_prefix_space"))) {
+        bool re = !lmio__json_is_false(lmio__json_get(pre, "use_regex"));
+        *st = (lmio__pre_step){LMIO__PRE_BYTELEVEL, re ? lmio__gpt2_pattern : NULL, re};
+        return LMIO_OK;
+    }
+    if (type && !strcmp(type, "Digits")) {
+        *st = (lmio__pre_step){LMIO__PRE_DIGITS, NULL, lmio__json_is_true(lmio__json_get(pre, "individual_digits"))};
+        return LMIO_OK;
+    }
+    const char *behavior = lmio__json_string_value(lmio__json_get(pre, "behavior"));
+    const char *regex = lmio__json_string_value(lmio__json_get(lmio__json_get(pre, "pattern"), "Regex"));
+    if (type && !strcmp(type, "Split") && regex && behavior && !strcmp(behavior, "Isolated") &&
+        !lmio__json_is_true(lmio__json_get(pre, "invert"))) {
+        *st = (lmio__pre_step){LMIO__PRE_SPLIT, regex, false};
+        return LMIO_OK;
+    }
+    return lmio__fail(err, LMIO_ERR_UNSUPPORTED, path, -1, "pre_tokenizer",
+                      "pre_tokenizer step \"%s\" is not one lmio runs; expected ByteLevel (no prefix space), "
+                      "Split (a Regex, Isolated), Digits or a Sequence of them",
+                      type ? type : "?");
+}
+
+/* Only byte-level BPE is implemented; say so plainly otherwise. */
+static lmio_status check_pipeline(lmio_tokenizer *t, lmio__json *root, const char *path, lmio_error *err)
 {
     lmio__json *model = lmio__json_get(root, "model");
     const char *type = lmio__json_string_value(lmio__json_get(model, "type"));
     if (!type || strcmp(type, "BPE"))
         return lmio__fail(err, LMIO_ERR_UNSUPPORTED, path, -1, "model.type",
                           "model.type is \"%s\"; expected \"BPE\" (only byte-level BPE is supported)", type ? type : "?");
-    lmio__json *pre = lmio__json_get(root, "pre_tokenizer");
-    const char *pt = lmio__json_string_value(lmio__json_get(pre, "type"));
-    if (!pt || strcmp(pt, "ByteLevel") || lmio__json_is_true(lmio__json_get(pre, "add_prefix_space")) ||
-        lmio__json_is_false(lmio__json_get(pre, "use_regex")))
-        return lmio__fail(err, LMIO_ERR_UNSUPPORTED, path, -1, "pre_tokenizer",
-                          "pre_tokenizer is not GPT-2's (ByteLevel, no prefix space, with regex); expected that");
     lmio__json *norm = lmio__json_get(root, "normalizer");
     if (norm && !lmio__json_is_null(norm))
         return lmio__fail(err, LMIO_ERR_UNSUPPORTED, path, -1, "normalizer", "a normalizer is set; expected none");
-    return LMIO_OK;
+    lmio__pre_step steps[LMIO__PRE_MAX];
+    size_t n = 0;
+    lmio__json *pre = lmio__json_get(root, "pre_tokenizer");
+    lmio_status s = parse_pre(pre, steps, &n, 0, path, err);
+    if (s) return s;
+    /* the bytes must be mapped last, once: that is what makes it byte-level */
+    for (size_t i = 0; i < n; i++)
+        if ((steps[i].kind == LMIO__PRE_BYTELEVEL) != (i == n - 1))
+            return lmio__fail(err, LMIO_ERR_UNSUPPORTED, path, -1, "pre_tokenizer",
+                              "pre_tokenizer does not end in one ByteLevel step; expected byte-level BPE");
+    t->ignore_merges = lmio__json_is_true(lmio__json_get(model, "ignore_merges"));
+    return lmio__tok_set_pre(t, steps, n, path, err);
 }
 
 static lmio_status load_tokenizer_json(lmio_tokenizer *t, const char *path, lmio_error *err)
@@ -158,7 +205,7 @@ static lmio_status load_tokenizer_json(lmio_tokenizer *t, const char *path, lmio
     lmio__json *root;
     lmio_status s = lmio__json_load_file(path, &root, err);
     if (s) return s;
-    if (!(s = check_pipeline(root, path, err))) {
+    if (!(s = check_pipeline(t, root, path, err))) {
         lmio__json *model = lmio__json_get(root, "model");
         if (!(s = load_vocab(t, lmio__json_get(model, "vocab"), path, err)) &&
             !(s = load_merges_json(t, lmio__json_get(model, "merges"), path, err)))
@@ -168,11 +215,57 @@ static lmio_status load_tokenizer_json(lmio_tokenizer *t, const char *path, lmio
     return s;
 }
 
+static const char *const k_role_keys[LMIO__ROLE_COUNT] = {"bos_token", "eos_token", "unk_token", "pad_token"};
+
+/* tokenizer_config.json's special-token roles and chat template (or
+ * chat_template.jinja, where Transformers 5 writes it). */
+static lmio_status load_config_extras(lmio_tokenizer *t, const char *dir, lmio_error *err)
+{
+    char p[4096];
+    lmio__json *cfg = NULL;
+    lmio_status s = LMIO_OK;
+    snprintf(p, sizeof p, "%s/tokenizer_config.json", dir);
+    struct stat st;
+    if (stat(p, &st) == 0 && !(s = lmio__check_inside(dir, p, err)) &&
+        !(s = lmio__json_load_file_ex(p, 1, &cfg, err))) {
+        for (int r = 0; r < LMIO__ROLE_COUNT && !s; r++) {
+            lmio__json *v = lmio__json_get(cfg, k_role_keys[r]);
+            const char *c = lmio__json_is_string(v) ? lmio__json_string_value(v)
+                                                    : lmio__json_string_value(lmio__json_get(v, "content"));
+            if (c) s = lmio__tok_set_role(t, r, c, err);
+        }
+        const char *tpl = lmio__json_string_value(lmio__json_get(cfg, "chat_template"));
+        if (!s && tpl && !(t->chat_template = lmio__strdup(tpl)))
+            s = lmio__fail(err, LMIO_ERR_NOMEM, p, -1, "", "out of memory");
+    }
+    lmio__json_decref(cfg);
+    snprintf(p, sizeof p, "%s/chat_template.jinja", dir);
+    if (!s && !t->chat_template && stat(p, &st) == 0 && !(s = lmio__check_inside(dir, p, err))) {
+        lmio__file f;
+        if (!(s = lmio__file_open(p, 0, &f, err))) {
+            if (!(t->chat_template = lmio__strndup((const char *)f.data, (size_t)f.size)))
+                s = lmio__fail(err, LMIO_ERR_NOMEM, p, -1, "", "out of memory");
+            lmio__file_close(&f);
+        }
+    }
+    return s;
+}
+
 static bool is_added(const lmio_tokenizer *t, const char *content)
 {
     for (size_t i = 0; i < t->n_added; i++)
         if (!strcmp(t->added[i].content, content)) return true;
     return false;
+}
+
+/* By content, as every lmio reader decides: the GGUF magic. */
+static bool is_gguf(const char *path)
+{
+    unsigned char head[4] = {0};
+    FILE *f = fopen(path, "rb");
+    size_t n = f ? fread(head, 1, 4, f) : 0;
+    if (f) fclose(f);
+    return n == 4 && !memcmp(head, "GGUF", 4);
 }
 
 static bool exists(const char *p)
@@ -219,13 +312,22 @@ lmio_status lmio_tokenizer_load(const char *path, lmio_tokenizer **out, lmio_err
     lmio_status s = lmio__tok_new(&t, err);
     if (s) return s;
     char p1[4096], p2[4096], p3[4096];
+    if (!S_ISDIR(st.st_mode) && is_gguf(path)) { /* the tokenizer in a GGUF's metadata */
+        lmio_tokenizer_free(t);
+        lmio_statedict *sd;
+        if ((s = lmio_statedict_open(path, NULL, &sd, err))) return s;
+        s = lmio__tokenizer_from_gguf(sd, out, err);
+        lmio_statedict_free(sd);
+        return s;
+    }
     if (!S_ISDIR(st.st_mode)) {
         s = load_tokenizer_json(t, path, err);
         return finish_or_free(t, path, s, out, err);
     }
     snprintf(p1, sizeof p1, "%s/tokenizer.json", path);
     if (exists(p1)) {
-        if (!(s = lmio__check_inside(path, p1, err))) s = load_tokenizer_json(t, p1, err);
+        if (!(s = lmio__check_inside(path, p1, err)) && !(s = load_tokenizer_json(t, p1, err)))
+            s = load_config_extras(t, path, err);
         return finish_or_free(t, p1, s, out, err);
     }
     snprintf(p1, sizeof p1, "%s/vocab.json", path);
@@ -304,13 +406,63 @@ static lmio__json *added_json(const lmio__added *a, bool with_id)
     return o;
 }
 
-static lmio__json *byte_level(bool add_prefix_space, bool trim_offsets)
+static lmio__json *byte_level_re(bool add_prefix_space, bool trim_offsets, bool use_regex)
 {
     lmio__json *o = lmio__json_object();
     bool ok = lmio__json_set(o, "type", lmio__json_string("ByteLevel"));
     ok &= lmio__json_set(o, "add_prefix_space", lmio__json_bool(add_prefix_space));
     ok &= lmio__json_set(o, "trim_offsets", lmio__json_bool(trim_offsets));
-    ok &= lmio__json_set(o, "use_regex", lmio__json_bool(true));
+    ok &= lmio__json_set(o, "use_regex", lmio__json_bool(use_regex));
+    if (!ok) {
+        lmio__json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+static lmio__json *byte_level(bool add_prefix_space, bool trim_offsets)
+{
+    return byte_level_re(add_prefix_space, trim_offsets, true);
+}
+
+/* GPT-2's own pre-tokenizer: one ByteLevel that splits by its pattern. */
+static bool pre_is_gpt2(const lmio_tokenizer *t)
+{
+    return t->n_pre == 1 && t->pre[0].kind == LMIO__PRE_BYTELEVEL && t->pre[0].flag;
+}
+
+static lmio__json *pre_step_json(const lmio__pre_step *st)
+{
+    if (st->kind == LMIO__PRE_BYTELEVEL) return byte_level_re(false, true, st->flag);
+    lmio__json *o = lmio__json_object();
+    bool ok = o != NULL;
+    if (st->kind == LMIO__PRE_DIGITS) {
+        ok &= lmio__json_set(o, "type", lmio__json_string("Digits"));
+        ok &= lmio__json_set(o, "individual_digits", lmio__json_bool(st->flag));
+    } else {
+        lmio__json *pat = lmio__json_object();
+        ok &= lmio__json_set(pat, "Regex", lmio__json_string(st->pattern));
+        ok &= lmio__json_set(o, "type", lmio__json_string("Split"));
+        ok &= lmio__json_set(o, "pattern", pat);
+        ok &= lmio__json_set(o, "behavior", lmio__json_string("Isolated"));
+        ok &= lmio__json_set(o, "invert", lmio__json_bool(false));
+    }
+    if (!ok) {
+        lmio__json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* The pre_tokenizer as tokenizer.json writes it: GPT-2's as one ByteLevel
+ * object (as before), any other as a Sequence of its steps. */
+static lmio__json *pre_json(const lmio_tokenizer *t)
+{
+    if (pre_is_gpt2(t)) return byte_level(false, true);
+    lmio__json *o = lmio__json_object(), *items = lmio__json_array();
+    bool ok = lmio__json_set(o, "type", lmio__json_string("Sequence"));
+    for (size_t i = 0; i < t->n_pre; i++) ok &= lmio__json_append(items, pre_step_json(&t->pre[i]));
+    ok &= lmio__json_set(o, "pretokenizers", items);
     if (!ok) {
         lmio__json_decref(o);
         return NULL;
@@ -360,7 +512,7 @@ static lmio_status build_tokenizer_json(const lmio_tokenizer *t, const char *dir
     ok &= lmio__json_set(model, "end_of_word_suffix", lmio__json_string(""));
     ok &= lmio__json_set(model, "fuse_unk", lmio__json_bool(false));
     ok &= lmio__json_set(model, "byte_fallback", lmio__json_bool(false));
-    ok &= lmio__json_set(model, "ignore_merges", lmio__json_bool(false));
+    ok &= lmio__json_set(model, "ignore_merges", lmio__json_bool(t->ignore_merges));
     ok &= lmio__json_set(model, "vocab", lmio__json_incref(vocab));
     ok &= lmio__json_set(model, "merges", lmio__json_incref(merges));
     lmio__json *root = lmio__json_object();
@@ -369,7 +521,7 @@ static lmio_status build_tokenizer_json(const lmio_tokenizer *t, const char *dir
     ok &= lmio__json_set(root, "padding", lmio__json_null());
     ok &= lmio__json_set(root, "added_tokens", added);
     ok &= lmio__json_set(root, "normalizer", lmio__json_null());
-    ok &= lmio__json_set(root, "pre_tokenizer", byte_level(false, true));
+    ok &= lmio__json_set(root, "pre_tokenizer", pre_json(t));
     ok &= lmio__json_set(root, "post_processor", byte_level(true, false));
     ok &= lmio__json_set(root, "decoder", byte_level(true, true));
     ok &= lmio__json_set(root, "model", model);
@@ -420,10 +572,21 @@ static lmio_status build_tokenizer_config(const lmio_tokenizer *t, const char *d
     ok &= lmio__json_set(cfg, "added_tokens_decoder", dec);
     ok &= lmio__json_set(cfg, "clean_up_tokenization_spaces", lmio__json_bool(false));
     ok &= lmio__json_set(cfg, "model_max_length", lmio__json_integer((int64_t)t->model_max_length));
-    ok &= lmio__json_set(cfg, "tokenizer_class", lmio__json_string("GPT2Tokenizer"));
+    /* Transformers' GPT2Tokenizer replaces tokenizer.json's pre_tokenizer
+     * with GPT-2's; the generic class keeps the file's */
+    ok &= lmio__json_set(cfg, "tokenizer_class",
+                         lmio__json_string(pre_is_gpt2(t) ? "GPT2Tokenizer" : "PreTrainedTokenizerFast"));
+    if (t->chat_template) ok &= lmio__json_set(cfg, "chat_template", lmio__json_string(t->chat_template));
     lmio__json *map = lmio__json_object();
     ok &= map != NULL; /* stays empty without an eos: no setter would notice */
-    if (eos) {
+    bool has_roles = false;
+    for (int r = 0; r < LMIO__ROLE_COUNT; r++) {
+        if (!t->role[r]) continue;
+        has_roles = true;
+        ok &= lmio__json_set(cfg, k_role_keys[r], lmio__json_string(t->role[r]));
+        ok &= lmio__json_set(map, k_role_keys[r], lmio__json_string(t->role[r]));
+    }
+    if (eos && !has_roles) { /* GPT-2's convention: its one special token plays every role */
         const char *roles[] = {"bos_token", "eos_token", "unk_token"};
         for (int i = 0; i < 3; i++) {
             ok &= lmio__json_set(cfg, roles[i], lmio__json_string(eos));

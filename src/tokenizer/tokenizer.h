@@ -11,6 +11,45 @@ typedef struct lmio__added {
     bool special;
 } lmio__added;
 
+/* ---- pre-tokenizers (pretok_table.c) ----
+ * A pre_tokenizer as tokenizers runs it: steps applied in order, each
+ * splitting every piece the previous one made, matches and the text
+ * between them both kept ("isolated"); the last step maps bytes. */
+typedef enum lmio__pre_kind {
+    LMIO__PRE_SPLIT,    /* Split(Regex(pattern), behavior=Isolated) */
+    LMIO__PRE_DIGITS,   /* Digits(individual_digits=flag) */
+    LMIO__PRE_BYTELEVEL /* ByteLevel(add_prefix_space=false, use_regex=flag): GPT-2's pattern when flag */
+} lmio__pre_kind;
+
+typedef struct lmio__pre_step {
+    lmio__pre_kind kind;
+    const char *pattern; /* as tokenizer.json spells it; SPLIT, and BYTELEVEL with flag */
+    bool flag;
+} lmio__pre_step;
+
+#define LMIO__PRE_MAX 8
+
+/* One row of the table: the tokenizer.ggml.pre values that mean it. */
+typedef struct lmio__pretok {
+    const char *const *names;
+    size_t n_steps;
+    lmio__pre_step steps[LMIO__PRE_MAX];
+} lmio__pretok;
+
+extern const char lmio__gpt2_pattern[];
+/* The row for a tokenizer.ggml.pre value; NULL if none. */
+const lmio__pretok *lmio__pretok_find(const char *ggml_pre);
+/* The tokenizer.ggml.pre value for these steps (its row's first name);
+ * NULL when no row has them. */
+const char *lmio__pretok_name(const lmio__pre_step *steps, size_t n);
+/* GPT-2's row: what a file without tokenizer.ggml.pre gets. */
+const lmio__pretok *lmio__pretok_default(void);
+/* Every known value, ", "-separated, appended to out (for messages). */
+void lmio__pretok_list(lmio__buf *out);
+
+/* Special-token roles tokenizer_config.json names. */
+enum { LMIO__ROLE_BOS, LMIO__ROLE_EOS, LMIO__ROLE_UNK, LMIO__ROLE_PAD, LMIO__ROLE_COUNT };
+
 struct lmio_tokenizer {
     size_t n, cap;       /* number of ids, allocated slots */
     char **str;          /* id -> token in byte-level form (UTF-8), owned */
@@ -23,9 +62,27 @@ struct lmio_tokenizer {
     int32_t byte_id[256]; /* the token of each single byte, -1 if none */
     lmio__added *added;
     size_t n_added;
-    lmio__regex *re;
+    lmio__regex *re; /* GPT-2's pattern, for training */
     size_t model_max_length;
+    /* the pre_tokenizer: steps, their patterns (owned) and compiled regexes */
+    size_t n_pre;
+    lmio__pre_step pre[LMIO__PRE_MAX];
+    lmio__regex *pre_re[LMIO__PRE_MAX];
+    bool ignore_merges; /* a word that is a token is that token (Llama 3) */
+    /* special-token roles (token contents, owned; NULL: unset) and the chat
+     * template, written to tokenizer_config.json */
+    char *role[LMIO__ROLE_COUNT];
+    char *chat_template;
 };
+
+/* Replaces the pre_tokenizer (steps are copied, patterns compiled for
+ * PCRE2); refuses patterns it cannot translate. */
+lmio_status lmio__tok_set_pre(lmio_tokenizer *t, const lmio__pre_step *steps, size_t n, const char *path,
+                              lmio_error *err);
+/* Sets a role (a copy of content; NULL clears it). */
+lmio_status lmio__tok_set_role(lmio_tokenizer *t, int role, const char *content, lmio_error *err);
+/* Builds a tokenizer from GGUF metadata (tokenizer.ggml.*; gguf_vocab.c). */
+lmio_status lmio__tokenizer_from_gguf(const lmio_statedict *sd, lmio_tokenizer **out, lmio_error *err);
 
 /* GPT-2's pre-tokenizer pattern, with \s spelled out as Unicode White_Space
  * (PCRE2's \s leaves out U+0085, which Oniguruma and Rust's regex include). */

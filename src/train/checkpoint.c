@@ -4,6 +4,7 @@
  * atomically, then old checkpoints rotated out. Background saves copy the
  * state to memory and hand it to one writer thread. Resume reads it back. */
 #include "train.h"
+#include "../formats/formats.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -77,41 +78,96 @@ static lmio_status write_moments(const lmio_trainer *tr, const lmio__snapshot *s
     return s;
 }
 
-/* optimizer.pt: torch.optim.AdamW's state, flattened as lmio's PyTorch
- * writer writes state dicts (one OrderedDict of tensors): "state.<id>.step"
- * (0-dim f32), "state.<id>.exp_avg", "state.<id>.exp_avg_sq", ids numbered
- * in param_groups order (group 0: tensors of 2+ dims, decayed; group 1:
- * the rest). param_groups' numbers are in scheduler.json and
- * trainer_state.json: the writer has no place for non-tensor values. */
+static lmio__pyv py_float(const char *key, double f) { return (lmio__pyv){.kind = LMIO__PYV_FLOAT, .key = key, .f = f}; }
+static lmio__pyv py_bool(const char *key, bool b) { return (lmio__pyv){.kind = LMIO__PYV_BOOL, .key = key, .i = b}; }
+
+/* One of param_groups, with the keys and order torch 2.13's
+ * AdamW(fused=True).state_dict() has under a LambdaLR (which adds
+ * initial_lr); lr is the next update's. */
+static void param_group(lmio__pyv *g, lmio__pyv *keys, const lmio__pyv *betas, const lmio__pyv *params,
+                        size_t n_params, double wd, double lr, const lmio_trainer_opts *o)
+{
+    size_t k = 0;
+    keys[k++] = py_float("weight_decay", wd);
+    keys[k++] = py_float("lr", lr);
+    keys[k++] = (lmio__pyv){.kind = LMIO__PYV_TUPLE, .key = "betas", .items = betas, .n = 2};
+    keys[k++] = py_float("eps", o->eps);
+    keys[k++] = py_bool("amsgrad", false);
+    keys[k++] = py_bool("maximize", false);
+    keys[k++] = (lmio__pyv){.kind = LMIO__PYV_NONE, .key = "foreach"};
+    keys[k++] = py_bool("capturable", false);
+    keys[k++] = py_bool("differentiable", false);
+    keys[k++] = py_bool("fused", true);
+    keys[k++] = py_bool("decoupled_weight_decay", true);
+    keys[k++] = py_float("initial_lr", o->lr);
+    keys[k++] = (lmio__pyv){.kind = LMIO__PYV_LIST, .key = "params", .items = params, .n = n_params};
+    *g = (lmio__pyv){.kind = LMIO__PYV_DICT, .items = keys, .n = k};
+}
+
+#define GROUP_KEYS 13
+
+/* optimizer.pt: torch.optim.AdamW's state_dict() as torch.save writes it,
+ * so optimizer.load_state_dict(torch.load(...)) resumes: {"state": {id:
+ * {"step": 0-dim f32, "exp_avg", "exp_avg_sq"}}, "param_groups": [...]},
+ * ids numbered in param_groups order (group 0: tensors of 2+ dims,
+ * decayed; group 1: the rest, weight decay 0). */
 static lmio_status write_torch_optimizer(const lmio_trainer *tr, const lmio__snapshot *sn, const char *tmp,
                                          lmio_error *err)
 {
     lmio_statedict *sd;
     lmio_status s = lmio_statedict_create(&sd, err);
     if (s) return s;
+    size_t n = tr->n_p ? tr->n_p : 1;
     /* one float per id: shared bytes would become one shared storage, and
      * torch's in-place step += 1 would then count once per parameter */
-    float *steps = lmio__malloc((tr->n_p ? tr->n_p : 1) * sizeof *steps);
-    if (!steps) s = lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
-    size_t id = 0;
+    float *steps = lmio__malloc(n * sizeof *steps);
+    lmio__pyv *v = lmio__calloc(5 * n + 2 * GROUP_KEYS + 7, sizeof *v);
+    if (!steps || !v) s = lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
+    lmio__pyv *state = v, *ent = v + n, *params = v + 4 * n, *keys = v + 5 * n, *groups = keys + 2 * GROUP_KEYS,
+              *betas = groups + 2, *root = betas + 2;
+    size_t id = 0, n_decay = 0;
+    static const char *const parts[3] = {"step", "exp_avg", "exp_avg_sq"};
     for (int group = 0; group < 2 && !s; group++)
         for (size_t i = 0; i < tr->n_p && !s; i++) {
             const lmio__param *p = &tr->p[i];
             if (p->decay != (group == 0)) continue;
-            char name[64];
             uint64_t nb = (uint64_t)p->numel * sizeof(float);
             steps[id] = (float)sn->step;
-            snprintf(name, sizeof name, "state.%zu.step", id);
-            s = lmio_statedict_add(sd, name, LMIO_DTYPE_F32, 0, NULL, &steps[id], sizeof(float), LMIO_BORROW, err);
-            snprintf(name, sizeof name, "state.%zu.exp_avg", id);
-            if (!s) s = lmio_statedict_add(sd, name, LMIO_DTYPE_F32, p->ndim, p->shape, sn->m + p->offset, nb, LMIO_BORROW, err);
-            snprintf(name, sizeof name, "state.%zu.exp_avg_sq", id);
-            if (!s) s = lmio_statedict_add(sd, name, LMIO_DTYPE_F32, p->ndim, p->shape, sn->v + p->offset, nb, LMIO_BORROW, err);
+            /* the tree refers to these by index; the names are lmio's
+             * flattened reading of the file */
+            char name[3][64];
+            for (int k = 0; k < 3; k++) snprintf(name[k], sizeof name[k], "state.%zu.%s", id, parts[k]);
+            s = lmio_statedict_add(sd, name[0], LMIO_DTYPE_F32, 0, NULL, &steps[id], sizeof(float), LMIO_BORROW, err);
+            if (!s) s = lmio_statedict_add(sd, name[1], LMIO_DTYPE_F32, p->ndim, p->shape, sn->m + p->offset, nb,
+                                           LMIO_BORROW, err);
+            if (!s) s = lmio_statedict_add(sd, name[2], LMIO_DTYPE_F32, p->ndim, p->shape, sn->v + p->offset, nb,
+                                           LMIO_BORROW, err);
+            for (int k = 0; k < 3; k++)
+                ent[3 * id + k] = (lmio__pyv){.kind = LMIO__PYV_TENSOR, .key = parts[k], .i = (int64_t)(3 * id + k)};
+            state[id] = (lmio__pyv){.kind = LMIO__PYV_DICT, .ikey = (int64_t)id, .items = &ent[3 * id], .n = 3};
+            params[id] = (lmio__pyv){.kind = LMIO__PYV_INT, .i = (int64_t)id};
             id++;
+            n_decay += group == 0;
         }
-    if (!s) s = save_sd(tmp, "optimizer.pt", sd, "pytorch", sn->co.durable, err);
+    if (!s) {
+        const lmio_trainer_opts *o = &tr->o;
+        double lr = lmio__lr_at(o, sn->step);
+        betas[0] = py_float(NULL, o->beta1);
+        betas[1] = py_float(NULL, o->beta2);
+        param_group(&groups[0], keys, betas, params, n_decay, o->weight_decay, lr, o);
+        param_group(&groups[1], keys + GROUP_KEYS, betas, params + n_decay, id - n_decay, 0.0, lr, o);
+        root[0] = (lmio__pyv){.kind = LMIO__PYV_DICT, .key = "state", .items = state, .n = id};
+        root[1] = (lmio__pyv){.kind = LMIO__PYV_LIST, .key = "param_groups", .items = groups, .n = 2};
+        root[2] = (lmio__pyv){.kind = LMIO__PYV_DICT, .items = root, .n = 2};
+        char path[8192];
+        lmio_save_opts so = LMIO_SAVE_OPTS_INIT;
+        so.durable = sn->co.durable;
+        s = lmio__path_join(path, sizeof path, tmp, "optimizer.pt", err);
+        if (!s) s = lmio__torch_save_tree(path, &root[2], sd, &so, err);
+    }
     lmio_statedict_free(sd);
     lmio__free(steps);
+    lmio__free(v);
     return s;
 }
 

@@ -31,7 +31,8 @@ check "inspect bad option" 2 "$(run inspect --bogus x)"
 check "convert one arg" 2 "$(run convert a)"
 check "convert bad dtype" 2 "$(run convert a b --dtype f8)"; expect_grep "bad dtype" "unknown dtype 'f8'" "$T/err"
 check "convert dtype missing value" 2 "$(run convert a b --dtype)"
-check "convert unknown format" 2 "$(run convert a b --format gguf)"; expect_grep "format named" "cannot write format 'gguf'; expected one of: safetensors" "$T/err"
+check "convert unknown format" 2 "$(run convert a b --format nosuch)"; expect_grep "format named" "cannot write format 'nosuch'; expected one of: safetensors" "$T/err"
+check "convert q8_0 without gguf" 2 "$(run convert a b --dtype q8_0)"; expect_grep "q8_0 needs gguf" "q8_0 needs --format gguf" "$T/err"
 check "verify extra arg" 2 "$(run verify a b)"
 
 # --help on every command exits 0 on stdout

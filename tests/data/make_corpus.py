@@ -95,7 +95,9 @@ CORRUPT = [
     ("metadata_not_object", st({"__metadata__": ["format", "pt"]}), "FORMAT", 8, "__metadata__ is not an object"),
     ("metadata_int_value", st({"__metadata__": {"unquoted_int": 0}}), "FORMAT", 8, "non-string value"),
     ("integer_too_big", st(None, raw_header=b'{"w":{"dtype":"U8","shape":[99999999999999999999999],"data_offsets":[0,1]}}'), "FORMAT", -2, "invalid JSON"),
-    ("gguf_magic", b"GGUF\x03\x00\x00\x00" + b"\0" * 16, "UNSUPPORTED", 0, "GGUF file"),
+    # read as the GGUF it announces: its error is a GGUF reader's
+    ("gguf_magic", b"GGUF\x03\x00\x00\x00" + (1 << 40).to_bytes(8, "little") + b"\0" * 8, "FORMAT", 8,
+     "tensor count 1099511627776 cannot fit"),
     # read as the zip it announces: its error says what a zip lacks
     ("zip_magic", b"PK\x03\x04\x14\x00" + b"\0" * 24, "FORMAT", 8, "no zip end record"),
 ]

@@ -4,6 +4,7 @@
  * shares storages, is 64-byte aligned, and refuses what torch cannot hold;
  * allocation failures are reported, never leaked. */
 #include "../../src/core/core.h"
+#include "../../src/formats/formats.h"
 #include "../test.h"
 
 #include <stdlib.h>
@@ -196,6 +197,66 @@ static void round_trip(void)
     lmio_statedict_free(sd);
 }
 
+/* The nested writer (optimizer state dicts): every kind of value, int and
+ * str keys, lists past CPython's batch of 1000, read back by lmio's own
+ * reader under their flattened names; a bad tensor index writes nothing. */
+static void nested_tree(void)
+{
+    float a[6] = {1, 2, 3, 4, 5, 6}, step = 7;
+    lmio_statedict *sd = NULL, *back = NULL;
+    CHECK_OK(lmio_statedict_create(&sd, &e_));
+    CHECK_OK(lmio_statedict_add(sd, "a", LMIO_DTYPE_F32, 2, (uint64_t[]){2, 3}, a, sizeof a, LMIO_BORROW, &e_));
+    CHECK_OK(lmio_statedict_add(sd, "step", LMIO_DTYPE_F32, 0, NULL, &step, 4, LMIO_BORROW, &e_));
+    enum { BIG = 1003 };
+    lmio__pyv *big = calloc(BIG, sizeof *big);
+    for (int i = 0; big && i < BIG; i++) big[i] = (lmio__pyv){.kind = LMIO__PYV_INT, .i = i * 1000};
+    const lmio__pyv leaves[] = {
+        {.kind = LMIO__PYV_FLOAT, .f = 1e-8}, {.kind = LMIO__PYV_NONE}, {.kind = LMIO__PYV_BOOL, .i = 1},
+        {.kind = LMIO__PYV_BOOL}, {.kind = LMIO__PYV_STR, .s = "text"}, {.kind = LMIO__PYV_INT, .i = -3},
+        {.kind = LMIO__PYV_INT, .i = (int64_t)1 << 40}};
+    const lmio__pyv pair[] = {{.kind = LMIO__PYV_FLOAT, .f = 0.9}, {.kind = LMIO__PYV_FLOAT, .f = 0.95}};
+    const lmio__pyv inner[] = {{.kind = LMIO__PYV_TENSOR, .ikey = 0, .i = 1},
+                               {.kind = LMIO__PYV_TENSOR, .ikey = 12, .i = 0},
+                               {.kind = LMIO__PYV_TUPLE, .ikey = 13, .items = leaves, .n = 7},
+                               {.kind = LMIO__PYV_TUPLE, .ikey = 14, .items = pair, .n = 2}};
+    const lmio__pyv top[] = {{.kind = LMIO__PYV_DICT, .key = "state", .items = inner, .n = 4},
+                             {.kind = LMIO__PYV_LIST, .key = "big", .items = big, .n = BIG},
+                             {.kind = LMIO__PYV_LIST, .key = "one", .items = pair, .n = 1},
+                             {.kind = LMIO__PYV_TUPLE, .key = "none"}};
+    const lmio__pyv root = {.kind = LMIO__PYV_DICT, .items = top, .n = 4};
+    lmio_save_opts o = LMIO_SAVE_OPTS_INIT;
+    lmio_error err;
+    CHECK_MSG(lmio__torch_save_tree(scratch("tree.pt"), &root, sd, &o, &err) == LMIO_OK, "%s", err.message);
+    CHECK_MSG(lmio_statedict_open(scratch("tree.pt"), NULL, &back, &err) == LMIO_OK, "%s", err.message);
+    if (back) {
+        lmio_tensor t0, t1;
+        CHECK(lmio_statedict_count(back) == 2);
+        CHECK_OK(lmio_statedict_get(back, 0, &t0, &e_));
+        CHECK_OK(lmio_statedict_get(back, 1, &t1, &e_));
+        CHECK_MSG(!strcmp(t0.name, "state.0") && t0.ndim == 0 && *(const float *)t0.data == 7, "%s", t0.name);
+        CHECK_MSG(!strcmp(t1.name, "state.12") && t1.ndim == 2 && !memcmp(t1.data, a, sizeof a), "%s", t1.name);
+        static const char *const want[][2] = {
+            {"state.13.0", "1e-08"}, {"state.13.1", "None"}, {"state.13.2", "True"}, {"state.13.3", "False"},
+            {"state.13.4", "text"}, {"state.13.5", "-3"}, {"state.13.6", "1099511627776"},
+            {"state.14.0", "0.9"}, {"state.14.1", "0.95"}, {"big.0", "0"}, {"big.999", "999000"},
+            {"big.1002", "1002000"}, {"one.0", "0.9"}, {"none", "()"}};
+        for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
+            const char *v = lmio_metadata_find(back, want[i][0]);
+            CHECK_MSG(v && !strcmp(v, want[i][1]), "%s = %s; expected %s", want[i][0], v ? v : "(absent)",
+                      want[i][1]);
+        }
+        CHECK(!lmio_metadata_find(back, "big.1003"));
+    }
+    lmio_statedict_free(back);
+    const lmio__pyv bad = {.kind = LMIO__PYV_TENSOR, .i = 2};
+    CHECK(lmio__torch_save_tree(scratch("bad_tree.pt"), &bad, sd, &o, &err) == LMIO_ERR_INVALID_ARG);
+    CHECK_MSG(strstr(err.message, "tensor 2 of a state dict of 2"), "%s", err.message);
+    struct stat st;
+    CHECK(stat(scratch("bad_tree.pt"), &st) != 0);
+    free(big);
+    lmio_statedict_free(sd);
+}
+
 /* Overlapping tensors are one storage; conversion applies to it whole. */
 static void sharing_and_conversion(void)
 {
@@ -302,6 +363,7 @@ int main(int argc, char **argv)
     corpus();
     good_checkpoints();
     round_trip();
+    nested_tree();
     sharing_and_conversion();
     directory();
     oom_injection();

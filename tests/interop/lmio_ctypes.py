@@ -236,3 +236,11 @@ class Tokenizer:
 
     def __del__(self):
         LIB.lmio_tokenizer_free(self.t)
+
+
+LIB.lmio_tokenizer_save.argtypes = [P, ctypes.c_char_p, ctypes.POINTER(Error)]
+
+
+def tokenizer_save(tok, directory):
+    err = Error()
+    _check(LIB.lmio_tokenizer_save(tok.t, os.fsencode(directory), ctypes.byref(err)), err)

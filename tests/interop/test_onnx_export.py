@@ -21,6 +21,8 @@ import pytest
 
 import lmio_ctypes as lm
 from test_gpt2_transformers import PROMPT, VOCAB_MERGES, random_weights
+from test_llama_transformers import LLAMA3, hf_model
+from test_llama_transformers import V as LLAMA_V
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 V = 50257
@@ -92,22 +94,19 @@ def assert_close(got, ref, rtol, what):
                                  f"relative {diff / scale:.3g} > {rtol}"
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
-@pytest.mark.parametrize("dtype", ["f32", "f16"])
-def test_onnxruntime_logits_equal_lmio(tmp_path, name, dtype):
-    d = model_dir(tmp_path, name)
-    path = export(d, tmp_path / "onnx", "--dtype", dtype)
+def check_session(d, path, ids_pool, rtol, what, tmp_path):
+    """onnxruntime on the export at path against lmio on directory d:
+    batch 1 prompts of 1 and 17 tokens, a batch of 3 padded left then
+    right, and the cache fed back step by step."""
     onnx.checker.check_model(str(path), full_check=True)
     s = Session(path)
-    rtol = RTOL[dtype]
-    # batch 1, prompts of 1 and 17 tokens
     for n in (1, 17):
-        ids = IDS[:n]
+        ids = ids_pool[:n]
         got, _ = s([ids], [[1] * n], [list(range(n))], s.empty_past(1))
-        assert_close(got[0], lmio_logits(d, ids, tmp_path), rtol, f"{name} {dtype} batch 1, {n} tokens")
+        assert_close(got[0], lmio_logits(d, ids, tmp_path), rtol, f"{what} batch 1, {n} tokens")
     # batch 3 of 17, 9 and 1 tokens, padded left then right
     lens = [17, 9, 1]
-    seqs = [IDS[i:i + n] for i, n in zip((0, 20, 31), lens)]
+    seqs = [ids_pool[i:i + n] for i, n in zip((0, 20, 31), lens)]
     refs = [lmio_logits(d, q, tmp_path) for q in seqs]
     for side in ("left", "right"):
         ids, mask = [], []
@@ -118,21 +117,64 @@ def test_onnxruntime_logits_equal_lmio(tmp_path, name, dtype):
         got, _ = s(ids, mask, positions(mask), s.empty_past(3))
         for b, (q, ref) in enumerate(zip(seqs, refs)):
             real = got[b, 17 - len(q):] if side == "left" else got[b, :len(q)]
-            assert_close(real, ref, rtol, f"{name} {dtype} batch 3 {side}-padded, row {b}")
+            assert_close(real, ref, rtol, f"{what} batch 3 {side}-padded, row {b}")
     # the cache fed back step by step, as generation does: the left-padded
     # batch, then one token per row per step, the mask growing by a column
     ids = [[0] * (17 - len(q)) + q for q in seqs]
     mask = [[0] * (17 - len(q)) + [1] * len(q) for q in seqs]
     _, past = s(ids, mask, positions(mask), s.empty_past(3))
-    steps = [IDS[i:i + 8] for i in (5, 13, 27)]
+    steps = [ids_pool[i:i + 8] for i in (5, 13, 27)]
     for t in range(8):
         mask = [m + [1] for m in mask]
         got, past = s([[st[t]] for st in steps], mask, positions(mask)[:, -1:], past)
         for b, q in enumerate(seqs):
             full = q + steps[b][:t + 1]
             ref = lmio_logits(d, full, tmp_path)[-1]
-            assert_close(got[b, 0], ref, rtol, f"{name} {dtype} cached step {t}, row {b}")
+            assert_close(got[b, 0], ref, rtol, f"{what} cached step {t}, row {b}")
         assert past["past_key_values.0.key"].shape[2] == 18 + t
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("dtype", ["f32", "f16"])
+def test_onnxruntime_logits_equal_lmio(tmp_path, name, dtype):
+    d = model_dir(tmp_path, name)
+    path = export(d, tmp_path / "onnx", "--dtype", dtype)
+    check_session(d, path, IDS, RTOL[dtype], f"{name} {dtype}", tmp_path)
+
+
+# Llama, built as test_llama_transformers.py builds it (every parameter
+# std 0.2, so each moves the logits); each config exercises a branch of
+# the graph: grouped (2 and 1 key/value heads) or plain attention, tied or
+# untied head, llama3 rope scaling (all three frequency bands), head_dim
+# apart from hidden_size / heads, biases, another activation and epsilon.
+LLAMA_CONFIGS = {
+    "gqa_theta500k": dict(num_key_value_heads=2, rope_theta=500000.0),
+    "mha_tied": dict(num_key_value_heads=4, tie_word_embeddings=True),
+    "llama3_rope_scaling": dict(num_key_value_heads=2, rope_scaling=LLAMA3, rope_theta=10000.0),
+    "mqa_head_dim_biases_gelu": dict(num_key_value_heads=1, head_dim=24, attention_bias=True, mlp_bias=True,
+                                     hidden_act="gelu", rms_norm_eps=1e-2),
+}
+LLAMA_IDS = [int(i) for i in np.random.default_rng(4).integers(0, LLAMA_V, 40)]
+
+
+def llama_dir(tmp_path, name):
+    d = tmp_path / name
+    hf_model(len(name), **LLAMA_CONFIGS[name]).save_pretrained(d)
+    return d
+
+
+@pytest.mark.parametrize("name", list(LLAMA_CONFIGS))
+@pytest.mark.parametrize("dtype", ["f32", "f16"])
+def test_onnxruntime_llama_logits_equal_lmio(tmp_path, name, dtype):
+    d = llama_dir(tmp_path, name)
+    path = export(d, tmp_path / "onnx", "--dtype", dtype)
+    m = onnx.load(str(path))
+    G = LLAMA_CONFIGS[name]["num_key_value_heads"]
+    D = LLAMA_CONFIGS[name].get("head_dim", 16)
+    past = [i for i in m.graph.input if i.name.startswith("past_key_values.")]
+    assert len(past) == 4 and all([x.dim_param or x.dim_value for x in i.type.tensor_type.shape.dim] ==
+                                  ["batch_size", G, "past_sequence_length", D] for i in past)
+    check_session(d, path, LLAMA_IDS, RTOL[dtype], f"llama {name} {dtype}", tmp_path)
 
 
 def test_layout_is_what_transformersjs_expects(tmp_path):
@@ -239,3 +281,21 @@ def test_transformersjs_generates_as_lmio(tmp_path, flags):
     assert js["prompt_ids"] == ours["prompt_ids"]
     assert js["ids"] == ours["ids"]
     assert js["generated_text"] == PROMPT + ours["text"]
+
+
+@pytest.mark.parametrize("name", ["gqa_theta500k", "llama3_rope_scaling"])
+def test_transformersjs_generates_llama_as_lmio(tmp_path, name):
+    """transformers.js runs the export as a LlamaForCausalLM, offline: its
+    greedy 32-token continuation of token ids equals lmio generate's."""
+    d = llama_dir(tmp_path, name)
+    (tmp_path / "models").mkdir()
+    export(d, tmp_path / "models" / "exported")
+    prompt = ",".join(map(str, LLAMA_IDS))
+    ours = json.loads(run("generate", d, "--ids", prompt, "-n", N_NEW, "--greedy", "--json"))
+    assert len(ours["ids"]) == N_NEW and len(set(ours["ids"])) >= 8, ours["ids"]
+    r = subprocess.run(["node", os.path.join(HERE, "onnx_transformersjs_ids.mjs"), str(tmp_path / "models"),
+                        "exported", prompt, str(N_NEW)], capture_output=True, text=True, cwd=HERE,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stderr
+    js = json.loads(r.stdout.strip().splitlines()[-1])
+    assert js == {"model_type": "llama", "ids": ours["ids"]}

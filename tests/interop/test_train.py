@@ -1,7 +1,8 @@
 """lmio's training step against torch 2.13.0 and Transformers: the gradients
 of GPT2LMHeadModel's loss.backward() tensor by tensor, and AdamW: one
 torch.optim.AdamW(fused=True) step started from an lmio checkpoint's
-optimizer state equals lmio's next step bit for bit."""
+optimizer state (optimizer.pt, loaded by load_state_dict as it is) equals
+lmio's next step bit for bit."""
 import ctypes
 import json
 import os
@@ -182,25 +183,43 @@ def test_gradient_check_fails_on_a_wrong_gradient(tmp_path):
     assert np.linalg.norm(g * 1.001 - g) / np.linalg.norm(g) > 1e-4
 
 
-def torch_optimizer(model, ckpt):
-    """torch.optim.AdamW(fused=True), the groups as lmio forms them, loaded
-    from the checkpoint's optimizer.pt and scheduler.json."""
+def adamw(model, ckpt):
+    """torch.optim.AdamW(fused=True) under a LambdaLR (which adds
+    initial_lr), the groups as a training script builds them."""
     named = list(model.named_parameters())
-    decay = [p for n, p in named if p.ndim >= 2]
-    rest = [p for n, p in named if p.ndim < 2]
     state = json.load(open(os.path.join(ckpt, "trainer_state.json")))["lmio_trainer"]
-    sched = json.load(open(os.path.join(ckpt, "scheduler.json")))
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": state["weight_decay"]},
-                             {"params": rest, "weight_decay": 0.0}],
+    opt = torch.optim.AdamW([{"params": [p for n, p in named if p.ndim >= 2], "weight_decay": state["weight_decay"]},
+                             {"params": [p for n, p in named if p.ndim < 2], "weight_decay": 0.0}],
                             lr=state["lr"], betas=(state["beta1"], state["beta2"]), eps=state["eps"], fused=True)
-    flat = torch.load(os.path.join(ckpt, "optimizer.pt"), weights_only=True)
-    sd = opt.state_dict()
-    n = len(decay) + len(rest)
-    sd["state"] = {i: {k: flat[f"state.{i}.{k}"] for k in ("step", "exp_avg", "exp_avg_sq")} for i in range(n)}
-    for g, lr in zip(sd["param_groups"], sched["_last_lr"]):
-        g["lr"] = lr  # the lr of the next update
-    opt.load_state_dict(sd)
+    torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     return opt
+
+
+def torch_state_dict_after_a_step(ckpt, grads):
+    """What torch itself saves for this model: AdamW's state_dict() after
+    one step of its own."""
+    model = GPT2LMHeadModel.from_pretrained(ckpt).eval()
+    opt = adamw(model, ckpt)
+    for name, p in model.named_parameters():
+        p.grad = torch.from_numpy(grads[name])
+    opt.step()
+    return opt.state_dict()
+
+
+def same_structure(a, b, where="optimizer.pt"):
+    """Same keys in the same order, same types, tensors of the same dtype
+    and shape."""
+    assert type(a) is type(b), f"{where}: {type(a).__name__} vs {type(b).__name__}"
+    if isinstance(a, dict):
+        assert list(a) == list(b), f"{where}: keys {list(a)} vs {list(b)}"
+        for k in a:
+            same_structure(a[k], b[k], f"{where}[{k!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), f"{where}: {len(a)} items vs {len(b)}"
+        for i, (x, y) in enumerate(zip(a, b)):
+            same_structure(x, y, f"{where}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert (a.dtype, a.shape, a.device) == (b.dtype, b.shape, b.device), where
 
 
 def test_one_torch_adamw_step_from_an_lmio_checkpoint_equals_lmios(tmp_path):
@@ -225,7 +244,15 @@ def test_one_torch_adamw_step_from_an_lmio_checkpoint_equals_lmios(tmp_path):
     grads = resumed.tensors(GRADS)  # as clipped, what AdamW used
 
     model = GPT2LMHeadModel.from_pretrained(ckpt).eval()
-    opt = torch_optimizer(model, ckpt)
+    pt = torch.load(os.path.join(ckpt, "optimizer.pt"), weights_only=True)
+    same_structure(torch_state_dict_after_a_step(ckpt, grads), pt)
+    sched = json.load(open(os.path.join(ckpt, "scheduler.json")))
+    assert [g["lr"] for g in pt["param_groups"]] == sched["_last_lr"]  # the next update's
+    named = list(model.named_parameters())
+    n_decay = sum(p.ndim >= 2 for _, p in named)
+    assert [g["params"] for g in pt["param_groups"]] == [list(range(n_decay)), list(range(n_decay, len(named)))]
+    opt = adamw(model, ckpt)
+    opt.load_state_dict(pt)  # as it is: no edits
     for name, p in model.named_parameters():
         p.grad = torch.from_numpy(grads[name])
     opt.step()
@@ -233,7 +260,6 @@ def test_one_torch_adamw_step_from_an_lmio_checkpoint_equals_lmios(tmp_path):
     got = resumed.tensors(WEIGHTS)
     m = resumed.tensors(EXP_AVG)
     v = resumed.tensors(EXP_AVG_SQ)
-    named = list(model.named_parameters())
     for name, p in named:
         st = opt.state[p]
         assert np.array_equal(got[name], want[name]), f"{name}: weights differ from torch's AdamW"

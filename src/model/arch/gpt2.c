@@ -91,6 +91,16 @@ static const char *const k_aliases[][2] = {{"hidden_size", "n_embd"},
 /* The causal-mask buffers older Transformers saved (safetensors-hf.md §2.8) */
 static const char *const k_dropped[] = {".attn.bias", ".attn.masked_bias", NULL};
 
+/* llama.cpp's gpt2 hyperparameters (shared/reference/gguf-llamacpp.md §2.2) */
+static const lmio__gguf_key k_gguf_keys[] = {
+    {"context_length", "n_positions", 'u', NULL, 0},
+    {"embedding_length", "n_embd", 'u', NULL, 0},
+    {"block_count", "n_layer", 'u', NULL, 0},
+    {"feed_forward_length", "n_inner", 'u', "n_embd", 4},
+    {"attention.head_count", "n_head", 'u', NULL, 0},
+    {"attention.layer_norm_epsilon", "layer_norm_epsilon", 'f', NULL, 0},
+};
+
 static lmio_status gpt2_create(const lmio_config *cfg, const lmio_statedict *w, void **out, lmio_error *err);
 static lmio_status gpt2_forward(void *model, const int32_t *ids, size_t T, size_t pos0, float *logits,
                                 size_t n_logits, lmio_error *err);
@@ -122,6 +132,8 @@ const lmio__arch lmio__arch_gpt2 = {
     .free = gpt2_free,
     .vocab_size = gpt2_vocab_size,
     .max_positions = gpt2_max_positions,
+    .gguf_keys = k_gguf_keys,
+    .n_gguf_keys = sizeof k_gguf_keys / sizeof k_gguf_keys[0],
     .torchscript = gpt2_torchscript,
     .onnx_graph = gpt2_onnx,
     .dims = gpt2_dims,

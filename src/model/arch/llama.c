@@ -11,7 +11,10 @@
 #include "../arch.h"
 #include "../kernels.h"
 
+#include <float.h>
 #include <math.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -102,6 +105,21 @@ static lmio_status llama_dims(const lmio_config *cfg, uint64_t *dims, size_t *n_
 static void llama_init(const lmio_config *cfg, const lmio__tensor_spec *ts, float *data, size_t n, uint64_t *rng);
 static lmio_status llama_backward(void *model, void *grads, const int32_t *ids, const int32_t *targets, size_t B,
                                   size_t T, float *loss, lmio_error *err);
+static lmio_status llama_onnx(const lmio_config *cfg, const lmio_statedict *w, lmio__onnx *g, lmio_error *err);
+
+/* llama.cpp's llama hyperparameters (shared/reference/gguf-llamacpp.md §2.3) */
+static const lmio__gguf_key k_gguf_keys[] = {
+    {"context_length", "max_position_embeddings", 'u', NULL, 0},
+    {"embedding_length", "hidden_size", 'u', NULL, 0},
+    {"block_count", "num_hidden_layers", 'u', NULL, 0},
+    {"feed_forward_length", "intermediate_size", 'u', NULL, 0},
+    {"attention.head_count", "num_attention_heads", 'u', NULL, 0},
+    {"attention.head_count_kv", "num_key_value_heads", 'u', "num_attention_heads", 1},
+    {"attention.key_length", "head_dim", 'u', NULL, 0},
+    {"rope.freq_base", "rope_theta", 'f', NULL, 0},
+    {"attention.layer_norm_rms_epsilon", "rms_norm_eps", 'f', NULL, 0},
+    {"vocab_size", "vocab_size", 'u', NULL, 0},
+};
 
 const lmio__arch lmio__arch_llama = {
     .model_type = MODEL_TYPE,
@@ -125,6 +143,9 @@ const lmio__arch lmio__arch_llama = {
     .n_dims = N_DIMS,
     .init = llama_init,
     .backward = llama_backward,
+    .gguf_keys = k_gguf_keys,
+    .n_gguf_keys = sizeof k_gguf_keys / sizeof k_gguf_keys[0],
+    .onnx_graph = llama_onnx,
 };
 
 /* ---- rotary frequencies ---- */
@@ -779,4 +800,200 @@ static lmio_status llama_backward(void *model, void *grads, const int32_t *ids, 
     }
     lmio__free(a.base);
     return s;
+}
+
+/* ---- the ONNX graph: the same forward pass as ONNX nodes ---- */
+
+/* The weight pattern names for layer (NULL when absent: the graph fails). */
+static const char *onnx_weight(lmio__onnx *g, const lmio_statedict *w, const char *pattern, size_t l)
+{
+    char name[256];
+    lmio_tensor t;
+    if (!lmio__tensor_name(pattern, l, name, sizeof name) || lmio_tensor_find(w, name, &t, NULL))
+        return lmio__onnx_weight(g, NULL);
+    return lmio__onnx_weight(g, &t);
+}
+
+// (B, T, out) = x (B, T, in) @ weight^T (+ bias): nn.Linear's (out, in)
+// layout; onnxruntime folds the weight's Transpose once at load
+static const char *onnx_linear(lmio__onnx *g, const lmio_statedict *w, const char *x, const char *which, size_t l,
+                               bool bias)
+{
+    char wn[96], bn[96];
+    snprintf(wn, sizeof wn, "%s.weight", which);
+    snprintf(bn, sizeof bn, "%s.bias", which);
+    const char *wt = LMIO__ONNX_OP(g, "Transpose", onnx_weight(g, w, wn, l));
+    lmio__onnx_attr_ints(g, "perm", (const int64_t[]){1, 0}, 2);
+    const char *y = LMIO__ONNX_OP(g, "MatMul", x, wt);
+    return bias ? LMIO__ONNX_OP(g, "Add", y, onnx_weight(g, w, bn, l)) : y;
+}
+
+// w * (x * 1 / sqrt(mean(x^2) + eps)) over the last axis, in lmio__rmsnorm's
+// order (opset 20 has no RMSNormalization)
+static const char *onnx_rmsnorm(lmio__onnx *g, const char *x, const char *weight, float eps)
+{
+    const int64_t one = 1, last = -1;
+    const char *ms = LMIO__ONNX_OP(g, "ReduceMean", LMIO__ONNX_OP(g, "Mul", x, x), lmio__onnx_const_i64(g, &last, 1, &one));
+    lmio__onnx_attr_int(g, "keepdims", 1);
+    const char *rstd = LMIO__ONNX_OP(g, "Reciprocal",
+                                     LMIO__ONNX_OP(g, "Sqrt", LMIO__ONNX_OP(g, "Add", ms, lmio__onnx_const_f32(g, eps))));
+    return LMIO__ONNX_OP(g, "Mul", weight, LMIO__ONNX_OP(g, "Mul", x, rstd));
+}
+
+static const char *onnx_act(lmio__onnx *g, lmio__act a, const char *x)
+{
+    switch (a) {
+    case LMIO__ACT_GELU_NEW: {
+        const char *y = LMIO__ONNX_OP(g, "Gelu", x);
+        lmio__onnx_attr_str(g, "approximate", "tanh");
+        return y;
+    }
+    case LMIO__ACT_GELU: return LMIO__ONNX_OP(g, "Gelu", x);
+    case LMIO__ACT_RELU: return LMIO__ONNX_OP(g, "Relu", x);
+    case LMIO__ACT_SILU: return LMIO__ONNX_OP(g, "Mul", x, LMIO__ONNX_OP(g, "Sigmoid", x));
+    }
+    return NULL;
+}
+
+static const char *onnx_transpose(lmio__onnx *g, const char *x, int64_t a, int64_t b, int64_t c, int64_t d)
+{
+    const char *y = LMIO__ONNX_OP(g, "Transpose", x);
+    lmio__onnx_attr_ints(g, "perm", (const int64_t[]){a, b, c, d}, 4);
+    return y;
+}
+
+static const char *onnx_reshape(lmio__onnx *g, const char *x, int64_t a, int64_t b, int64_t c, int64_t d)
+{
+    const int64_t four = 4, shape[] = {a, b, c, d};
+    return LMIO__ONNX_OP(g, "Reshape", x, lmio__onnx_const_i64(g, shape, 1, &four));
+}
+
+/* cos and sin of every position's rotary angles, (P, D) each with the
+ * D/2 frequencies twice over (rotate_half's halves), as rope() computes
+ * them: onnxruntime gathers them by position_ids instead of taking its own
+ * cos and sin. */
+typedef struct onnx_rope {
+    const char *cos, *sin; /* (B, 1, T, D) for the tokens of this call */
+} onnx_rope;
+
+static lmio_status onnx_rope_tables(const llama *m, lmio__onnx_decoder *d, onnx_rope *r, lmio_error *err)
+{
+    lmio__onnx *g = d->g;
+    size_t D = m->D, half = D / 2;
+    if (m->P > SIZE_MAX / sizeof(float) / 2 / D)
+        return lmio__fail(err, LMIO_ERR_UNSUPPORTED, "", -1, "max_position_embeddings",
+                          "max_position_embeddings %zu is too large for rotary tables", m->P);
+    float *cs = lmio__malloc(2 * m->P * D * sizeof *cs), *sn = cs + m->P * D;
+    if (!cs) return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory for the rotary tables");
+    for (size_t p = 0; p < m->P; p++)
+        for (size_t i = 0; i < half; i++) {
+            float angle = (float)p * m->inv_freq[i];
+            cs[p * D + i] = cs[p * D + i + half] = cosf(angle);
+            sn[p * D + i] = sn[p * D + i + half] = sinf(angle);
+        }
+    const int64_t dims[] = {(int64_t)m->P, (int64_t)D}, one = 1, axis = 1;
+    const char *tab[2] = {lmio__onnx_const_f32s(g, cs, 2, dims), lmio__onnx_const_f32s(g, sn, 2, dims)};
+    lmio__free(cs);
+    for (int i = 0; i < 2; i++) // (B, T, D) -> (B, 1, T, D): one row for all heads
+        tab[i] = LMIO__ONNX_OP(g, "Unsqueeze", LMIO__ONNX_OP(g, "Gather", tab[i], d->position_ids),
+                               lmio__onnx_const_i64(g, &axis, 1, &one));
+    r->cos = tab[0];
+    r->sin = tab[1];
+    return LMIO_OK;
+}
+
+// x (B, n, T, D) rotated: x * cos + rotate_half(x) * sin, where
+// rotate_half(x1, x2) = (-x2, x1)
+static const char *onnx_rotate(lmio__onnx *g, const onnx_rope *r, const char *x)
+{
+    const char *h[2];
+    lmio__onnx_node(g, "Split", (const char *const[]){x}, 1, h, 2);
+    lmio__onnx_attr_int(g, "axis", -1);
+    lmio__onnx_attr_int(g, "num_outputs", 2);
+    const char *rot = LMIO__ONNX_OP(g, "Concat", LMIO__ONNX_OP(g, "Neg", h[1]), h[0]);
+    lmio__onnx_attr_int(g, "axis", -1);
+    return LMIO__ONNX_OP(g, "Add", LMIO__ONNX_OP(g, "Mul", x, r->cos), LMIO__ONNX_OP(g, "Mul", rot, r->sin));
+}
+
+// (B, T, C) attention output of layer l for its normed input a (B, T, C).
+// Grouped-query attention without copying keys: the R = H/G query heads
+// of a group are consecutive, so (B, H, T, D) reshapes to (B, G, R*T, D)
+// and multiplies the group's (B, G, S, D) keys and values directly.
+static const char *onnx_attention(const llama *m, lmio__onnx_decoder *d, const onnx_rope *r,
+                                  const lmio_statedict *w, const char *a, size_t l, bool ab)
+{
+    lmio__onnx *g = d->g;
+    int64_t H = (int64_t)m->H, G = (int64_t)m->G, D = (int64_t)m->D;
+    const char *q = onnx_linear(g, w, a, "model.layers.{L}.self_attn.q_proj", l, ab);
+    const char *k = onnx_linear(g, w, a, "model.layers.{L}.self_attn.k_proj", l, ab);
+    const char *v = onnx_linear(g, w, a, "model.layers.{L}.self_attn.v_proj", l, ab);
+    q = onnx_rotate(g, r, onnx_transpose(g, onnx_reshape(g, q, 0, 0, H, D), 0, 2, 1, 3)); // (B, H, T, D)
+    k = onnx_rotate(g, r, onnx_transpose(g, onnx_reshape(g, k, 0, 0, G, D), 0, 2, 1, 3)); // (B, G, T, D)
+    v = onnx_transpose(g, onnx_reshape(g, v, 0, 0, G, D), 0, 2, 1, 3);
+    const char *K = lmio__onnx_decoder_cache(d, l, false, k); // (B, G, S, D)
+    const char *V = lmio__onnx_decoder_cache(d, l, true, v);
+    const char *s = LMIO__ONNX_OP(g, "MatMul", onnx_reshape(g, q, 0, G, -1, D), onnx_transpose(g, K, 0, 1, 3, 2));
+    s = onnx_reshape(g, s, 0, H, -1, 0); // (B, G, R*T, S) -> (B, H, T, S)
+    s = LMIO__ONNX_OP(g, "Mul", s, lmio__onnx_const_f32(g, (float)(1.0 / sqrt((double)m->D))));
+    // the lowest float, as Transformers fills masked scores, so a padding
+    // query's row still sums to 1
+    s = LMIO__ONNX_OP(g, "Where", d->mask, s, lmio__onnx_const_f32(g, -FLT_MAX));
+    const char *p = LMIO__ONNX_OP(g, "Softmax", s);
+    lmio__onnx_attr_int(g, "axis", -1);
+    const char *o = LMIO__ONNX_OP(g, "MatMul", onnx_reshape(g, p, 0, G, -1, 0), V); // (B, G, R*T, D)
+    o = onnx_transpose(g, onnx_reshape(g, o, 0, H, -1, D), 0, 2, 1, 3);              // (B, T, H, D)
+    const int64_t three = 3, merged[] = {0, 0, H * D};
+    o = LMIO__ONNX_OP(g, "Reshape", o, lmio__onnx_const_i64(g, merged, 1, &three));
+    return onnx_linear(g, w, o, "model.layers.{L}.self_attn.o_proj", l, ab);
+}
+
+// (B, T, C) = down(act(gate(a)) * up(a))
+static const char *onnx_mlp(const llama *m, lmio__onnx *g, const lmio_statedict *w, const char *a, size_t l, bool mb)
+{
+    const char *gate = onnx_act(g, m->act, onnx_linear(g, w, a, "model.layers.{L}.mlp.gate_proj", l, mb));
+    const char *up = onnx_linear(g, w, a, "model.layers.{L}.mlp.up_proj", l, mb);
+    return onnx_linear(g, w, LMIO__ONNX_OP(g, "Mul", gate, up), "model.layers.{L}.mlp.down_proj", l, mb);
+}
+
+static lmio_status llama_onnx(const lmio_config *cfg, const lmio_statedict *w, lmio__onnx *g, lmio_error *err)
+{
+    llama m = {0};
+    int tie = 0, ab = 0, mb = 0;
+    lmio_status s = read_config(&m, cfg, &tie, err);
+    uint64_t dims[N_DIMS] = {[D_V] = m.V, [D_C] = m.C, [D_I] = m.I, [D_HD] = (uint64_t)m.H * m.D,
+                             [D_GD] = (uint64_t)m.G * m.D};
+    lmio__binding b = {&lmio__arch_llama, w, dims, m.L, tie != 0, cfg};
+    if (!s) s = lmio__arch_bind(&b, NULL, NULL, NULL, err);
+    if (!s) s = read_rope(&m, cfg, err);
+    if (!s) s = lmio_config_get_bool(cfg, "attention_bias", &ab, err);
+    if (!s) s = lmio_config_get_bool(cfg, "mlp_bias", &mb, err);
+    lmio__onnx_decoder d;
+    onnx_rope r;
+    if (!s) {
+        lmio__onnx_decoder_begin(&d, g, m.L, m.G, m.D);
+        lmio__onnx_scope(g, "rope");
+        s = onnx_rope_tables(&m, &d, &r, err);
+    }
+    lmio__free(m.inv_freq);
+    if (s) return s;
+    const char *embed = onnx_weight(g, w, "model.embed_tokens.weight", 0);
+    const char *x = LMIO__ONNX_OP(g, "Gather", embed, d.input_ids); // (B, T, C)
+    for (size_t l = 0; l < m.L; l++) {
+        char scope[32];
+        snprintf(scope, sizeof scope, "layers.%zu", l);
+        lmio__onnx_scope(g, scope);
+        const char *a = onnx_rmsnorm(g, x, onnx_weight(g, w, "model.layers.{L}.input_layernorm.weight", l),
+                                     m.eps);
+        x = LMIO__ONNX_OP(g, "Add", x, onnx_attention(&m, &d, &r, w, a, l, ab != 0));
+        a = onnx_rmsnorm(g, x, onnx_weight(g, w, "model.layers.{L}.post_attention_layernorm.weight", l), m.eps);
+        x = LMIO__ONNX_OP(g, "Add", x, onnx_mlp(&m, g, w, a, l, mb != 0));
+    }
+    lmio__onnx_scope(g, NULL);
+    x = onnx_rmsnorm(g, x, onnx_weight(g, w, "model.norm.weight", 0), m.eps);
+    // logits (B, T, V) = x @ head^T (the embedding when tied)
+    const char *head = tie ? embed : onnx_weight(g, w, "lm_head.weight", 0);
+    const char *ht = LMIO__ONNX_OP(g, "Transpose", head);
+    lmio__onnx_attr_ints(g, "perm", (const int64_t[]){1, 0}, 2);
+    lmio__onnx_decoder_logits(&d, LMIO__ONNX_OP(g, "MatMul", x, ht), m.V);
+    return LMIO_OK;
 }
