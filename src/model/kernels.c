@@ -69,6 +69,25 @@ float lmio__act_apply(lmio__act a, float x)
     return x;
 }
 
+float lmio__act_grad(lmio__act a, float x)
+{
+    switch (a) {
+    case LMIO__ACT_GELU_NEW: {
+        const float c = 0.7978845608028654f;
+        float th = tanhf(c * (x + 0.044715f * x * x * x));
+        return 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * c * (1.0f + 3.0f * 0.044715f * x * x);
+    }
+    case LMIO__ACT_GELU:
+        return 0.5f * (1.0f + erff(x * 0.7071067811865476f)) + x * expf(-0.5f * x * x) * 0.3989422804014327f;
+    case LMIO__ACT_RELU: return x > 0 ? 1.0f : 0.0f;
+    case LMIO__ACT_SILU: {
+        float sg = 1.0f / (1.0f + expf(-x));
+        return sg * (1.0f + x * (1.0f - sg));
+    }
+    }
+    return 1.0f;
+}
+
 /* ---- layers ---- */
 
 void lmio__layernorm(float *out, const float *x, const float *w, const float *b, size_t T, size_t C, float eps)
@@ -159,6 +178,52 @@ void lmio__attention(const lmio__attn_io *io, size_t T, size_t pos0, size_t H, s
             }
         }
     }
+}
+
+/* ---- backward passes ---- */
+
+void lmio__rmsnorm_bwd(float *dx, float *dw, const float *dout, const float *x, const float *w, size_t T, size_t C,
+                       float eps)
+{
+    for (size_t t = 0; t < T; t++) {
+        const float *xt = x + t * C, *dt = dout + t * C;
+        float ss = 0, dot = 0;
+        for (size_t i = 0; i < C; i++) ss += xt[i] * xt[i];
+        float rstd = 1.0f / sqrtf(ss / (float)C + eps); /* as lmio__rmsnorm */
+        for (size_t i = 0; i < C; i++) dot += w[i] * dt[i] * xt[i];
+        // y = w * x * r, r = (mean(x^2) + eps)^-1/2: dx = r (w dy) - x r^3 sum(w dy x) / C
+        float k = dot * rstd * rstd * rstd / (float)C;
+        for (size_t i = 0; i < C; i++) {
+            dw[i] += dt[i] * (xt[i] * rstd);
+            dx[t * C + i] += rstd * w[i] * dt[i] - xt[i] * k;
+        }
+    }
+}
+
+void lmio__matmul_nk_bwd(float *dx, float *dw, float *db, const float *x, const float *dout, const float *w, size_t T,
+                         size_t K, size_t N)
+{
+    // dx rows are independent; each sums over n in order along w's rows
+#pragma omp parallel for schedule(static) if (T * K * N > (1 << 16))
+    for (size_t t = 0; t < T; t++) {
+        float *o = dx + t * K;
+        for (size_t n = 0; n < N; n++) {
+            float a = dout[t * N + n];
+            const float *wn = w + n * K;
+            for (size_t k = 0; k < K; k++) o[k] += a * wn[k];
+        }
+    }
+#pragma omp parallel for schedule(static) if (T * K * N > (1 << 16))
+    for (size_t n = 0; n < N; n++) {
+        float *g = dw + n * K;
+        for (size_t t = 0; t < T; t++) {
+            float a = dout[t * N + n];
+            const float *xt = x + t * K;
+            for (size_t k = 0; k < K; k++) g[k] += a * xt[k];
+        }
+    }
+    for (size_t t = 0; db && t < T; t++)
+        for (size_t n = 0; n < N; n++) db[n] += dout[t * N + n];
 }
 
 /* ---- the KV cache ---- */

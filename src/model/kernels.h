@@ -30,6 +30,8 @@ typedef enum { LMIO__ACT_GELU_NEW, LMIO__ACT_GELU, LMIO__ACT_RELU, LMIO__ACT_SIL
 /* cfg's key (an activation name as Transformers' ACT2FN spells it). */
 lmio_status lmio__act_read(const lmio_config *cfg, const char *key, lmio__act *out, lmio_error *err);
 float lmio__act_apply(lmio__act a, float x);
+/* d act(x) / dx, for the backward pass */
+float lmio__act_grad(lmio__act a, float x);
 
 /* ---- layers ---- */
 
@@ -41,6 +43,19 @@ void lmio__rmsnorm(float *out, const float *x, const float *w, size_t T, size_t 
 void lmio__matmul_kn(float *out, const float *x, const float *w, const float *b, size_t T, size_t K, size_t N);
 // out (T, N) = x (T, K) @ w^T + b where w is (N, K): nn.Linear's layout; b may be NULL
 void lmio__matmul_nk(float *out, const float *x, const float *w, const float *b, size_t T, size_t K, size_t N);
+
+/* ---- backward passes (training) ----
+ * Each adds into its gradients, so inputs shared by several layers (the
+ * normed x read by q, k and v) gather theirs; each sum runs in one fixed
+ * order, threads splitting independent outputs. */
+
+// dx (T, C) += rmsnorm backward of dout at x; dw (C) += w's gradient
+void lmio__rmsnorm_bwd(float *dx, float *dw, const float *dout, const float *x, const float *w, size_t T, size_t C,
+                       float eps);
+// for out = x (T, K) @ w^T + b, w (N, K): dx (T, K) += dout (T, N) @ w,
+// dw (N, K) += dout^T @ x, db (N) += column sums of dout; db may be NULL
+void lmio__matmul_nk_bwd(float *dx, float *dw, float *db, const float *x, const float *dout, const float *w, size_t T,
+                         size_t K, size_t N);
 
 /* Where attention reads and writes: row t of q and out, row s of the key
  * and value caches, each a stride apart in floats. */

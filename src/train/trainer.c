@@ -59,8 +59,16 @@ static lmio_status add_param(lmio_trainer *tr, const lmio__tensor_spec *ts, size
     return LMIO_OK;
 }
 
+/* Whether the config builds the tensor at all (bind.c's rule for if_config). */
+static bool exists(const lmio_trainer *tr, const lmio__tensor_spec *ts)
+{
+    int on = 1;
+    return !ts->if_config || lmio_config_get_bool(tr->cfg, ts->if_config, &on, NULL) != LMIO_OK || on;
+}
+
 /* The parameters in named_parameters() order: the table's rows in order,
- * a run of per-layer rows expanded layer by layer; a tied head skipped. */
+ * a run of per-layer rows expanded layer by layer; a tied head and tensors
+ * the config leaves out (Llama's biases) skipped. */
 static lmio_status list_params(lmio_trainer *tr, const uint64_t *dims, size_t L, bool tied, lmio_error *err)
 {
     const lmio__arch *a = tr->arch;
@@ -69,14 +77,15 @@ static lmio_status list_params(lmio_trainer *tr, const uint64_t *dims, size_t L,
     for (size_t i = 0; i < a->n_tensors && !s;) {
         const lmio__tensor_spec *ts = &a->tensors[i];
         if (!(ts->flags & LMIO__T_PER_LAYER)) {
-            if (!(tied && (ts->flags & LMIO__T_TIED))) s = add_param(tr, ts, 0, dims, &cap, err);
+            if (!(tied && (ts->flags & LMIO__T_TIED)) && exists(tr, ts)) s = add_param(tr, ts, 0, dims, &cap, err);
             i++;
             continue;
         }
         size_t j = i;
         while (j < a->n_tensors && (a->tensors[j].flags & LMIO__T_PER_LAYER)) j++;
         for (size_t l = 0; l < L && !s; l++)
-            for (size_t k = i; k < j && !s; k++) s = add_param(tr, &a->tensors[k], l, dims, &cap, err);
+            for (size_t k = i; k < j && !s; k++)
+                if (exists(tr, &a->tensors[k])) s = add_param(tr, &a->tensors[k], l, dims, &cap, err);
         i = j;
     }
     return s;
@@ -118,14 +127,24 @@ static lmio_status fill_weights(lmio_trainer *tr, const lmio_statedict *weights,
     return LMIO_OK;
 }
 
+/* The refusal of a model type without a training step, naming those with one. */
+static lmio_status untrainable(const lmio_config *cfg, lmio_error *err)
+{
+    char list[256] = "";
+    const char *name;
+    for (size_t i = 0, len = 0; (name = lmio_arch_name(i)) && len < sizeof list; i++)
+        if (lmio__arch_find(name)->backward)
+            len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", len ? ", " : "", name);
+    return lmio__fail(err, LMIO_ERR_UNSUPPORTED, cfg ? lmio__config_path(cfg) : "", -1, "model_type",
+                      "model_type \"%s\" is not an architecture lmio can train; expected one of %s",
+                      cfg ? lmio_config_model_type(cfg) : "", list);
+}
+
 lmio_status lmio__trainer_build(const lmio_config *cfg, const lmio_statedict *weights, const lmio_trainer_opts *o,
                                 lmio_trainer **out, lmio_error *err)
 {
     const lmio__arch *a = lmio__arch_of(cfg);
-    if (!a || !a->backward)
-        return lmio__fail(err, LMIO_ERR_UNSUPPORTED, cfg ? lmio__config_path(cfg) : "", -1, "model_type",
-                          "model_type \"%s\" is not an architecture lmio can train; expected gpt2",
-                          cfg ? lmio_config_model_type(cfg) : "");
+    if (!a || !a->backward) return untrainable(cfg, err);
     lmio_trainer *tr = lmio__calloc(1, sizeof *tr);
     if (!tr) return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
     tr->arch = a;
@@ -148,13 +167,13 @@ lmio_status lmio__trainer_build(const lmio_config *cfg, const lmio_statedict *we
     if (!s) s = make_view(tr, tr->g, &tr->gsd, err);
     if (!s) s = a->create(tr->cfg, tr->wsd, &tr->model, err);
     if (!s) s = a->create(tr->cfg, tr->gsd, &tr->gmodel, err);
-    size_t P = (size_t)dims[1];
+    size_t P = s ? 0 : a->max_positions(tr->model);
     if (!s && !tr->o.seq_len) tr->o.seq_len = P < 64 ? P : 64;
     if (!s && (!tr->o.batch_size || tr->o.seq_len > P || !(tr->o.beta1 >= 0 && tr->o.beta1 < 1) ||
                !(tr->o.beta2 >= 0 && tr->o.beta2 < 1) || !(tr->o.lr >= 0) || !(tr->o.eps > 0)))
         s = lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "",
                        "trainer options: batch_size %zu, seq_len %zu, lr %g, betas (%g, %g), eps %g; expected "
-                       "batch_size >= 1, seq_len <= n_positions %zu, lr >= 0, betas in [0, 1), eps > 0",
+                       "batch_size >= 1, seq_len <= the model's positions %zu, lr >= 0, betas in [0, 1), eps > 0",
                        tr->o.batch_size, tr->o.seq_len, tr->o.lr, tr->o.beta1, tr->o.beta2, tr->o.eps, P);
     size_t bt;
     if (!s && (__builtin_mul_overflow(tr->o.batch_size, tr->o.seq_len, &bt) ||

@@ -266,3 +266,99 @@ def test_one_torch_adamw_step_from_an_lmio_checkpoint_equals_lmios(tmp_path):
         assert np.array_equal(m[name], st["exp_avg"].numpy()), f"{name}: exp_avg differs"
         assert np.array_equal(v[name], st["exp_avg_sq"].numpy()), f"{name}: exp_avg_sq differs"
         assert st["step"].item() == 4.0
+
+
+# ---- Llama ----
+
+def random_llama(cfg, seed, std=0.3):
+    """A LlamaForCausalLM whose every weight has std >= 0.2 (RMSNorm
+    weights around 1)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(LlamaConfig(**cfg))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.randn_like(p) * std + (1.0 if name.endswith("norm.weight") else 0.0))
+    return model.eval()
+
+
+LLAMA_CONFIGS = {
+    # grouped-query attention (4 query heads share 2 key/value heads), untied
+    "gqa": dict(vocab_size=64, max_position_embeddings=16, hidden_size=32, intermediate_size=48,
+                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False),
+    # multi-head, tied head, biases everywhere, a padding row that gets no gradient
+    "mha_tied_bias": dict(vocab_size=48, max_position_embeddings=12, hidden_size=24, intermediate_size=40,
+                          num_hidden_layers=2, num_attention_heads=3, tie_word_embeddings=True,
+                          attention_bias=True, mlp_bias=True, rms_norm_eps=1e-3, pad_token_id=5),
+    # one key/value head, an explicit head_dim, Llama 3.1 rope scaling, tied
+    "mqa_llama3": dict(vocab_size=40, max_position_embeddings=16, hidden_size=16, intermediate_size=24,
+                       num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=1, head_dim=8,
+                       tie_word_embeddings=True, rope_theta=500.0,
+                       rope_scaling=dict(rope_type="llama3", factor=4.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                                         original_max_position_embeddings=4)),
+}
+
+
+@pytest.mark.parametrize("name", list(LLAMA_CONFIGS))
+def test_llama_gradients_match_torch_autograd(tmp_path, name):
+    cfg = LLAMA_CONFIGS[name]
+    model = random_llama(cfg, seed=1)
+    model.save_pretrained(tmp_path / "m")
+    B, T = 3, cfg["max_position_embeddings"]
+    ids = batch(cfg, B, T, seed=2)
+    out = model(torch.from_numpy(ids), labels=torch.from_numpy(ids))
+    out.loss.backward()
+
+    tr = Trainer(str(tmp_path / "m"))
+    targets = np.concatenate([ids[:, 1:], -np.ones((B, 1), dtype=np.int64)], axis=1)  # HF shifts labels
+    loss = tr.backward(ids, targets)
+    assert abs(loss - out.loss.item()) <= 1e-5 * abs(out.loss.item())
+
+    grads = tr.tensors(GRADS)
+    params = dict(model.named_parameters())
+    assert list(grads) == list(params)  # named_parameters() order, tied head once
+    for pname, p in params.items():
+        g = p.grad.numpy()
+        rel = np.linalg.norm(grads[pname] - g) / np.linalg.norm(g)
+        assert rel <= 1e-4, f"{pname}: ||lmio - torch|| / ||torch|| = {rel:.3g}"
+
+
+def llama_run(tmp_path, steps, env=None, out="run"):
+    """`lmio train --config DIR` on a small Llama config (no tokenizer: the
+    run trains one) over English text; the printed log lines."""
+    import subprocess
+    from transformers import LlamaConfig
+    cfg_dir = tmp_path / "cfg"
+    LlamaConfig(vocab_size=300, max_position_embeddings=32, hidden_size=32, intermediate_size=64,
+                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2).save_pretrained(cfg_dir)
+    text = tmp_path / "text.txt"
+    lic = "/usr/share/common-licenses"  # English text every Debian system ships (base-files)
+    text.write_bytes(b"".join(open(os.path.join(lic, f), "rb").read() for f in sorted(os.listdir(lic))
+                              if os.path.isfile(os.path.join(lic, f)))[:200000])
+    lmio = os.path.join(os.environ["LMIO_BUILD"], "lmio")
+    run = subprocess.run([lmio, "train", "--config", str(cfg_dir), "--data", str(text), "--out", str(tmp_path / out),
+                          "--steps", str(steps), "--lr", "3e-3", "--batch-size", "4", "--seq-len", "32"],
+                         capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
+    assert run.returncode == 0, run.stderr
+    return [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+
+
+def test_lmio_train_on_a_llama_config_lowers_the_loss(tmp_path):
+    """The loss of the last steps is well below the first's, and the
+    checkpoint loads in Transformers as a LlamaForCausalLM."""
+    from transformers import LlamaForCausalLM
+    losses = [r["loss"] for r in llama_run(tmp_path, 300)]
+    assert len(losses) == 300
+    first, last = np.mean(losses[:10]), np.mean(losses[-10:])
+    assert last < 0.6 * first, f"mean loss {first:.3f} -> {last:.3f}"
+    model, info = LlamaForCausalLM.from_pretrained(tmp_path / "run" / "checkpoint-300", output_loading_info=True)
+    assert not any(info.values()), info
+
+
+def test_llama_training_is_the_same_on_one_and_two_threads(tmp_path):
+    """Every sum in a fixed order: the weights after some steps are the same
+    bytes whatever the thread count."""
+    for n in ("1", "2"):
+        llama_run(tmp_path, 4, env={"OMP_NUM_THREADS": n}, out=f"run{n}")
+    a, b = (open(tmp_path / f"run{n}" / "checkpoint-4" / "model.safetensors", "rb").read() for n in ("1", "2"))
+    assert a == b

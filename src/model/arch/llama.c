@@ -33,6 +33,7 @@ typedef struct layer {
 
 typedef struct llama {
     size_t V, P, C, L, H, G, D, I;
+    int64_t pad; /* pad_token_id: nn.Embedding's padding_idx (its row neither initialised nor trained); -1: none */
     float eps;
     lmio__act act;
     float *inv_freq; /* (D/2) rotary frequencies, after any rope scaling */
@@ -106,6 +107,10 @@ static lmio_status llama_forward(void *model, const int32_t *ids, size_t T, size
 static void llama_free(void *model);
 static size_t llama_vocab_size(const void *model) { return ((const llama *)model)->V; }
 static size_t llama_max_positions(const void *model) { return ((const llama *)model)->P; }
+static lmio_status llama_dims(const lmio_config *cfg, uint64_t *dims, size_t *n_layer, lmio_error *err);
+static void llama_init(const lmio_config *cfg, const lmio__tensor_spec *ts, float *data, size_t n, uint64_t *rng);
+static lmio_status llama_backward(void *model, void *grads, const int32_t *ids, const int32_t *targets, size_t B,
+                                  size_t T, float *loss, lmio_error *err);
 static lmio_status llama_onnx(const lmio_config *cfg, const lmio_statedict *w, lmio__onnx *g, lmio_error *err);
 
 /* llama.cpp's llama hyperparameters (shared/reference/gguf-llamacpp.md §2.3) */
@@ -141,6 +146,10 @@ const lmio__arch lmio__arch_llama = {
     .free = llama_free,
     .vocab_size = llama_vocab_size,
     .max_positions = llama_max_positions,
+    .dims = llama_dims,
+    .n_dims = N_DIMS,
+    .init = llama_init,
+    .backward = llama_backward,
     .gguf_keys = k_gguf_keys,
     .n_gguf_keys = sizeof k_gguf_keys / sizeof k_gguf_keys[0],
     .onnx_graph = llama_onnx,
@@ -273,6 +282,10 @@ static lmio_status read_config(llama *m, const lmio_config *cfg, int *tie, lmio_
         (s = lmio_config_get_bool(cfg, "mlp_bias", &mb, err)))
         return s;
     m->eps = (float)eps;
+    int64_t pad;
+    m->pad = lmio_config_get_int(cfg, "pad_token_id", &pad, NULL) == LMIO_OK && pad >= 0 && (uint64_t)pad < m->V
+                 ? pad
+                 : -1;
     const char *path = lmio__config_path(cfg);
     /* without head_dim, Transformers refuses a width its heads do not divide */
     int64_t hd;
@@ -446,6 +459,357 @@ static lmio_status llama_forward(void *model, const int32_t *ids, size_t T, size
     lmio__matmul_nk(logits, w.h, m->lm_head, NULL, n_logits, C, m->V);
     work_free(&w);
     return LMIO_OK;
+}
+
+/* ---- training: forward keeping activations, backward ----
+ * Shapes: B sequences of T tokens, N = B * T rows, HD = H * D, GD = G * D.
+ * Every sum runs in a fixed order (threads split independent outputs), so
+ * a step gives the same bits whatever the thread count. */
+
+static lmio_status llama_dims(const lmio_config *cfg, uint64_t *dims, size_t *n_layer, lmio_error *err)
+{
+    llama m = {0};
+    int tie = 0;
+    lmio_status s = read_config(&m, cfg, &tie, err);
+    if (s) return s;
+    dims[D_V] = m.V;
+    dims[D_C] = m.C;
+    dims[D_I] = m.I;
+    dims[D_HD] = (uint64_t)m.H * m.D;
+    dims[D_GD] = (uint64_t)m.G * m.D;
+    *n_layer = m.L;
+    return LMIO_OK;
+}
+
+/* LlamaPreTrainedModel._init_weights: normal(0, initializer_range) for
+ * linear and embedding weights (the padding_idx row zero), RMSNorm weights
+ * 1, biases 0. */
+static void llama_init(const lmio_config *cfg, const lmio__tensor_spec *ts, float *data, size_t n, uint64_t *rng)
+{
+    double std = 0.02;
+    lmio_config_get_float(cfg, "initializer_range", &std, NULL);
+    size_t len = strlen(ts->hf_name);
+    bool bias = len >= 5 && !strcmp(ts->hf_name + len - 5, ".bias");
+    if (bias || ts->ndim == 1) { /* the 1-d weights are the RMSNorms' */
+        for (size_t i = 0; i < n; i++) data[i] = bias ? 0.0f : 1.0f;
+        return;
+    }
+    for (size_t i = 0; i < n; i++) data[i] = (float)(std * lmio__normal(rng));
+    int64_t pad, V;
+    if (!strcmp(ts->hf_name, "model.embed_tokens.weight") &&
+        lmio_config_get_int(cfg, "pad_token_id", &pad, NULL) == LMIO_OK &&
+        lmio_config_get_int(cfg, "vocab_size", &V, NULL) == LMIO_OK && pad >= 0 && pad < V && V > 0)
+        memset(data + (size_t)pad * (n / (size_t)V), 0, n / (size_t)V * sizeof *data);
+}
+
+/* Everything the backward pass reads, from one allocation. */
+typedef struct acts {
+    float *resid;            /* (L+1, N, C): entering each layer; [L] enters the final norm */
+    float *resid2;           /* (L, N, C): after the attention residual */
+    float *ln1, *ln2;        /* (L, N, C) RMSNorm outputs */
+    float *q, *k, *v;        /* (L, N, HD), (L, N, GD) x2: q and k after the rotation */
+    float *att;              /* (L, B, H, T, T) softmax probabilities */
+    float *atty;             /* (L, N, HD) attention output before o_proj */
+    float *gate, *up, *hid;  /* (L, N, I): gate before the activation, up, act(gate) * up */
+    float *lnf;              /* (N, C) */
+    float *probs;            /* (N, V): softmax, then dlogits */
+    float *dres, *dln;       /* backward scratch (N, C) */
+    float *dq, *dk, *dv;     /* (N, HD), (N, GD), (N, GD) */
+    float *dgate, *dup;      /* (N, I); dgate first holds d(hid), and d(atty) (N, HD) when I < HD */
+    float *dp;               /* (B, H, T) */
+    float *cs;               /* (T, D): cos then sin of each position's D/2 angles */
+    float *base;
+} acts;
+
+static bool acts_alloc(acts *a, const llama *m, size_t B, size_t T)
+{
+    size_t N = B * T, L = m->L, C = m->C, I = m->I, HD = m->H * m->D, GD = m->G * m->D;
+    size_t big = I > HD ? I : HD;
+    /* (count, floats per count) of each array, in the order of the struct */
+    size_t parts[][2] = {{L + 1, N * C}, {L, N * C},  {L, N * C},     {L, N * C},  {L, N * HD}, {L, N * GD},
+                         {L, N * GD},    {L * B * m->H, T * T}, {L, N * HD}, {L, N * I}, {L, N * I},
+                         {L, N * I},     {1, N * C},  {1, N * m->V},  {1, N * C},  {1, N * C},  {1, N * HD},
+                         {1, N * GD},    {1, N * GD}, {1, N * big},   {1, N * I},  {B * m->H, T}, {1, T * m->D}};
+    float **dst[] = {&a->resid, &a->resid2, &a->ln1, &a->ln2, &a->q, &a->k, &a->v, &a->att, &a->atty,
+                     &a->gate, &a->up, &a->hid, &a->lnf, &a->probs, &a->dres, &a->dln, &a->dq, &a->dk,
+                     &a->dv, &a->dgate, &a->dup, &a->dp, &a->cs};
+    size_t total = 0, k;
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+        if (__builtin_mul_overflow(parts[i][0], parts[i][1], &k) || __builtin_add_overflow(total, k, &total))
+            return false;
+    if (__builtin_mul_overflow(total, sizeof(float), &k) || !(a->base = lmio__malloc(k))) return false;
+    float *p = a->base;
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        *dst[i] = p;
+        p += parts[i][0] * parts[i][1];
+    }
+    return true;
+}
+
+// x (N, n*D) rotated as rope() does, row r at position r % T (cs from
+// rope_table); inverse: the transposed rotation, which carries a gradient
+// of the rotated values back to the values before it
+static void rope_rows(const llama *m, float *x, size_t N, size_t T, size_t n, const float *cs, bool inverse)
+{
+    size_t D = m->D, half = D / 2;
+    float sign = inverse ? -1.0f : 1.0f;
+    for (size_t r = 0; r < N; r++) {
+        const float *c = cs + (r % T) * D, *sn = c + half;
+        for (size_t h = 0; h < n; h++) {
+            float *v = x + (r * n + h) * D;
+            for (size_t i = 0; i < half; i++) {
+                float x1 = v[i], x2 = v[i + half], s = sign * sn[i];
+                v[i] = x1 * c[i] - x2 * s;
+                v[i + half] = x2 * c[i] + x1 * s;
+            }
+        }
+    }
+}
+
+static void rope_table(const llama *m, float *cs, size_t T)
+{
+    size_t D = m->D, half = D / 2;
+    for (size_t t = 0; t < T; t++)
+        for (size_t i = 0; i < half; i++) {
+            float angle = (float)t * m->inv_freq[i]; /* as rope() */
+            cs[t * D + i] = cosf(angle);
+            cs[t * D + half + i] = sinf(angle);
+        }
+}
+
+// y (N, HD) = causal grouped-query attention within each sequence; att
+// (B, H, T, T) keeps the probabilities
+static void attention_train(const llama *m, float *y, float *att, const float *q, const float *k, const float *v,
+                            size_t B, size_t T)
+{
+    size_t H = m->H, D = m->D, HD = H * D, GD = m->G * D, group = H / m->G;
+    float scale = (float)(1.0 / sqrt((double)D)); /* as the forward pass */
+#pragma omp parallel for schedule(static)
+    for (size_t bh = 0; bh < B * H; bh++) {
+        size_t b = bh / H, h = bh % H, kvh = (h / group) * D;
+        for (size_t t = 0; t < T; t++) {
+            const float *qt = q + (b * T + t) * HD + h * D;
+            float *p = att + (bh * T + t) * T, mx = -INFINITY, sum = 0;
+            for (size_t s = 0; s <= t; s++) {
+                const float *ks = k + (b * T + s) * GD + kvh;
+                float acc = 0;
+                for (size_t d = 0; d < D; d++) acc += qt[d] * ks[d];
+                p[s] = acc * scale;
+                if (p[s] > mx) mx = p[s];
+            }
+            for (size_t s = 0; s <= t; s++) sum += p[s] = expf(p[s] - mx);
+            for (size_t s = 0; s <= t; s++) p[s] /= sum;
+            for (size_t s = t + 1; s < T; s++) p[s] = 0;
+            float *o = y + (b * T + t) * HD + h * D;
+            for (size_t d = 0; d < D; d++) o[d] = 0;
+            for (size_t s = 0; s <= t; s++) {
+                const float *vs = v + (b * T + s) * GD + kvh;
+                for (size_t d = 0; d < D; d++) o[d] += p[s] * vs[d];
+            }
+        }
+    }
+}
+
+// dq, dk, dv = attention backward of dy (N, HD). A thread owns a (sequence,
+// key/value head) and runs its query heads in order, so the gradients of
+// the shared key and value heads gather in a fixed order.
+static void attention_bwd(const llama *m, acts *a, const float *dy, const float *q, const float *k, const float *v,
+                          const float *att, size_t B, size_t T)
+{
+    size_t H = m->H, G = m->G, D = m->D, HD = H * D, GD = G * D, group = H / G, N = B * T;
+    float scale = (float)(1.0 / sqrt((double)D));
+    memset(a->dq, 0, N * HD * sizeof(float));
+    memset(a->dk, 0, N * GD * sizeof(float));
+    memset(a->dv, 0, N * GD * sizeof(float));
+#pragma omp parallel for schedule(static)
+    for (size_t bg = 0; bg < B * G; bg++) {
+        size_t b = bg / G, kvh = (bg % G) * D;
+        for (size_t h = (bg % G) * group; h < (bg % G + 1) * group; h++) {
+            size_t bh = b * H + h;
+            float *dp = a->dp + bh * T;
+            for (size_t t = 0; t < T; t++) {
+                const float *p = att + (bh * T + t) * T, *d = dy + (b * T + t) * HD + h * D;
+                const float *qt = q + (b * T + t) * HD + h * D;
+                float *dq = a->dq + (b * T + t) * HD + h * D, dot = 0;
+                for (size_t s = 0; s <= t; s++) {
+                    const float *vs = v + (b * T + s) * GD + kvh;
+                    float acc = 0;
+                    for (size_t j = 0; j < D; j++) acc += d[j] * vs[j];
+                    dp[s] = acc;
+                    dot += p[s] * acc;
+                }
+                for (size_t s = 0; s <= t; s++) {
+                    const float *ks = k + (b * T + s) * GD + kvh;
+                    float *dk = a->dk + (b * T + s) * GD + kvh, *dv = a->dv + (b * T + s) * GD + kvh;
+                    float ds = p[s] * (dp[s] - dot) * scale;
+                    for (size_t j = 0; j < D; j++) {
+                        dq[j] += ds * ks[j];
+                        dk[j] += ds * qt[j];
+                        dv[j] += p[s] * d[j];
+                    }
+                }
+            }
+        }
+    }
+}
+
+static void forward_train(const llama *m, acts *a, const int32_t *ids, size_t B, size_t T)
+{
+    size_t N = B * T, C = m->C, I = m->I, HD = m->H * m->D, GD = m->G * m->D;
+    for (size_t n = 0; n < N; n++) memcpy(a->resid + n * C, m->embed + (size_t)ids[n] * C, C * sizeof(float));
+    rope_table(m, a->cs, T);
+    for (size_t l = 0; l < m->L; l++) {
+        const layer *y = &m->layers[l];
+        float *x = a->resid + l * N * C, *x2 = a->resid2 + l * N * C, *out = a->resid + (l + 1) * N * C;
+        float *ln1 = a->ln1 + l * N * C, *ln2 = a->ln2 + l * N * C;
+        float *q = a->q + l * N * HD, *k = a->k + l * N * GD, *v = a->v + l * N * GD, *atty = a->atty + l * N * HD;
+        float *gate = a->gate + l * N * I, *up = a->up + l * N * I, *hid = a->hid + l * N * I;
+        lmio__rmsnorm(ln1, x, y->attn_norm, N, C, m->eps);
+        lmio__matmul_nk(q, ln1, y->wq, y->bq, N, C, HD);
+        lmio__matmul_nk(k, ln1, y->wk, y->bk, N, C, GD);
+        lmio__matmul_nk(v, ln1, y->wv, y->bv, N, C, GD);
+        rope_rows(m, q, N, T, m->H, a->cs, false);
+        rope_rows(m, k, N, T, m->G, a->cs, false);
+        attention_train(m, atty, a->att + l * B * m->H * T * T, q, k, v, B, T);
+        lmio__matmul_nk(x2, atty, y->wo, y->bo, N, HD, C);
+        for (size_t i = 0; i < N * C; i++) x2[i] += x[i];
+        lmio__rmsnorm(ln2, x2, y->ffn_norm, N, C, m->eps);
+        lmio__matmul_nk(gate, ln2, y->w_gate, y->b_gate, N, C, I);
+        lmio__matmul_nk(up, ln2, y->w_up, y->b_up, N, C, I);
+        for (size_t i = 0; i < N * I; i++) hid[i] = lmio__act_apply(m->act, gate[i]) * up[i];
+        lmio__matmul_nk(out, hid, y->w_down, y->b_down, N, I, C);
+        for (size_t i = 0; i < N * C; i++) out[i] += x2[i];
+    }
+    lmio__rmsnorm(a->lnf, a->resid + m->L * N * C, m->norm, N, C, m->eps);
+}
+
+// logits (N, V) into a->probs, then softmax in place; returns the summed
+// loss over counted targets (*count of them)
+static double logits_loss(const llama *m, acts *a, const int32_t *targets, size_t N, size_t *count)
+{
+    size_t V = m->V;
+    double total = 0;
+    lmio__matmul_nk(a->probs, a->lnf, m->lm_head, NULL, N, m->C, V);
+#pragma omp parallel for schedule(static)
+    for (size_t n = 0; n < N; n++) {
+        float *row = a->probs + n * V, mx = -INFINITY;
+        for (size_t v = 0; v < V; v++)
+            if (row[v] > mx) mx = row[v];
+        double sum = 0;
+        for (size_t v = 0; v < V; v++) sum += row[v] = expf(row[v] - mx);
+        for (size_t v = 0; v < V; v++) row[v] = (float)(row[v] / sum);
+    }
+    *count = 0;
+    for (size_t n = 0; n < N; n++) /* in order, in double: the loss is deterministic */
+        if (targets[n] >= 0) {
+            total -= log((double)a->probs[n * V + (size_t)targets[n]]);
+            (*count)++;
+        }
+    return total;
+}
+
+#define W(p) ((float *)(p)) /* gradient buffers are bound const; they are ours to write */
+
+/* The MLP block backward: a->dres holds d(resid[l+1]), becomes d(resid2[l]). */
+static void mlp_bwd(const llama *m, llama *g, acts *a, size_t l, size_t N)
+{
+    size_t C = m->C, I = m->I;
+    const layer *y = &m->layers[l];
+    layer *gy = &g->layers[l];
+    const float *gate = a->gate + l * N * I, *up = a->up + l * N * I;
+    memset(a->dgate, 0, N * I * sizeof(float));
+    lmio__matmul_nk_bwd(a->dgate, W(gy->w_down), W(gy->b_down), a->hid + l * N * I, a->dres, y->w_down, N, I, C);
+    // hid = act(gate) * up
+    for (size_t i = 0; i < N * I; i++) {
+        float dh = a->dgate[i];
+        a->dup[i] = dh * lmio__act_apply(m->act, gate[i]);
+        a->dgate[i] = dh * up[i] * lmio__act_grad(m->act, gate[i]);
+    }
+    const float *ln2 = a->ln2 + l * N * C;
+    memset(a->dln, 0, N * C * sizeof(float));
+    lmio__matmul_nk_bwd(a->dln, W(gy->w_gate), W(gy->b_gate), ln2, a->dgate, y->w_gate, N, C, I);
+    lmio__matmul_nk_bwd(a->dln, W(gy->w_up), W(gy->b_up), ln2, a->dup, y->w_up, N, C, I);
+    lmio__rmsnorm_bwd(a->dres, W(gy->ffn_norm), a->dln, a->resid2 + l * N * C, y->ffn_norm, N, C, m->eps);
+}
+
+/* The attention block backward: a->dres holds d(resid2[l]), becomes d(resid[l]). */
+static void attn_bwd(const llama *m, llama *g, acts *a, size_t l, size_t B, size_t T)
+{
+    size_t N = B * T, C = m->C, HD = m->H * m->D, GD = m->G * m->D;
+    const layer *y = &m->layers[l];
+    layer *gy = &g->layers[l];
+    float *datty = a->dgate; /* free again, and at least N * HD */
+    memset(datty, 0, N * HD * sizeof(float));
+    lmio__matmul_nk_bwd(datty, W(gy->wo), W(gy->bo), a->atty + l * N * HD, a->dres, y->wo, N, HD, C);
+    const float *q = a->q + l * N * HD, *k = a->k + l * N * GD, *v = a->v + l * N * GD;
+    attention_bwd(m, a, datty, q, k, v, a->att + l * B * m->H * T * T, B, T);
+    rope_rows(m, a->dq, N, T, m->H, a->cs, true);
+    rope_rows(m, a->dk, N, T, m->G, a->cs, true);
+    const float *ln1 = a->ln1 + l * N * C;
+    memset(a->dln, 0, N * C * sizeof(float));
+    lmio__matmul_nk_bwd(a->dln, W(gy->wq), W(gy->bq), ln1, a->dq, y->wq, N, C, HD);
+    lmio__matmul_nk_bwd(a->dln, W(gy->wk), W(gy->bk), ln1, a->dk, y->wk, N, C, GD);
+    lmio__matmul_nk_bwd(a->dln, W(gy->wv), W(gy->bv), ln1, a->dv, y->wv, N, C, GD);
+    lmio__rmsnorm_bwd(a->dres, W(gy->attn_norm), a->dln, a->resid + l * N * C, y->attn_norm, N, C, m->eps);
+}
+
+static void backward_all(const llama *m, llama *g, acts *a, const int32_t *ids, const int32_t *targets, size_t B,
+                         size_t T, size_t count)
+{
+    size_t N = B * T, C = m->C, V = m->V;
+    float inv = 1.0f / (float)count;
+    // dlogits = (softmax - onehot) / count on counted rows, 0 elsewhere
+    for (size_t n = 0; n < N; n++) {
+        float *row = a->probs + n * V;
+        if (targets[n] < 0) {
+            memset(row, 0, V * sizeof *row);
+            continue;
+        }
+        row[targets[n]] -= 1.0f;
+        for (size_t v = 0; v < V; v++) row[v] *= inv;
+    }
+    memset(a->dln, 0, N * C * sizeof(float));
+    lmio__matmul_nk_bwd(a->dln, W(g->lm_head), NULL, a->lnf, a->probs, m->lm_head, N, C, V);
+    memset(a->dres, 0, N * C * sizeof(float));
+    lmio__rmsnorm_bwd(a->dres, W(g->norm), a->dln, a->resid + m->L * N * C, m->norm, N, C, m->eps);
+    for (size_t l = m->L; l-- > 0;) {
+        mlp_bwd(m, g, a, l, N);
+        attn_bwd(m, g, a, l, B, T);
+    }
+    for (size_t n = 0; n < N; n++) {
+        if (ids[n] == m->pad) continue; /* nn.Embedding's padding_idx gets no gradient */
+        float *row = W(g->embed) + (size_t)ids[n] * C;
+        for (size_t i = 0; i < C; i++) row[i] += a->dres[n * C + i];
+    }
+}
+#undef W
+
+static lmio_status llama_backward(void *model, void *grads, const int32_t *ids, const int32_t *targets, size_t B,
+                                  size_t T, float *loss, lmio_error *err)
+{
+    const llama *m = model;
+    llama *g = grads;
+    if (!B || !T || T > m->P)
+        return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "%zu sequences of %zu tokens; expected 1..%zu tokens",
+                          B, T, m->P);
+    for (size_t n = 0; n < B * T; n++)
+        if (ids[n] < 0 || (size_t)ids[n] >= m->V || targets[n] >= (int32_t)m->V)
+            return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "token id %d or target %d at %zu; expected 0..%zu",
+                              ids[n], targets[n], n, m->V - 1);
+    acts a;
+    if (!acts_alloc(&a, m, B, T))
+        return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory for the activations of %zu x %zu tokens", B, T);
+    forward_train(m, &a, ids, B, T);
+    size_t count;
+    double total = logits_loss(m, &a, targets, B * T, &count);
+    lmio_status s = LMIO_OK;
+    if (!count) s = lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "no target to learn; expected at least one >= 0");
+    else {
+        backward_all(m, g, &a, ids, targets, B, T, count);
+        *loss = (float)(total / (double)count);
+    }
+    lmio__free(a.base);
+    return s;
 }
 
 /* ---- the ONNX graph: the same forward pass as ONNX nodes ---- */
