@@ -12,7 +12,8 @@ const char k_train_help[] =
     "                  --n-positions P --vocab-size V] [--batch-size B] [--seq-len T] [--lr LR]\n"
     "                  [--warmup W] [--weight-decay WD] [--max-grad-norm G]\n"
     "\n"
-    "Train a GPT-2 on the UTF-8 text FILE.txt until N updates are done, saving\n"
+    "Train a model (GPT-2 or Llama) on the UTF-8 text FILE.txt until N updates\n"
+    "are done, saving\n"
     "RUN_DIR/checkpoint-<step>/ every K steps and at the end, and RUN_DIR/latest\n"
     "naming the newest. When RUN_DIR already holds checkpoints, training resumes\n"
     "from the newest complete one, bit for bit as if it had never stopped (the\n"
@@ -116,10 +117,16 @@ static int fit_config(lmio_config *cfg, const lmio_tokenizer *tok)
 {
     lmio_error err;
     int32_t eos = lmio_tokenizer_eos_id(tok);
-    const char *zero[] = {"attn_pdrop", "embd_pdrop", "resid_pdrop"};
+    /* the dropout keys Transformers' configs use; only those this config
+     * (or its architecture's defaults) has are set, so no architecture
+     * gets another's keys */
+    const char *zero[] = {"attn_pdrop", "embd_pdrop", "resid_pdrop", "attention_dropout"};
     if (lmio_config_set_int(cfg, "vocab_size", (int64_t)lmio_tokenizer_vocab_size(tok), &err)) return fail(&err);
-    for (int k = 0; k < 3; k++)
-        if (lmio_config_set_float(cfg, zero[k], 0.0, &err)) return fail(&err);
+    for (size_t k = 0; k < sizeof zero / sizeof zero[0]; k++) {
+        double v;
+        if (lmio_config_get_float(cfg, zero[k], &v, NULL) == LMIO_OK && lmio_config_set_float(cfg, zero[k], 0.0, &err))
+            return fail(&err);
+    }
     if (eos >= 0 && (lmio_config_set_int(cfg, "bos_token_id", eos, &err) || lmio_config_set_int(cfg, "eos_token_id", eos, &err)))
         return fail(&err);
     return EXIT_OK;

@@ -29,7 +29,7 @@ static const cli_command k_commands[] = {
     {"generate", "DIR --prompt TEXT [-n N]", "continue a prompt (greedy or sampled)", cmd_generate, k_generate_help},
     {"export", "DIR --to onnx|torchscript OUT", "a model for onnxruntime, transformers.js or torch.jit.load",
      cmd_export, k_export_help},
-    {"train", "--data F.txt --out RUN_DIR --steps N", "train a GPT-2; checkpoints, exact resume", cmd_train,
+    {"train", "--data F.txt --out RUN_DIR --steps N", "train GPT-2 or Llama; checkpoints, exact resume", cmd_train,
      k_train_help},
     {"version", "", "print lmio's version", cmd_version, "usage: lmio version\n\nPrint lmio's version.\n"},
 };
