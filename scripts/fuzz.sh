@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-20}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(safetensors tokenizer hf_files torch_zip safetensors_roundtrip tokenizer_roundtrip config_roundtrip)
+[ ${#targets[@]} -gt 0 ] || targets=(safetensors tokenizer hf_files torch_zip gguf safetensors_roundtrip tokenizer_roundtrip config_roundtrip)
 build=build-fuzz
 
 CC=${CC:-clang} cmake -S . -B "$build" -DLMIO_FUZZ=ON -DLMIO_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null || exit 1
