@@ -3,7 +3,7 @@
 # on the licence texts every Debian system ships (/usr/share/common-licenses,
 # package base-files), saving crash-safe checkpoints; kill the training
 # halfway with SIGKILL and resume it exactly; generate from what it learned;
-# then export the model (bf16 safetensors, PyTorch .bin, ONNX, TorchScript)
+# then export the model (bf16 safetensors, PyTorch .bin, ONNX, TorchScript, GGUF)
 # and verify what can be verified.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,3 +43,7 @@ build/lmio verify "$out/model-pytorch"
 # TorchScript archive (torch.jit.load)
 build/lmio export "$out/run/checkpoint-400" --to onnx "$out/model-onnx"
 build/lmio export "$out/run/checkpoint-400" --to torchscript "$out/model.pt"
+# and llama.cpp's GGUF, quantised to Q8_0; lmio runs it as a model too
+build/lmio convert "$out/run/checkpoint-400" "$out/model.gguf" --format gguf --dtype q8_0
+build/lmio verify "$out/model.gguf"
+build/lmio generate "$out/model.gguf" --prompt "You may" -n 20 --temperature 0.7 --seed 1
