@@ -8,6 +8,7 @@
 
 #include "model.h"
 #include "../formats/onnx.h"
+#include "kernels.h"
 
 /* ---- tensors ---- */
 
@@ -210,6 +211,11 @@ typedef struct lmio__onnx_decoder {
 } lmio__onnx_decoder;
 
 /* Declares input_ids, attention_mask and position_ids and builds the mask. */
+/* An activation as ONNX nodes (gelu_new as Gelu with approximate="tanh"),
+ * and a 4-axis Transpose with perm {a, b, c, d}: shared by every
+ * architecture's onnx_graph hook. */
+const char *lmio__onnx_act(lmio__onnx *g, lmio__act a, const char *x);
+const char *lmio__onnx_transpose4(lmio__onnx *g, const char *x, int64_t a, int64_t b, int64_t c, int64_t d);
 void lmio__onnx_decoder_begin(lmio__onnx_decoder *d, lmio__onnx *g, size_t n_layer, size_t kv_heads,
                               size_t head_dim);
 /* Layer l's keys (is_value false) or values: declares past_key_values.l.*

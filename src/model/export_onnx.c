@@ -153,3 +153,25 @@ lmio_status lmio_onnx_export(const char *dir, const lmio_config *cfg, const lmio
     lmio_config_free(c);
     return s;
 }
+
+const char *lmio__onnx_act(lmio__onnx *g, lmio__act a, const char *x)
+{
+    switch (a) {
+    case LMIO__ACT_GELU_NEW: {
+        const char *y = LMIO__ONNX_OP(g, "Gelu", x);
+        lmio__onnx_attr_str(g, "approximate", "tanh");
+        return y;
+    }
+    case LMIO__ACT_GELU: return LMIO__ONNX_OP(g, "Gelu", x);
+    case LMIO__ACT_RELU: return LMIO__ONNX_OP(g, "Relu", x);
+    case LMIO__ACT_SILU: return LMIO__ONNX_OP(g, "Mul", x, LMIO__ONNX_OP(g, "Sigmoid", x));
+    }
+    return NULL;
+}
+
+const char *lmio__onnx_transpose4(lmio__onnx *g, const char *x, int64_t a, int64_t b, int64_t c, int64_t d)
+{
+    const char *y = LMIO__ONNX_OP(g, "Transpose", x);
+    lmio__onnx_attr_ints(g, "perm", (const int64_t[]){a, b, c, d}, 4);
+    return y;
+}

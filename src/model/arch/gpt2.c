@@ -379,27 +379,6 @@ static const char *onnx_conv1d(lmio__onnx *g, const lmio_statedict *w, const cha
     return LMIO__ONNX_OP(g, "Add", LMIO__ONNX_OP(g, "MatMul", x, onnx_weight(g, w, wn, l)), onnx_weight(g, w, bn, l));
 }
 
-static const char *onnx_act(lmio__onnx *g, lmio__act a, const char *x)
-{
-    switch (a) {
-    case LMIO__ACT_GELU_NEW: {
-        const char *y = LMIO__ONNX_OP(g, "Gelu", x);
-        lmio__onnx_attr_str(g, "approximate", "tanh");
-        return y;
-    }
-    case LMIO__ACT_GELU: return LMIO__ONNX_OP(g, "Gelu", x);
-    case LMIO__ACT_RELU: return LMIO__ONNX_OP(g, "Relu", x);
-    case LMIO__ACT_SILU: return LMIO__ONNX_OP(g, "Mul", x, LMIO__ONNX_OP(g, "Sigmoid", x));
-    }
-    return NULL;
-}
-
-static const char *onnx_transpose(lmio__onnx *g, const char *x, int64_t a, int64_t b, int64_t c, int64_t d)
-{
-    const char *y = LMIO__ONNX_OP(g, "Transpose", x);
-    lmio__onnx_attr_ints(g, "perm", (const int64_t[]){a, b, c, d}, 4);
-    return y;
-}
 
 // (B, T, C) attention output of block l for its input a (B, T, C)
 static const char *onnx_attention(const gpt2 *m, lmio__onnx_decoder *d, const lmio_statedict *w, const char *a,
@@ -415,10 +394,10 @@ static const char *onnx_attention(const gpt2 *m, lmio__onnx_decoder *d, const lm
     lmio__onnx_attr_int(g, "num_outputs", 3);
     const char *split_heads = lmio__onnx_const_i64(g, heads, 1, &four);
     for (int i = 0; i < 3; i++) // (B, T, C) -> (B, H, T, D)
-        qkv[i] = onnx_transpose(g, LMIO__ONNX_OP(g, "Reshape", qkv[i], split_heads), 0, 2, 1, 3);
+        qkv[i] = lmio__onnx_transpose4(g, LMIO__ONNX_OP(g, "Reshape", qkv[i], split_heads), 0, 2, 1, 3);
     const char *K = lmio__onnx_decoder_cache(d, l, false, qkv[1]); // (B, H, S, D)
     const char *V = lmio__onnx_decoder_cache(d, l, true, qkv[2]);
-    const char *s = LMIO__ONNX_OP(g, "MatMul", qkv[0], onnx_transpose(g, K, 0, 1, 3, 2)); // (B, H, T, S)
+    const char *s = LMIO__ONNX_OP(g, "MatMul", qkv[0], lmio__onnx_transpose4(g, K, 0, 1, 3, 2)); // (B, H, T, S)
     float scale = m->scale_attn ? 1.0f / sqrtf((float)D) : 1.0f;
     if (m->scale_by_layer) scale /= (float)(l + 1);
     if (scale != 1.0f) s = LMIO__ONNX_OP(g, "Mul", s, lmio__onnx_const_f32(g, scale));
@@ -427,7 +406,7 @@ static const char *onnx_attention(const gpt2 *m, lmio__onnx_decoder *d, const lm
     s = LMIO__ONNX_OP(g, "Where", d->mask, s, lmio__onnx_const_f32(g, -FLT_MAX));
     const char *p = LMIO__ONNX_OP(g, "Softmax", s);
     lmio__onnx_attr_int(g, "axis", -1);
-    const char *o = onnx_transpose(g, LMIO__ONNX_OP(g, "MatMul", p, V), 0, 2, 1, 3); // (B, T, H, D)
+    const char *o = lmio__onnx_transpose4(g, LMIO__ONNX_OP(g, "MatMul", p, V), 0, 2, 1, 3); // (B, T, H, D)
     o = LMIO__ONNX_OP(g, "Reshape", o, lmio__onnx_const_i64(g, merged, 1, &three));
     return onnx_conv1d(g, w, o, "transformer.h.{L}.attn.c_proj", l);
 }
@@ -454,7 +433,7 @@ static lmio_status gpt2_onnx(const lmio_config *cfg, const lmio_statedict *w, lm
         const char *a = onnx_layernorm(g, w, x, "transformer.h.{L}.ln_1", l, m.eps);
         x = LMIO__ONNX_OP(g, "Add", x, onnx_attention(&m, &d, w, a, l));
         a = onnx_layernorm(g, w, x, "transformer.h.{L}.ln_2", l, m.eps);
-        a = onnx_act(g, m.act, onnx_conv1d(g, w, a, "transformer.h.{L}.mlp.c_fc", l));
+        a = lmio__onnx_act(g, m.act, onnx_conv1d(g, w, a, "transformer.h.{L}.mlp.c_fc", l));
         x = LMIO__ONNX_OP(g, "Add", x, onnx_conv1d(g, w, a, "transformer.h.{L}.mlp.c_proj", l));
     }
     lmio__onnx_scope(g, NULL);

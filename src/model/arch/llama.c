@@ -850,27 +850,6 @@ static const char *onnx_rmsnorm(lmio__onnx *g, const char *x, const char *weight
     return LMIO__ONNX_OP(g, "Mul", weight, LMIO__ONNX_OP(g, "Mul", x, rstd));
 }
 
-static const char *onnx_act(lmio__onnx *g, lmio__act a, const char *x)
-{
-    switch (a) {
-    case LMIO__ACT_GELU_NEW: {
-        const char *y = LMIO__ONNX_OP(g, "Gelu", x);
-        lmio__onnx_attr_str(g, "approximate", "tanh");
-        return y;
-    }
-    case LMIO__ACT_GELU: return LMIO__ONNX_OP(g, "Gelu", x);
-    case LMIO__ACT_RELU: return LMIO__ONNX_OP(g, "Relu", x);
-    case LMIO__ACT_SILU: return LMIO__ONNX_OP(g, "Mul", x, LMIO__ONNX_OP(g, "Sigmoid", x));
-    }
-    return NULL;
-}
-
-static const char *onnx_transpose(lmio__onnx *g, const char *x, int64_t a, int64_t b, int64_t c, int64_t d)
-{
-    const char *y = LMIO__ONNX_OP(g, "Transpose", x);
-    lmio__onnx_attr_ints(g, "perm", (const int64_t[]){a, b, c, d}, 4);
-    return y;
-}
 
 static const char *onnx_reshape(lmio__onnx *g, const char *x, int64_t a, int64_t b, int64_t c, int64_t d)
 {
@@ -937,12 +916,12 @@ static const char *onnx_attention(const llama *m, lmio__onnx_decoder *d, const o
     const char *q = onnx_linear(g, w, a, "model.layers.{L}.self_attn.q_proj", l, ab);
     const char *k = onnx_linear(g, w, a, "model.layers.{L}.self_attn.k_proj", l, ab);
     const char *v = onnx_linear(g, w, a, "model.layers.{L}.self_attn.v_proj", l, ab);
-    q = onnx_rotate(g, r, onnx_transpose(g, onnx_reshape(g, q, 0, 0, H, D), 0, 2, 1, 3)); // (B, H, T, D)
-    k = onnx_rotate(g, r, onnx_transpose(g, onnx_reshape(g, k, 0, 0, G, D), 0, 2, 1, 3)); // (B, G, T, D)
-    v = onnx_transpose(g, onnx_reshape(g, v, 0, 0, G, D), 0, 2, 1, 3);
+    q = onnx_rotate(g, r, lmio__onnx_transpose4(g, onnx_reshape(g, q, 0, 0, H, D), 0, 2, 1, 3)); // (B, H, T, D)
+    k = onnx_rotate(g, r, lmio__onnx_transpose4(g, onnx_reshape(g, k, 0, 0, G, D), 0, 2, 1, 3)); // (B, G, T, D)
+    v = lmio__onnx_transpose4(g, onnx_reshape(g, v, 0, 0, G, D), 0, 2, 1, 3);
     const char *K = lmio__onnx_decoder_cache(d, l, false, k); // (B, G, S, D)
     const char *V = lmio__onnx_decoder_cache(d, l, true, v);
-    const char *s = LMIO__ONNX_OP(g, "MatMul", onnx_reshape(g, q, 0, G, -1, D), onnx_transpose(g, K, 0, 1, 3, 2));
+    const char *s = LMIO__ONNX_OP(g, "MatMul", onnx_reshape(g, q, 0, G, -1, D), lmio__onnx_transpose4(g, K, 0, 1, 3, 2));
     s = onnx_reshape(g, s, 0, H, -1, 0); // (B, G, R*T, S) -> (B, H, T, S)
     s = LMIO__ONNX_OP(g, "Mul", s, lmio__onnx_const_f32(g, (float)(1.0 / sqrt((double)m->D))));
     // the lowest float, as Transformers fills masked scores, so a padding
@@ -951,7 +930,7 @@ static const char *onnx_attention(const llama *m, lmio__onnx_decoder *d, const o
     const char *p = LMIO__ONNX_OP(g, "Softmax", s);
     lmio__onnx_attr_int(g, "axis", -1);
     const char *o = LMIO__ONNX_OP(g, "MatMul", onnx_reshape(g, p, 0, G, -1, 0), V); // (B, G, R*T, D)
-    o = onnx_transpose(g, onnx_reshape(g, o, 0, H, -1, D), 0, 2, 1, 3);              // (B, T, H, D)
+    o = lmio__onnx_transpose4(g, onnx_reshape(g, o, 0, H, -1, D), 0, 2, 1, 3);              // (B, T, H, D)
     const int64_t three = 3, merged[] = {0, 0, H * D};
     o = LMIO__ONNX_OP(g, "Reshape", o, lmio__onnx_const_i64(g, merged, 1, &three));
     return onnx_linear(g, w, o, "model.layers.{L}.self_attn.o_proj", l, ab);
@@ -960,7 +939,7 @@ static const char *onnx_attention(const llama *m, lmio__onnx_decoder *d, const o
 // (B, T, C) = down(act(gate(a)) * up(a))
 static const char *onnx_mlp(const llama *m, lmio__onnx *g, const lmio_statedict *w, const char *a, size_t l, bool mb)
 {
-    const char *gate = onnx_act(g, m->act, onnx_linear(g, w, a, "model.layers.{L}.mlp.gate_proj", l, mb));
+    const char *gate = lmio__onnx_act(g, m->act, onnx_linear(g, w, a, "model.layers.{L}.mlp.gate_proj", l, mb));
     const char *up = onnx_linear(g, w, a, "model.layers.{L}.mlp.up_proj", l, mb);
     return onnx_linear(g, w, LMIO__ONNX_OP(g, "Mul", gate, up), "model.layers.{L}.mlp.down_proj", l, mb);
 }
