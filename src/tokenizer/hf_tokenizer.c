@@ -92,7 +92,9 @@ static lmio_status load_merges_txt(lmio_tokenizer *t, const char *path, lmio_err
     lmio__file f;
     lmio_status s = lmio__file_open(path, 0, &f, err);
     if (s) return s;
-    const char *p = (const char *)f.data, *end = p + f.size;
+    /* An empty file maps to NULL, and NULL + 0 is undefined in C: an empty
+       merges.txt simply has no merges. */
+    const char *p = f.size ? (const char *)f.data : NULL, *end = p ? p + f.size : NULL;
     size_t line = 0;
     while (p && p < end && !s) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
