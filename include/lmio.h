@@ -542,7 +542,10 @@ LMIO_API size_t lmio_model_vocab_size(const lmio_model *model);
 LMIO_API size_t lmio_model_max_positions(const lmio_model *model);
 
 /* Logits for every position of ids: logits has n * vocab_size floats,
- * row-major (position, token). n must not exceed max_positions. */
+ * row-major (position, token). n must not exceed max_positions. F32
+ * weights are read in place: if their mapped file shrinks while the model
+ * is in use, this (and lmio_model_generate) returns LMIO_ERR_IO naming the
+ * file, the byte and the tensor, instead of the process taking SIGBUS. */
 LMIO_API lmio_status lmio_model_logits(lmio_model *model, const int32_t *ids, size_t n, float *logits,
                                        lmio_error *err);
 

@@ -180,6 +180,21 @@ void lmio__file_close(lmio__file *f);
  * fn must only read memory and compute: no allocation, no locks, no I/O,
  * because it may be abandoned at any instruction. */
 bool lmio__guarded(void (*fn)(void *ctx), void *ctx);
+/* The address whose read raised SIGBUS, after lmio__guarded returned false
+ * on this thread (names the tensor and byte in the error). */
+const void *lmio__guard_fault_addr(void);
+/* Leaves the innermost guarded region of this thread as if reading addr had
+ * raised SIGBUS here: how a fault on another thread (a worker of a parallel
+ * loop) reaches the guarded region that started the work. Outside any
+ * guarded region the process gets SIGBUS, as it would have. */
+_Noreturn void lmio__guard_raise(const void *addr);
+
+/* LMIO_ERR_IO for tensor t whose mapped file shrank under a read that
+ * faulted at addr (naming the file, the byte when addr lies in t, the tensor). */
+lmio_status lmio__tensor_lost(const lmio_tensor *t, const void *addr, lmio_error *err);
+/* All of t converted to dd into dst (numel elements), guarded: a mapped
+ * file that shrank is LMIO_ERR_IO, not a signal. */
+lmio_status lmio__tensor_convert(const lmio_tensor *t, void *dst, lmio_dtype dd, lmio_error *err);
 
 /* An output file written under a temporary name in the destination's
  * directory and renamed over the destination only by commit. */

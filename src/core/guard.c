@@ -19,15 +19,20 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 
 static _Thread_local sigjmp_buf *tl_jump;
+static _Thread_local const void *tl_fault; /* the address that faulted last */
 static struct sigaction g_prev;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 static void on_sigbus(int sig, siginfo_t *info, void *uctx)
 {
-    if (tl_jump) siglongjmp(*tl_jump, 1);
+    if (tl_jump) {
+        tl_fault = info ? info->si_addr : NULL;
+        siglongjmp(*tl_jump, 1);
+    }
     if (g_prev.sa_flags & SA_SIGINFO) {
         if (g_prev.sa_sigaction) g_prev.sa_sigaction(sig, info, uctx);
         return;
@@ -64,4 +69,18 @@ bool lmio__guarded(void (*fn)(void *ctx), void *ctx)
     fn(ctx);
     tl_jump = outer;
     return true;
+}
+
+const void *lmio__guard_fault_addr(void) { return tl_fault; }
+
+void lmio__guard_raise(const void *addr)
+{
+    if (tl_jump) {
+        tl_fault = addr;
+        siglongjmp(*tl_jump, 1);
+    }
+    /* no guarded region to leave: what an unguarded fault would have done */
+    signal(SIGBUS, SIG_DFL);
+    raise(SIGBUS);
+    abort();
 }

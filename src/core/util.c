@@ -64,9 +64,39 @@ lmio_status lmio_tensor_read(const lmio_tensor *t, uint64_t offset, void *dst, s
     if (!n) return LMIO_OK;
     copy_job j = {dst, (const unsigned char *)t->data + offset, n};
     if (lmio__guarded(copy_fn, &j)) return LMIO_OK;
-    return lmio__fail(err, LMIO_ERR_IO, t->source ? t->source : "", t->file_offset >= 0 ? t->file_offset + (int64_t)offset : -1,
-                      t->name ? t->name : "",
+    return lmio__tensor_lost(t, lmio__guard_fault_addr(), err);
+}
+
+lmio_status lmio__tensor_lost(const lmio_tensor *t, const void *addr, lmio_error *err)
+{
+    const char *name = t->name ? t->name : "";
+    uintptr_t a = (uintptr_t)addr, base = (uintptr_t)t->data;
+    int64_t at = -1;
+    if (t->file_offset >= 0 && a >= base && a - base < t->nbytes) at = t->file_offset + (int64_t)(a - base);
+    return lmio__fail(err, LMIO_ERR_IO, t->source ? t->source : "", at, name,
                       "data of tensor \"%s\" can no longer be read (the file shrank after it was mapped); expected "
                       "the file to stay as it was while open",
-                      t->name ? t->name : "");
+                      name);
+}
+
+typedef struct convert_job {
+    void *dst;
+    lmio_dtype dd;
+    const lmio_tensor *t;
+} convert_job;
+
+static void convert_fn(void *ctx)
+{
+    convert_job *j = ctx;
+    lmio_convert(j->dst, j->dd, j->t->data, j->t->dtype, (size_t)j->t->numel, NULL);
+}
+
+lmio_status lmio__tensor_convert(const lmio_tensor *t, void *dst, lmio_dtype dd, lmio_error *err)
+{
+    /* n = 0 checks the dtypes (and nothing else) outside the guarded region */
+    lmio_status s = lmio_convert(dst, dd, t->data, t->dtype, 0, err);
+    if (s || !t->numel) return s;
+    convert_job j = {dst, dd, t};
+    if (lmio__guarded(convert_fn, &j)) return LMIO_OK;
+    return lmio__tensor_lost(t, lmio__guard_fault_addr(), err);
 }

@@ -191,6 +191,13 @@ lmio_status lmio__arch_bind(const lmio__binding *b, void *model, void *layers, l
 /* What an architecture's create does with its weights: checks them all
  * (allocating nothing), then allocates n_layer layer structs into *layers
  * (the caller frees them, also on failure) and binds. */
+/* Runs fn(ctx), a forward pass's computation over weights (which may be
+ * mapped files), guarded: fn may only read and compute (its buffers are
+ * allocated before), with parallel loops through the kernels, whose worker
+ * threads are guarded too. A file that shrank under it is LMIO_ERR_IO naming
+ * the file, byte and tensor, not SIGBUS. */
+lmio_status lmio__arch_compute(const lmio_statedict *weights, void (*fn)(void *ctx), void *ctx, lmio_error *err);
+
 lmio_status lmio__arch_build(const lmio__binding *b, void *model, void **layers, lmio__f32_pool *pool,
                              lmio_error *err);
 

@@ -122,9 +122,8 @@ static lmio_status f32_of(const lmio_tensor *t, lmio__f32_pool *pool, const floa
         return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, t->name, "out of memory widening \"%s\"", t->name);
     }
     pool->v[pool->n++] = f;
-    lmio_convert(f, LMIO_DTYPE_F32, t->data, t->dtype, (size_t)t->numel, NULL);
     *out = f;
-    return LMIO_OK;
+    return lmio__tensor_convert(t, f, LMIO_DTYPE_F32, err);
 }
 
 static const float **slot(void *base, size_t offset) { return (const float **)(void *)((char *)base + offset); }
@@ -177,4 +176,19 @@ lmio_status lmio__arch_build(const lmio__binding *b, void *model, void **layers,
         s = lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
     if (!s) s = lmio__arch_bind(b, model, *layers, pool, err);
     return s;
+}
+
+lmio_status lmio__arch_compute(const lmio_statedict *weights, void (*fn)(void *ctx), void *ctx, lmio_error *err)
+{
+    if (lmio__guarded(fn, ctx)) return LMIO_OK;
+    /* name the tensor whose mapped bytes were lost, when the address says */
+    const void *addr = lmio__guard_fault_addr();
+    lmio_tensor t;
+    for (size_t i = 0, n = lmio_statedict_count(weights); i < n; i++)
+        if (lmio_statedict_get(weights, i, &t, NULL) == LMIO_OK && (uintptr_t)addr >= (uintptr_t)t.data &&
+            (uintptr_t)addr - (uintptr_t)t.data < t.nbytes)
+            return lmio__tensor_lost(&t, addr, err);
+    return lmio__fail(err, LMIO_ERR_IO, sd_path(weights), -1, "",
+                      "weights can no longer be read (a mapped file shrank while the model ran); expected the "
+                      "files to stay as they were while the model is in use");
 }

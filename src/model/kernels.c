@@ -5,6 +5,9 @@
 
 #include <math.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 /* ---- config and inputs ---- */
 
@@ -116,21 +119,96 @@ void lmio__rmsnorm(float *out, const float *x, const float *w, size_t T, size_t 
     }
 }
 
+/* ---- threads ---- */
+
+typedef struct range_job {
+    void (*body)(void *ctx, size_t lo, size_t hi);
+    void *ctx;
+    size_t lo, hi;
+} range_job;
+
+static void range_fn(void *p)
+{
+    range_job *j = p;
+    if (j->lo < j->hi) j->body(j->ctx, j->lo, j->hi);
+}
+
+/* body(ctx, lo, hi) over [0, n), one contiguous share per thread (what
+ * schedule(static) gives) when parallel, else all of it on this thread.
+ * Inference reads weights straight from mapped files, and a file that
+ * shrinks raises SIGBUS on whichever thread reads past its new end: each
+ * worker runs its share guarded, and a fault on any of them is raised again
+ * on this thread once all are done, ending the guarded region the caller
+ * runs in (lmio__arch_compute) instead of the process. */
+static void parallel_for(size_t n, int parallel, void (*body)(void *ctx, size_t lo, size_t hi), void *ctx)
+{
+    const void *volatile fault = NULL;
+    volatile int faulted = 0;
+#pragma omp parallel if (parallel)
+    {
+        size_t nt = 1, id = 0;
+#ifdef _OPENMP
+        nt = (size_t)omp_get_num_threads();
+        id = (size_t)omp_get_thread_num();
+#endif
+        range_job j = {body, ctx, n * id / nt, n * (id + 1) / nt};
+        if (!lmio__guarded(range_fn, &j)) {
+#pragma omp critical(lmio_fault)
+            {
+                faulted = 1;
+                fault = lmio__guard_fault_addr();
+            }
+        }
+    }
+    if (faulted) lmio__guard_raise(fault);
+}
+
+typedef struct mm_job {
+    float *out;
+    const float *x, *w, *b;
+    size_t T, K, N;
+} mm_job;
+
+enum { KN_BLOCK = 256 };
+
+// columns [lo, hi) blocks of KN_BLOCK for every token
+static void matmul_kn_body(void *p, size_t lo, size_t hi)
+{
+    const mm_job *j = p;
+    size_t T = j->T, K = j->K, N = j->N;
+    for (size_t nb = lo * KN_BLOCK; nb < hi * KN_BLOCK && nb < N; nb += KN_BLOCK) {
+        size_t ne = nb + KN_BLOCK < N ? nb + KN_BLOCK : N;
+        for (size_t t = 0; t < T; t++) {
+            float *o = j->out + t * N;
+            for (size_t n = nb; n < ne; n++) o[n] = j->b ? j->b[n] : 0.0f;
+            for (size_t k = 0; k < K; k++) {
+                float a = j->x[t * K + k];
+                const float *wk = j->w + k * N;
+                for (size_t n = nb; n < ne; n++) o[n] += a * wk[n];
+            }
+        }
+    }
+}
+
 // Threads split the columns, so one token (T = 1) uses every core.
 void lmio__matmul_kn(float *out, const float *x, const float *w, const float *b, size_t T, size_t K, size_t N)
 {
-    enum { NB = 256 };
-#pragma omp parallel for schedule(static) if (T * K * N > (1 << 16))
-    for (size_t nb = 0; nb < N; nb += NB) {
-        size_t ne = nb + NB < N ? nb + NB : N;
+    mm_job j = {out, x, w, b, T, K, N};
+    parallel_for((N + KN_BLOCK - 1) / KN_BLOCK, T * K * N > (1 << 16), matmul_kn_body, &j);
+}
+
+// rows [lo, hi) of w, each read once for all T tokens
+static void matmul_nk_body(void *p, size_t lo, size_t hi)
+{
+    const mm_job *j = p;
+    size_t T = j->T, K = j->K, N = j->N;
+    for (size_t n = lo; n < hi; n++) {
+        const float *wn = j->w + n * K;
         for (size_t t = 0; t < T; t++) {
-            float *o = out + t * N;
-            for (size_t n = nb; n < ne; n++) o[n] = b ? b[n] : 0.0f;
-            for (size_t k = 0; k < K; k++) {
-                float a = x[t * K + k];
-                const float *wk = w + k * N;
-                for (size_t n = nb; n < ne; n++) o[n] += a * wk[n];
-            }
+            const float *xt = j->x + t * K;
+            float acc = 0;
+            for (size_t k = 0; k < K; k++) acc += xt[k] * wn[k];
+            j->out[t * N + n] = j->b ? acc + j->b[n] : acc;
         }
     }
 }
@@ -138,16 +216,8 @@ void lmio__matmul_kn(float *out, const float *x, const float *w, const float *b,
 // Threads split the rows of w: each is read once for all T tokens.
 void lmio__matmul_nk(float *out, const float *x, const float *w, const float *b, size_t T, size_t K, size_t N)
 {
-#pragma omp parallel for schedule(static) if (T * K * N > (1 << 16))
-    for (size_t n = 0; n < N; n++) {
-        const float *wn = w + n * K;
-        for (size_t t = 0; t < T; t++) {
-            const float *xt = x + t * K;
-            float acc = 0;
-            for (size_t k = 0; k < K; k++) acc += xt[k] * wn[k];
-            out[t * N + n] = b ? acc + b[n] : acc;
-        }
-    }
+    mm_job j = {out, x, w, b, T, K, N};
+    parallel_for(N, T * K * N > (1 << 16), matmul_nk_body, &j);
 }
 
 void lmio__attention(const lmio__attn_io *io, size_t T, size_t pos0, size_t H, size_t G, size_t D, float scale,

@@ -119,9 +119,8 @@ static lmio_status fill_weights(lmio_trainer *tr, const lmio_statedict *weights,
             return lmio__fail(err, LMIO_ERR_FORMAT, "", -1, p->name,
                               "tensor \"%s\" has %llu elements of %s; expected %zu floating elements", p->name,
                               (unsigned long long)t.numel, lmio_dtype_name(t.dtype), p->numel);
-        /* through lmio_tensor_read: a mapped file that shrank is an error */
-        if (t.dtype == LMIO_DTYPE_F32) s = lmio_tensor_read(&t, 0, dst, p->numel * sizeof(float), err);
-        else s = lmio_convert(dst, LMIO_DTYPE_F32, t.data, t.dtype, p->numel, err);
+        /* guarded: a mapped file that shrank is an error, not a signal */
+        s = lmio__tensor_convert(&t, dst, LMIO_DTYPE_F32, err);
         if (s) return s;
     }
     return LMIO_OK;

@@ -14,6 +14,9 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 static lmio_error err;
 
@@ -418,6 +421,111 @@ static void shrinking_input(void)
     lmio_statedict_free(w);
 }
 
+/* A model whose weights file shrinks while it runs (issue 7). F32 weights
+ * are used in place from the mapping, so the forward pass itself reads the
+ * lost pages: on the calling thread (the embedding, read first) or on a
+ * worker of a parallel matmul (the second half of the rows of the last
+ * tensor in the file, which the second thread reads). Either way logits and
+ * generate return LMIO_ERR_IO naming the file and the tensor, and the
+ * process lives. BF16 weights are widened at create, which gets the error. */
+static lmio_config *small_config(const char *arch)
+{
+    lmio_config *c = NULL;
+    CHECK_OK(lmio_config_create(arch, &c, &e_));
+    int gpt2 = !strcmp(arch, "gpt2");
+    const char *keys[][2] = {{"vocab_size", "vocab_size"},     {"n_positions", "max_position_embeddings"},
+                             {"n_embd", "hidden_size"},        {"n_layer", "num_hidden_layers"},
+                             {"n_head", "num_attention_heads"}, {"n_inner", "intermediate_size"}};
+    /* big enough that every matmul runs on both threads (T * K * N > 2^16) */
+    const int64_t vals[] = {512, 32, 128, 2, 2, 256};
+    for (int i = 0; i < 6; i++) CHECK_OK(lmio_config_set_int(c, keys[i][gpt2 ? 0 : 1], vals[i], &e_));
+    if (!gpt2) CHECK_OK(lmio_config_set_int(c, "num_key_value_heads", 2, &e_));
+    return c;
+}
+
+static void save_random(const lmio_config *c, const char *path, lmio_dtype dtype)
+{
+    lmio_trainer *tr = NULL;
+    lmio_statedict *w = NULL;
+    CHECK_OK(lmio_trainer_create(c, NULL, NULL, NULL, &tr, &e_));
+    CHECK_OK(lmio_trainer_tensors(tr, LMIO_TRAINER_WEIGHTS, &w, &e_));
+    lmio_save_opts o = LMIO_SAVE_OPTS_INIT;
+    o.dtype = dtype;
+    CHECK_OK(lmio_safetensors_save(w, path, &o, &e_));
+    lmio_statedict_free(w);
+    lmio_trainer_free(tr);
+}
+
+/* The matrix whose data comes last in the file (tensors are in name order:
+ * GPT-2's wte, the tied lm_head, whose first rows alone the embedding reads;
+ * Llama's last layer's v_proj, only model.norm after it). */
+static lmio_tensor last_matrix(const lmio_statedict *sd)
+{
+    lmio_tensor t = {0}, u;
+    for (size_t i = 0; i < lmio_statedict_count(sd); i++)
+        if (lmio_statedict_get(sd, i, &u, NULL) == LMIO_OK && u.ndim == 2 && u.file_offset > t.file_offset) t = u;
+    return t;
+}
+
+static void check_lost(lmio_status s, const char *file, const char *tensor, int64_t past)
+{
+    CHECK_MSG(s == LMIO_ERR_IO, "status %d: %s", (int)s, err.message);
+    CHECK_MSG(strstr(err.message, file) && strstr(err.message, "shrank"), "%s", err.message);
+    CHECK_MSG(err.key[0] && (!tensor || !strcmp(err.key, tensor)), "key \"%s\", expected \"%s\"", err.key,
+              tensor ? tensor : "any");
+    CHECK_MSG(err.offset >= past, "offset %lld; expected >= %lld", (long long)err.offset, (long long)past);
+}
+
+static void shrinking_weights_in_use(void)
+{
+#ifdef _OPENMP
+    omp_set_num_threads(2); /* a second thread reads the second half of each matmul's rows */
+#endif
+    const char *arches[] = {"gpt2", "llama"};
+    for (int a = 0; a < 2; a++) {
+        lmio_config *c = small_config(arches[a]);
+        for (int where = 0; where < 2; where++) {
+            const char *src = scratch("in-use.safetensors");
+            save_random(c, src, LMIO_DTYPE_F32);
+            lmio_statedict *sd = NULL;
+            lmio_model *m = NULL;
+            CHECK_OK(lmio_statedict_open(src, NULL, &sd, &e_));
+            CHECK_OK(lmio_model_create(c, sd, &m, &e_));
+            if (!m) break;
+            int32_t ids[8] = {1, 2, 3, 4, 5, 6, 7, 8}, out[4];
+            float *logits = malloc(8 * 512 * sizeof *logits);
+            CHECK_OK(lmio_model_logits(m, ids, 8, logits, &e_)); /* whole, it runs */
+            /* where 0: keep 4 KiB, so the first read (the embedding, on this
+             * thread) faults; 1: lose the last quarter of the last matrix,
+             * which only the second thread's rows reach */
+            lmio_tensor last = last_matrix(sd);
+            int64_t cut = where ? (last.file_offset + (int64_t)last.nbytes * 3 / 4) & ~(int64_t)4095 : 4096;
+            CHECK(cut > last.file_offset || !where);
+            CHECK(truncate(src, cut) == 0);
+            check_lost(lmio_model_logits(m, ids, 8, logits, &err), "in-use.safetensors", where ? last.name : NULL,
+                       cut);
+            size_t n = 0;
+            check_lost(lmio_model_generate(m, ids, 4, 4, NULL, out, &n, &err), "in-use.safetensors",
+                       where ? last.name : NULL, cut);
+            free(logits);
+            lmio_model_free(m);
+            lmio_statedict_free(sd);
+            unlink(src);
+        }
+        /* widened at create: the conversion gets the error */
+        const char *src = scratch("in-use-bf16.safetensors");
+        save_random(c, src, LMIO_DTYPE_BF16);
+        lmio_statedict *sd = NULL;
+        lmio_model *m = NULL;
+        CHECK_OK(lmio_statedict_open(src, NULL, &sd, &e_));
+        CHECK(truncate(src, 4096) == 0);
+        check_lost(lmio_model_create(c, sd, &m, &err), "in-use-bf16.safetensors", NULL, 4096);
+        CHECK(m == NULL);
+        lmio_statedict_free(sd);
+        lmio_config_free(c);
+    }
+}
+
 static void symlinks_leaving_the_directory(void)
 {
     lmio_statedict *w = fx_weights(2, 64, 1);
@@ -550,6 +658,7 @@ int main(void)
     directory_destinations();
     fifo_inputs();
     shrinking_input();
+    shrinking_weights_in_use();
     symlinks_leaving_the_directory();
     escaping();
     scratch_end();

@@ -37,6 +37,7 @@ typedef struct gpt2 {
     layer *layers;
     lmio__f32_pool owned; /* widened copies of non-f32 weights */
     lmio__kv_cache cache; /* rows of L * C */
+    const lmio_statedict *weights; /* what f32 weights point into */
 } gpt2;
 
 /* ---- the table entry ---- */
@@ -179,6 +180,7 @@ static lmio_status gpt2_create(const lmio_config *cfg, const lmio_statedict *w, 
     if (!m) return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
     int tie = 1;
     lmio_status s = read_config(m, cfg, &tie, err);
+    m->weights = w;
     uint64_t dims[N_DIMS] = {[D_V] = m->V, [D_P] = m->P, [D_C] = m->C, [D_3C] = 3 * m->C, [D_I] = m->I};
     lmio__binding b = {&lmio__arch_gpt2, w, dims, m->L, tie != 0, cfg};
     void *layers = NULL;
@@ -206,27 +208,26 @@ static void gpt2_free(void *model)
 
 /* ---- the forward pass ---- */
 
-/* Runs T tokens at positions pos0.. through the model, filling the cache, and
- * writes logits for the last n_logits of them. */
-static lmio_status gpt2_forward(void *model, const int32_t *ids, size_t T, size_t pos0, float *logits,
-                                size_t n_logits, lmio_error *err)
+/* One forward call: its inputs and the buffers allocated for it. */
+typedef struct run {
+    gpt2 *m;
+    const int32_t *ids;
+    size_t T, pos0, n_logits;
+    float *logits;
+    float *x, *h, *buf, *a, *scores; /* (T, C) (T, C) (T, max(3C, I)) (T, C) (pos0 + T) */
+} run;
+
+/* The computation alone: reads weights (perhaps mapped) and writes the
+ * buffers and cache, allocating nothing, so it runs guarded. */
+static void gpt2_compute(void *ctx)
 {
-    gpt2 *m = model;
-    size_t C = m->C, I = m->I, LC = m->L * C;
-    lmio_status s = lmio__check_run(ids, T, pos0, m->V, m->P, "n_positions", err);
-    if (!s) s = lmio__kv_reserve(&m->cache, pos0 + T, err);
-    if (s) return s;
-    size_t big = 3 * C > I ? 3 * C : I;
-    float *x = lmio__malloc(T * C * sizeof *x), *h = lmio__malloc(T * C * sizeof *h);
-    float *buf = lmio__malloc(T * big * sizeof *buf), *a = lmio__malloc(T * C * sizeof *a);
-    float *scores = lmio__malloc((pos0 + T) * sizeof *scores);
-    if (!x || !h || !buf || !a || !scores) {
-        s = lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory in the forward pass");
-        goto out;
-    }
+    const run *r = ctx;
+    gpt2 *m = r->m;
+    size_t T = r->T, pos0 = r->pos0, C = m->C, I = m->I, LC = m->L * C;
+    float *x = r->x, *h = r->h, *buf = r->buf;
     // x (T, C) = wte[ids] + wpe[positions]
     for (size_t t = 0; t < T; t++)
-        for (size_t i = 0; i < C; i++) x[t * C + i] = m->wte[(size_t)ids[t] * C + i] + m->wpe[(pos0 + t) * C + i];
+        for (size_t i = 0; i < C; i++) x[t * C + i] = m->wte[(size_t)r->ids[t] * C + i] + m->wpe[(pos0 + t) * C + i];
     for (size_t l = 0; l < m->L; l++) {
         const layer *y = &m->layers[l];
         float *kc = m->cache.k + l * C, *vc = m->cache.v + l * C; // (S, C) rows LC apart
@@ -238,9 +239,9 @@ static lmio_status gpt2_forward(void *model, const int32_t *ids, size_t T, size_
         }
         float scale = m->scale_attn ? 1.0f / sqrtf((float)(C / m->H)) : 1.0f;
         if (m->scale_by_layer) scale /= (float)(l + 1);
-        lmio__attn_io io = {a, buf, kc, vc, C, 3 * C, LC};
-        lmio__attention(&io, T, pos0, m->H, m->H, C / m->H, scale, scores); // (T, C)
-        lmio__matmul_kn(h, a, y->proj_w, y->proj_b, T, C, C);
+        lmio__attn_io io = {r->a, buf, kc, vc, C, 3 * C, LC};
+        lmio__attention(&io, T, pos0, m->H, m->H, C / m->H, scale, r->scores); // (T, C)
+        lmio__matmul_kn(h, r->a, y->proj_w, y->proj_b, T, C, C);
         for (size_t i = 0; i < T * C; i++) x[i] += h[i];
         lmio__layernorm(h, x, y->ln_2_w, y->ln_2_b, T, C, m->eps);
         lmio__matmul_kn(buf, h, y->fc_w, y->fc_b, T, C, I); // (T, I)
@@ -248,17 +249,37 @@ static lmio_status gpt2_forward(void *model, const int32_t *ids, size_t T, size_
         lmio__matmul_kn(h, buf, y->fc_proj_w, y->fc_proj_b, T, I, C);
         for (size_t i = 0; i < T * C; i++) x[i] += h[i];
     }
-    lmio__layernorm(h, x + (T - n_logits) * C, m->ln_f_w, m->ln_f_b, n_logits, C, m->eps);
+    lmio__layernorm(h, x + (T - r->n_logits) * C, m->ln_f_w, m->ln_f_b, r->n_logits, C, m->eps);
     // logits (n_logits, V) = h @ lm_head^T, lm_head (V, C) being the embedding when tied
-    lmio__matmul_nk(logits, h, m->lm_head, NULL, n_logits, C, m->V);
-out:
-    lmio__free(x);
-    lmio__free(h);
-    lmio__free(buf);
-    lmio__free(a);
-    lmio__free(scores);
+    lmio__matmul_nk(r->logits, h, m->lm_head, NULL, r->n_logits, C, m->V);
+}
+
+/* Runs T tokens at positions pos0.. through the model, filling the cache, and
+ * writes logits for the last n_logits of them. */
+static lmio_status gpt2_forward(void *model, const int32_t *ids, size_t T, size_t pos0, float *logits,
+                                size_t n_logits, lmio_error *err)
+{
+    gpt2 *m = model;
+    size_t C = m->C, I = m->I;
+    lmio_status s = lmio__check_run(ids, T, pos0, m->V, m->P, "n_positions", err);
+    if (!s) s = lmio__kv_reserve(&m->cache, pos0 + T, err);
+    if (s) return s;
+    size_t big = 3 * C > I ? 3 * C : I;
+    run r = {m, ids, T, pos0, n_logits, logits, lmio__malloc(T * C * sizeof(float)), lmio__malloc(T * C * sizeof(float)),
+             lmio__malloc(T * big * sizeof(float)), lmio__malloc(T * C * sizeof(float)),
+             lmio__malloc((pos0 + T) * sizeof(float))};
+    if (!r.x || !r.h || !r.buf || !r.a || !r.scores)
+        s = lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory in the forward pass");
+    else
+        s = lmio__arch_compute(m->weights, gpt2_compute, &r, err);
+    lmio__free(r.x);
+    lmio__free(r.h);
+    lmio__free(r.buf);
+    lmio__free(r.a);
+    lmio__free(r.scores);
     return s;
 }
+
 
 /* ---- TorchScript export: the forward pass above, for torch.jit.load ---- */
 

@@ -45,6 +45,7 @@ typedef struct llama {
     layer *layers;
     lmio__f32_pool owned;  /* widened copies of non-f32 weights */
     lmio__kv_cache cache;  /* rows of L * G * D, keys after the rotation */
+    const lmio_statedict *weights; /* what f32 weights point into */
 } llama;
 
 /* ---- the table entry ---- */
@@ -310,6 +311,7 @@ static lmio_status llama_create(const lmio_config *cfg, const lmio_statedict *w,
     if (!m) return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
     int tie = 0;
     lmio_status s = read_config(m, cfg, &tie, err);
+    m->weights = w;
     uint64_t dims[N_DIMS] = {[D_V] = m->V, [D_C] = m->C, [D_I] = m->I, [D_HD] = (uint64_t)m->H * m->D,
                              [D_GD] = (uint64_t)m->G * m->D};
     lmio__binding b = {&lmio__arch_llama, w, dims, m->L, tie != 0, cfg};
@@ -436,29 +438,47 @@ static void mlp_block(const llama *m, size_t l, work *w, size_t T)
     for (size_t i = 0; i < T * C; i++) w->x[i] += w->h[i];
 }
 
+/* One forward call: its inputs and the buffers allocated for it. */
+typedef struct run {
+    llama *m;
+    const int32_t *ids;
+    size_t T, pos0, n_logits;
+    float *logits;
+    work w;
+} run;
+
+/* The computation alone: reads weights (perhaps mapped) and writes the
+ * buffers and cache, allocating nothing, so it runs guarded. */
+static void llama_compute(void *ctx)
+{
+    run *r = ctx;
+    llama *m = r->m;
+    size_t C = m->C, T = r->T;
+    // x (T, C) = embed[ids]
+    for (size_t t = 0; t < T; t++) memcpy(r->w.x + t * C, m->embed + (size_t)r->ids[t] * C, C * sizeof(float));
+    for (size_t l = 0; l < m->L; l++) {
+        attention_block(m, l, &r->w, T, r->pos0);
+        mlp_block(m, l, &r->w, T);
+    }
+    lmio__rmsnorm(r->w.h, r->w.x + (T - r->n_logits) * C, m->norm, r->n_logits, C, m->eps);
+    // logits (n_logits, V) = h @ lm_head^T (lm_head is the embedding when tied)
+    lmio__matmul_nk(r->logits, r->w.h, m->lm_head, NULL, r->n_logits, C, m->V);
+}
+
 /* Runs T tokens at positions pos0.. through the model, filling the cache, and
  * writes logits for the last n_logits of them. */
 static lmio_status llama_forward(void *model, const int32_t *ids, size_t T, size_t pos0, float *logits,
                                  size_t n_logits, lmio_error *err)
 {
     llama *m = model;
-    size_t C = m->C;
-    work w;
+    run r = {m, ids, T, pos0, n_logits, logits, {0}};
     lmio_status s = lmio__check_run(ids, T, pos0, m->V, m->P, "max_position_embeddings", err);
     if (!s) s = lmio__kv_reserve(&m->cache, pos0 + T, err);
-    if (!s) s = work_alloc(m, T, pos0 + T, &w, err);
+    if (!s) s = work_alloc(m, T, pos0 + T, &r.w, err);
     if (s) return s;
-    // x (T, C) = embed[ids]
-    for (size_t t = 0; t < T; t++) memcpy(w.x + t * C, m->embed + (size_t)ids[t] * C, C * sizeof(float));
-    for (size_t l = 0; l < m->L; l++) {
-        attention_block(m, l, &w, T, pos0);
-        mlp_block(m, l, &w, T);
-    }
-    lmio__rmsnorm(w.h, w.x + (T - n_logits) * C, m->norm, n_logits, C, m->eps);
-    // logits (n_logits, V) = h @ lm_head^T (lm_head is the embedding when tied)
-    lmio__matmul_nk(logits, w.h, m->lm_head, NULL, n_logits, C, m->V);
-    work_free(&w);
-    return LMIO_OK;
+    s = lmio__arch_compute(m->weights, llama_compute, &r, err);
+    work_free(&r.w);
+    return s;
 }
 
 /* ---- training: forward keeping activations, backward ----
