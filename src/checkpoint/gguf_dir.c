@@ -35,6 +35,48 @@ void lmio__rope_rows(unsigned char *dst, const unsigned char *src, uint64_t rows
     }
 }
 
+typedef struct reorder_job {
+    unsigned char *dst;
+    const lmio_tensor *t;
+    unsigned need; /* LMIO__T_CONV1D: transpose; else LMIO__T_ROPE_HALF */
+    uint64_t hd;
+    int to_gguf;
+} reorder_job;
+
+static void reorder_fn(void *ctx)
+{
+    const reorder_job *j = ctx;
+    const lmio_tensor *t = j->t;
+    size_t es = lmio_dtype_bits(t->dtype) / 8;
+    uint64_t rows = t->shape[0], cols = t->ndim > 1 ? t->shape[1] : 1;
+    if (j->need & LMIO__T_CONV1D) transpose(j->dst, t->data, rows, cols, es);
+    else lmio__rope_rows(j->dst, t->data, rows, (size_t)cols * es, j->hd, j->to_gguf);
+}
+
+/* t (at most 2-D) transposed or its rotary rows reordered, into a new
+ * buffer *out of its size, with its new shape. t may be mapped: reading it
+ * is guarded, and a file that shrank is LMIO_ERR_IO naming it. */
+static lmio_status reorder(const lmio_tensor *t, unsigned need, uint64_t hd, int to_gguf, unsigned char **out,
+                           uint64_t shape[2], const char *path, lmio_error *err)
+{
+    unsigned char *buf = lmio__malloc((size_t)t->nbytes);
+    if (!buf) return lmio__fail(err, LMIO_ERR_NOMEM, path, -1, t->name, "out of memory");
+    reorder_job j = {buf, t, need, hd, to_gguf};
+    if (!lmio__guarded(reorder_fn, &j)) {
+        lmio__free(buf);
+        return lmio__tensor_lost(t, lmio__guard_fault_addr(), err);
+    }
+    shape[0] = t->shape[0];
+    shape[1] = t->ndim > 1 ? t->shape[1] : 1;
+    if (need & LMIO__T_CONV1D) {
+        uint64_t r = shape[0];
+        shape[0] = shape[1];
+        shape[1] = r;
+    }
+    *out = buf;
+    return LMIO_OK;
+}
+
 /* ---- config ---- */
 
 static const char *meta_arch_key(const lmio_statedict *g, const char *arch, const char *key)
@@ -98,24 +140,17 @@ static lmio_status map_tensor(mapper *m, const lmio_tensor *t, const lmio__tenso
     if (!need || t->nbytes == 0)
         return lmio__statedict_add_view(m->w, name, strlen(name), t->dtype, t->ndim, t->shape, t->data, t->nbytes,
                                         t->file_offset, t->source, err);
-    size_t es = lmio_dtype_bits(t->dtype) / 8;
-    uint64_t rows = t->shape[0], cols = t->ndim > 1 ? t->shape[1] : 1;
+    uint64_t rows = t->shape[0];
     if (t->ndim > 2 || (need == LMIO__T_CONV1D && t->ndim != 2) ||
         ((need & LMIO__T_ROPE_HALF) && (!m->head_dim || m->head_dim % 2 || rows % m->head_dim)))
         return lmio__fail(err, LMIO_ERR_FORMAT, m->path, t->file_offset, t->name,
                           "tensor \"%s\" has %d dimensions of %llu rows; expected %s", t->name, t->ndim,
                           (unsigned long long)rows,
                           need == LMIO__T_CONV1D ? "a matrix" : "whole rotary heads of the config's head_dim");
-    unsigned char *buf = lmio__malloc((size_t)t->nbytes);
-    if (!buf) return lmio__fail(err, LMIO_ERR_NOMEM, m->path, -1, t->name, "out of memory");
-    uint64_t shape[2] = {rows, cols};
-    if (need & LMIO__T_CONV1D) {
-        transpose(buf, t->data, rows, cols, es);
-        shape[0] = cols;
-        shape[1] = rows;
-    } else {
-        lmio__rope_rows(buf, t->data, rows, (size_t)cols * es, m->head_dim, 0);
-    }
+    unsigned char *buf;
+    uint64_t shape[2];
+    lmio_status s = reorder(t, need, m->head_dim, 0, &buf, shape, m->path, err);
+    if (s) return s;
     return lmio__statedict_add_owned(m->w, name, strlen(name), t->dtype, t->ndim, shape, buf, t->nbytes, err);
 }
 
@@ -143,18 +178,20 @@ static lmio_status map_weights(mapper *m, bool tied, lmio_error *err)
 
 /* An output.weight equal to token_embd.weight is a tied head that an older
  * converter wrote out (GPT-2, shared/reference/gguf-llamacpp.md §2.2). */
-static bool head_tied(const lmio__arch *a, const lmio_statedict *g)
+static lmio_status head_tied(const lmio__arch *a, const lmio_statedict *g, bool *tied, lmio_error *err)
 {
+    *tied = true;
     for (size_t i = 0; i < a->n_tensors; i++) {
         const lmio__tensor_spec *ts = &a->tensors[i];
         if (!(ts->flags & LMIO__T_TIED) || !ts->gguf_name) continue;
         const lmio__tensor_spec *to = lmio__arch_spec(a, ts->tied_to, NULL);
         lmio_tensor h, e;
-        if (lmio_tensor_find(g, ts->gguf_name, &h, NULL)) return true;
-        if (!to || !to->gguf_name || lmio_tensor_find(g, to->gguf_name, &e, NULL)) return false;
-        return h.nbytes == e.nbytes && h.dtype == e.dtype && !memcmp(h.data, e.data, (size_t)h.nbytes);
+        if (lmio_tensor_find(g, ts->gguf_name, &h, NULL)) return LMIO_OK;
+        *tied = false;
+        if (!to || !to->gguf_name || lmio_tensor_find(g, to->gguf_name, &e, NULL)) return LMIO_OK;
+        return lmio__tensors_equal(&h, &e, tied, err);
     }
-    return true;
+    return LMIO_OK;
 }
 
 lmio_status lmio__gguf_to_hf(lmio_statedict *g, lmio_config **cfg_out, lmio_statedict **w_out, lmio_error *err)
@@ -171,8 +208,9 @@ lmio_status lmio__gguf_to_hf(lmio_statedict *g, lmio_config **cfg_out, lmio_stat
     }
     lmio_config *cfg = NULL;
     lmio_statedict *w = NULL;
-    bool tied = head_tied(a, g);
-    lmio_status s = lmio_config_create(a->model_type, &cfg, err);
+    bool tied;
+    lmio_status s = head_tied(a, g, &tied, err);
+    if (!s) s = lmio_config_create(a->model_type, &cfg, err);
     if (!s) s = config_from_meta(a, g, path, cfg, err);
     if (!s) s = lmio_config_set_bool(cfg, "tie_word_embeddings", tied, err);
     lmio_tensor emb;
@@ -416,20 +454,12 @@ static lmio_status gguf_tensors(const lmio__arch *a, const lmio_config *cfg, con
                                          t.file_offset, t.source, err);
             continue;
         }
-        size_t es = lmio_dtype_bits(t.dtype) / 8;
-        uint64_t rows = t.shape[0], cols = t.ndim > 1 ? t.shape[1] : 1, shape[2] = {rows, cols};
+        uint64_t rows = t.shape[0], shape[2];
         if (t.ndim > 2 || (need & LMIO__T_ROPE_HALF && (hd <= 0 || hd % 2 || rows % (uint64_t)hd)))
             return lmio__fail(err, LMIO_ERR_INVALID_ARG, path, -1, t.name,
                               "tensor \"%s\" does not hold whole rotary heads of head_dim %lld", t.name, (long long)hd);
-        unsigned char *buf = lmio__malloc((size_t)t.nbytes);
-        if (!buf) return lmio__fail(err, LMIO_ERR_NOMEM, path, -1, t.name, "out of memory");
-        if (need & LMIO__T_CONV1D) {
-            transpose(buf, t.data, rows, cols, es);
-            shape[0] = cols;
-            shape[1] = rows;
-        } else {
-            lmio__rope_rows(buf, t.data, rows, (size_t)cols * es, (uint64_t)hd, 1);
-        }
+        unsigned char *buf;
+        if ((s = reorder(&t, need, (uint64_t)hd, 1, &buf, shape, path, err))) return s;
         s = lmio__statedict_add_owned(g, name, strlen(name), t.dtype, t.ndim, shape, buf, t.nbytes, err);
     }
     return s;

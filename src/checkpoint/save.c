@@ -54,18 +54,6 @@ static lmio_status write_json_file(const char *dir, const char *name, lmio__json
     return s ? s : lmio__write_json_python(path, v, durable, err);
 }
 
-typedef struct cmp_job {
-    const void *a, *b;
-    uint64_t n;
-    int diff;
-} cmp_job;
-
-static void cmp_fn(void *ctx)
-{
-    cmp_job *j = ctx;
-    j->diff = j->n ? memcmp(j->a, j->b, (size_t)j->n) : 0;
-}
-
 /* A tied tensor (spec ts, named name) must equal what it is tied to,
  * since only that one is written. */
 static lmio_status check_tied(const lmio_statedict *w, const lmio__tensor_spec *ts, size_t layer,
@@ -75,16 +63,9 @@ static lmio_status check_tied(const lmio_statedict *w, const lmio__tensor_spec *
     lmio_tensor e;
     if (!lmio__tensor_name(ts->tied_to, layer, to, sizeof to) || lmio_tensor_find(w, to, &e, NULL) != LMIO_OK)
         return LMIO_OK;
-    if (e.nbytes == t->nbytes && e.dtype == t->dtype) {
-        /* the bytes may be mapped from a file that shrank since: compare
-         * under the SIGBUS guard */
-        cmp_job j = {e.data, t->data, t->nbytes, 0};
-        if (!lmio__guarded(cmp_fn, &j))
-            return lmio__fail(err, LMIO_ERR_IO, t->source ? t->source : "", -1, t->name,
-                              "tied weights can no longer be read (a file shrank after it was mapped); "
-                              "expected the files to stay as they were while open");
-        if (!j.diff) return LMIO_OK;
-    }
+    bool same;
+    lmio_status s = lmio__tensors_equal(&e, t, &same, err);
+    if (s || same) return s;
     return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, t->name,
                       "%s differs from %s but tie_word_embeddings is true; expected equal tensors, or set "
                       "tie_word_embeddings to false",
@@ -112,7 +93,9 @@ static lmio_status select_weights(const lmio_config *cfg, const lmio_statedict *
             s = check_tied(w, ts, layer, &t, err);
             continue;
         }
-        s = lmio_statedict_add(sel, t.name, t.dtype, t.ndim, t.shape, t.data, t.nbytes, LMIO_BORROW, err);
+        /* a view keeps where the bytes came from, for error messages */
+        s = lmio__statedict_add_view(sel, t.name, strlen(t.name), t.dtype, t.ndim, t.shape, t.data, t.nbytes,
+                                     t.file_offset, t.source, err);
     }
     if (s) {
         lmio_statedict_free(sel);
@@ -238,7 +221,8 @@ static lmio_status save_weights(const char *tmp, const lmio_statedict *w, const 
             if (shard_of[i] != k) continue;
             lmio_tensor t;
             lmio_statedict_get(w, i, &t, NULL);
-            s = lmio_statedict_add(j->sd, t.name, t.dtype, t.ndim, t.shape, t.data, t.nbytes, LMIO_BORROW, err);
+            s = lmio__statedict_add_view(j->sd, t.name, strlen(t.name), t.dtype, t.ndim, t.shape, t.data, t.nbytes,
+                                         t.file_offset, t.source, err);
             if (!s && !lmio__json_set(map, t.name, lmio__json_string(name)))
                 s = lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory");
         }

@@ -195,6 +195,15 @@ lmio_status lmio__tensor_lost(const lmio_tensor *t, const void *addr, lmio_error
 /* All of t converted to dd into dst (numel elements), guarded: a mapped
  * file that shrank is LMIO_ERR_IO, not a signal. */
 lmio_status lmio__tensor_convert(const lmio_tensor *t, void *dst, lmio_dtype dd, lmio_error *err);
+/* lmio_convert of n elements (dtypes already checked) in a guarded region:
+ * false when the source's mapping faulted (lmio__guard_fault_addr says where). */
+bool lmio__convert_guarded(void *dst, lmio_dtype dd, const void *src, lmio_dtype sd, size_t n);
+/* lmio__tensor_lost for the tensor of sd that holds addr; when none does,
+ * an LMIO_ERR_IO naming path. */
+lmio_status lmio__statedict_lost(const lmio_statedict *sd, const void *addr, const char *path, lmio_error *err);
+/* *equal: a and b have the same dtype and bytes (compared guarded, as
+ * either may be mapped; a file that shrank is LMIO_ERR_IO naming it). */
+lmio_status lmio__tensors_equal(const lmio_tensor *a, const lmio_tensor *b, bool *equal, lmio_error *err);
 
 /* An output file written under a temporary name in the destination's
  * directory and renamed over the destination only by commit. */

@@ -82,13 +82,21 @@ lmio_status lmio__tensor_lost(const lmio_tensor *t, const void *addr, lmio_error
 typedef struct convert_job {
     void *dst;
     lmio_dtype dd;
-    const lmio_tensor *t;
+    const void *src;
+    lmio_dtype sd;
+    size_t n;
 } convert_job;
 
 static void convert_fn(void *ctx)
 {
     convert_job *j = ctx;
-    lmio_convert(j->dst, j->dd, j->t->data, j->t->dtype, (size_t)j->t->numel, NULL);
+    lmio_convert(j->dst, j->dd, j->src, j->sd, j->n, NULL);
+}
+
+bool lmio__convert_guarded(void *dst, lmio_dtype dd, const void *src, lmio_dtype sd, size_t n)
+{
+    convert_job j = {dst, dd, src, sd, n};
+    return lmio__guarded(convert_fn, &j);
 }
 
 lmio_status lmio__tensor_convert(const lmio_tensor *t, void *dst, lmio_dtype dd, lmio_error *err)
@@ -96,7 +104,44 @@ lmio_status lmio__tensor_convert(const lmio_tensor *t, void *dst, lmio_dtype dd,
     /* n = 0 checks the dtypes (and nothing else) outside the guarded region */
     lmio_status s = lmio_convert(dst, dd, t->data, t->dtype, 0, err);
     if (s || !t->numel) return s;
-    convert_job j = {dst, dd, t};
-    if (lmio__guarded(convert_fn, &j)) return LMIO_OK;
+    if (lmio__convert_guarded(dst, dd, t->data, t->dtype, (size_t)t->numel)) return LMIO_OK;
     return lmio__tensor_lost(t, lmio__guard_fault_addr(), err);
+}
+
+lmio_status lmio__statedict_lost(const lmio_statedict *sd, const void *addr, const char *path, lmio_error *err)
+{
+    lmio_tensor t;
+    for (size_t i = 0, n = lmio_statedict_count(sd); i < n; i++)
+        if (lmio_statedict_get(sd, i, &t, NULL) == LMIO_OK && (uintptr_t)addr >= (uintptr_t)t.data &&
+            (uintptr_t)addr - (uintptr_t)t.data < t.nbytes)
+            return lmio__tensor_lost(&t, addr, err);
+    return lmio__fail(err, LMIO_ERR_IO, path ? path : "", -1, "",
+                      "tensor data can no longer be read (a mapped file shrank after it was opened); expected the "
+                      "files to stay as they were while open");
+}
+
+typedef struct cmp_job {
+    const void *a, *b;
+    size_t n;
+    int diff;
+} cmp_job;
+
+static void cmp_fn(void *ctx)
+{
+    cmp_job *j = ctx;
+    j->diff = memcmp(j->a, j->b, j->n);
+}
+
+lmio_status lmio__tensors_equal(const lmio_tensor *a, const lmio_tensor *b, bool *equal, lmio_error *err)
+{
+    *equal = a->dtype == b->dtype && a->nbytes == b->nbytes;
+    if (!*equal || !a->nbytes) return LMIO_OK;
+    cmp_job j = {a->data, b->data, (size_t)a->nbytes, 0};
+    if (!lmio__guarded(cmp_fn, &j)) {
+        const void *at = lmio__guard_fault_addr();
+        uintptr_t p = (uintptr_t)at, base = (uintptr_t)b->data;
+        return lmio__tensor_lost(p >= base && p - base < b->nbytes ? b : a, at, err);
+    }
+    *equal = j.diff == 0;
+    return LMIO_OK;
 }

@@ -105,10 +105,14 @@ typedef struct lmio__zipw {
     size_t count, cap;
     uint64_t cur_size, cur_done; /* the member being written */
     uint32_t cur_crc;
+    bool lost;              /* data given to lmio__zipw_data could not be read: */
+    const void *lost_addr;  /* a mapped input shrank, and this address faulted */
 } lmio__zipw;
 
 /* Starts member root/name of exactly size bytes. */
 lmio_status lmio__zipw_begin(lmio__zipw *w, const char *name, uint64_t size, lmio_error *err);
+/* Appends n bytes of the member. A mapped source that shrank is
+ * LMIO_ERR_IO with lost set (the caller knows which tensor to name). */
 lmio_status lmio__zipw_data(lmio__zipw *w, const void *p, size_t n, lmio_error *err);
 lmio_status lmio__zipw_end(lmio__zipw *w, lmio_error *err);
 /* A whole small member. */

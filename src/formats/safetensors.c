@@ -564,19 +564,6 @@ static lmio_status source_gone(const lmio_tensor *t, uint64_t off, const char *p
                       t->name, path);
 }
 
-typedef struct convert_job {
-    void *dst;
-    lmio_dtype dst_dtype;
-    const void *src;
-    lmio_dtype src_dtype;
-    size_t n;
-} convert_job;
-
-static void convert_fn(void *ctx)
-{
-    convert_job *j = ctx;
-    lmio_convert(j->dst, j->dst_dtype, j->src, j->src_dtype, j->n, NULL);
-}
 #define CONVERT_CHUNK_ELEMS (1u << 20)
 
 static lmio_status report(const lmio_save_opts *o, uint64_t done, uint64_t total, const char *path,
@@ -648,8 +635,7 @@ static lmio_status st_save(const lmio_statedict *sd, const char *path, const lmi
         for (uint64_t e = 0; e < w->t.numel; e += CONVERT_CHUNK_ELEMS) {
             size_t m = w->t.numel - e < CONVERT_CHUNK_ELEMS ? (size_t)(w->t.numel - e) : CONVERT_CHUNK_ELEMS;
             if (e + m < w->t.numel) prefetch(src + (e + m) * in_sz, (w->t.numel - e - m) * in_sz, m * in_sz);
-            convert_job j = {cbuf, w->out_dtype, src + e * in_sz, w->t.dtype, m};
-            if (!lmio__guarded(convert_fn, &j)) {
+            if (!lmio__convert_guarded(cbuf, w->out_dtype, src + e * in_sz, w->t.dtype, m)) {
                 s = source_gone(&w->t, e * in_sz, path, err);
                 goto fail;
             }

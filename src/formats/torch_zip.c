@@ -579,6 +579,7 @@ static void pickle_value(lmio__pickler *w, const lmio__pyv *v, const wten *ts, c
 #define WRITE_CHUNK (1u << 20)
 
 typedef struct wjob {
+    const lmio_statedict *sd; /* names a tensor whose mapped file shrank */
     const lmio_save_opts *o;
     const char *path;
     uint64_t total;
@@ -610,11 +611,16 @@ static lmio_status write_store(lmio__zipw *z, wjob *j, const wstore *s, lmio_err
             return lmio__fail(err, LMIO_ERR_NOMEM, j->path, -1, "", "out of memory");
         for (uint64_t e = 0; e < s->numel && !st; e += CONVERT_CHUNK_ELEMS) {
             size_t m = s->numel - e < CONVERT_CHUNK_ELEMS ? (size_t)(s->numel - e) : CONVERT_CHUNK_ELEMS;
-            lmio_convert(j->cbuf, s->out, s->base + e * in_sz, s->src, m, NULL);
+            if (!lmio__convert_guarded(j->cbuf, s->out, s->base + e * in_sz, s->src, m)) {
+                z->lost = true;
+                z->lost_addr = lmio__guard_fault_addr();
+                break;
+            }
             st = lmio__zipw_data(z, j->cbuf, m * out_sz, err);
             if (!st) st = report(j, z->out->written, err);
         }
     }
+    if (z->lost) return lmio__statedict_lost(j->sd, z->lost_addr, j->path, err);
     return st ? st : lmio__zipw_end(z, err);
 }
 
@@ -676,7 +682,7 @@ static lmio_status save_archive(const lmio_statedict *sd, const lmio__pyv *tree,
     span *order = lmio__calloc(n ? n : 1, sizeof *order);
     wstore *sorted = NULL;
     lmio__pickler pk = {0};
-    wjob j = {.o = o, .path = path};
+    wjob j = {.sd = sd, .o = o, .path = path};
     lmio_status s = !ts || !st || !order ? lmio__fail(err, LMIO_ERR_NOMEM, path, -1, "", "out of memory")
                                          : collect(sd, o, path, ts, n, err);
     if (s) goto done;

@@ -346,10 +346,13 @@ static lmio_status write_tensor(lmio__zipw *z, job *j, const lmio_tensor *x, siz
         size_t n = x->numel - e < CHUNK_ELEMS ? (size_t)(x->numel - e) : CHUNK_ELEMS;
         const unsigned char *src = (const unsigned char *)x->data + e * (lmio_dtype_bits(x->dtype) / 8);
         if (x->dtype == LMIO_DTYPE_F32) s = lmio__zipw_data(z, src, n * sizeof(float), err);
-        else {
-            lmio_convert(j->buf, LMIO_DTYPE_F32, src, x->dtype, n, NULL);
+        else if (lmio__convert_guarded(j->buf, LMIO_DTYPE_F32, src, x->dtype, n))
             s = lmio__zipw_data(z, j->buf, n * sizeof(float), err);
+        else {
+            z->lost = true;
+            z->lost_addr = lmio__guard_fault_addr();
         }
+        if (z->lost) return lmio__tensor_lost(x, z->lost_addr, err);
         if (!s) s = report(j, z->out->written, err);
     }
     return s ? s : lmio__zipw_end(z, err);

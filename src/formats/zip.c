@@ -3,6 +3,7 @@
  * against the file before using it; the writer streams. */
 #include "formats.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -326,11 +327,37 @@ lmio_status lmio__zipw_begin(lmio__zipw *w, const char *name, uint64_t size, lmi
     return s;
 }
 
+typedef struct crc_job {
+    uint32_t crc;
+    const void *p;
+    size_t n;
+} crc_job;
+
+static void crc_fn(void *ctx)
+{
+    crc_job *j = ctx;
+    j->crc = lmio__crc32(j->crc, j->p, j->n);
+}
+
 lmio_status lmio__zipw_data(lmio__zipw *w, const void *p, size_t n, lmio_error *err)
 {
-    w->cur_crc = lmio__crc32(w->cur_crc, p, n);
+    /* p may lie in a mapped input: its CRC is its first read */
+    crc_job j = {w->cur_crc, p, n};
+    lmio_status s = LMIO_OK;
+    if (!lmio__guarded(crc_fn, &j)) {
+        w->lost_addr = lmio__guard_fault_addr();
+        w->lost = true;
+    } else if ((s = lmio__outfile_write(w->out, p, n, err)) && w->out->sys_errno == EFAULT) {
+        w->lost_addr = p;
+        w->lost = true;
+    }
+    if (w->lost)
+        return lmio__fail(err, LMIO_ERR_IO, w->out->final_path, -1, "",
+                          "input data can no longer be read (a mapped file shrank); %s was left as it was",
+                          w->out->final_path);
+    w->cur_crc = j.crc;
     w->cur_done += n;
-    return lmio__outfile_write(w->out, p, n, err);
+    return s;
 }
 
 lmio_status lmio__zipw_end(lmio__zipw *w, lmio_error *err)

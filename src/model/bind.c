@@ -181,14 +181,5 @@ lmio_status lmio__arch_build(const lmio__binding *b, void *model, void **layers,
 lmio_status lmio__arch_compute(const lmio_statedict *weights, void (*fn)(void *ctx), void *ctx, lmio_error *err)
 {
     if (lmio__guarded(fn, ctx)) return LMIO_OK;
-    /* name the tensor whose mapped bytes were lost, when the address says */
-    const void *addr = lmio__guard_fault_addr();
-    lmio_tensor t;
-    for (size_t i = 0, n = lmio_statedict_count(weights); i < n; i++)
-        if (lmio_statedict_get(weights, i, &t, NULL) == LMIO_OK && (uintptr_t)addr >= (uintptr_t)t.data &&
-            (uintptr_t)addr - (uintptr_t)t.data < t.nbytes)
-            return lmio__tensor_lost(&t, addr, err);
-    return lmio__fail(err, LMIO_ERR_IO, sd_path(weights), -1, "",
-                      "weights can no longer be read (a mapped file shrank while the model ran); expected the "
-                      "files to stay as they were while the model is in use");
+    return lmio__statedict_lost(weights, lmio__guard_fault_addr(), sd_path(weights), err);
 }

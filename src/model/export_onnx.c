@@ -7,6 +7,7 @@
 #include "arch.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <float.h>
 #include <stdio.h>
 #include <string.h>
@@ -87,23 +88,42 @@ int lmio_onnx_supported(const char *model_type)
     return a && a->onnx_graph;
 }
 
-static lmio_status make_dir(const char *path, lmio_error *err)
+/* path as a directory; *made says whether this call created it. */
+static lmio_status make_dir(const char *path, bool *made, lmio_error *err)
 {
     struct stat st;
-    if (mkdir(path, 0777) == 0 || (errno == EEXIST && stat(path, &st) == 0 && S_ISDIR(st.st_mode))) return LMIO_OK;
+    *made = mkdir(path, 0777) == 0;
+    if (*made || (errno == EEXIST && stat(path, &st) == 0 && S_ISDIR(st.st_mode))) return LMIO_OK;
     return lmio__fail(err, errno == EEXIST ? LMIO_ERR_INVALID_ARG : LMIO_ERR_IO, path, -1, "", "%s; expected a directory",
                       errno == EEXIST ? "exists and is not a directory" : strerror(errno));
 }
 
-static lmio_status write_graph(const lmio__arch *a, const char *dir, const lmio_config *cfg,
-                               const lmio_statedict *w, const lmio_onnx_opts *o, bool *external, lmio_error *err)
+/* The folders an export created, so a failed one takes them away again
+ * (files in them are lmio's: each was written whole or not at all). */
+typedef struct made {
+    char dir[4096], sub[4096], path[4096], data[4096];
+    bool dir_made, sub_made;
+} made;
+
+static void undo(const made *m)
 {
-    char sub[4096], path[4096], data[4096];
+    if (m->sub_made) {
+        unlink(m->path);
+        unlink(m->data);
+        rmdir(m->sub);
+    }
+    if (m->dir_made) lmio__remove_tree_at(AT_FDCWD, m->dir);
+}
+
+static lmio_status write_graph(const lmio__arch *a, made *m, const lmio_config *cfg, const lmio_statedict *w,
+                               const lmio_onnx_opts *o, bool *external, lmio_error *err)
+{
+    char *sub = m->sub, *path = m->path, *data = m->data;
     lmio_status s;
-    if ((s = lmio__path_join(sub, sizeof sub, dir, "onnx", err)) ||
-        (s = lmio__path_join(path, sizeof path, sub, "model.onnx", err)) ||
-        (s = lmio__path_join(data, sizeof data, sub, "model.onnx_data", err)) || (s = make_dir(dir, err)) ||
-        (s = make_dir(sub, err)))
+    if ((s = lmio__path_join(sub, sizeof m->sub, m->dir, "onnx", err)) ||
+        (s = lmio__path_join(path, sizeof m->path, sub, "model.onnx", err)) ||
+        (s = lmio__path_join(data, sizeof m->data, sub, "model.onnx_data", err)) ||
+        (s = make_dir(m->dir, &m->dir_made, err)) || (s = make_dir(sub, &m->sub_made, err)))
         return s;
     lmio__onnx *g;
     if ((s = lmio__onnx_create(o->dtype == LMIO_DTYPE_F16 ? LMIO_DTYPE_F16 : LMIO_DTYPE_F32, &g, err))) return s;
@@ -116,6 +136,9 @@ static lmio_status write_graph(const lmio__arch *a, const char *dir, const lmio_
         s = lmio__fail(err, LMIO_ERR_IO, data, -1, "", "cannot remove a stale external data file: %s", strerror(errno));
     return s;
 }
+
+static lmio_status write_config(const char *dir, const lmio_config *cfg, const lmio_tokenizer *tok,
+                                const lmio_onnx_opts *o, bool external, lmio_error *err);
 
 lmio_status lmio_onnx_export(const char *dir, const lmio_config *cfg, const lmio_statedict *weights,
                              const lmio_tokenizer *tok, const lmio_onnx_opts *opts, lmio_error *err)
@@ -138,16 +161,29 @@ lmio_status lmio_onnx_export(const char *dir, const lmio_config *cfg, const lmio
                           lmio_config_model_type(cfg), known);
     }
     bool external = false;
-    if ((s = write_graph(a, dir, cfg, weights, &o, &external, err))) return s;
+    made m = {0};
+    if (snprintf(m.dir, sizeof m.dir, "%s", dir) >= (int)sizeof m.dir)
+        return lmio__fail(err, LMIO_ERR_LIMIT, dir, -1, "", "path too long");
+    if (!(s = write_graph(a, &m, cfg, weights, &o, &external, err))) s = write_config(dir, cfg, tok, &o, external, err);
+    if (s) undo(&m);
+    return s;
+}
+
+/* config.json (with transformers.js_config), generation_config.json and the
+ * tokenizer's files beside onnx/. */
+static lmio_status write_config(const char *dir, const lmio_config *cfg, const lmio_tokenizer *tok,
+                                const lmio_onnx_opts *o, bool external, lmio_error *err)
+{
     lmio_config *c;
-    if ((s = lmio_config_copy(cfg, &c, err))) return s;
+    lmio_status s = lmio_config_copy(cfg, &c, err);
+    if (s) return s;
     lmio__json *obj = lmio__config_json(c), *tjs = lmio__json_object();
     /* transformers.js in a browser fetches the data file only when told */
     bool ok = lmio__json_set(tjs, "use_external_data_format", lmio__json_bool(external));
     ok &= lmio__json_set(obj, "transformers.js_config", tjs);
     if (!ok) s = lmio__fail(err, LMIO_ERR_NOMEM, "config.json", -1, "", "out of memory");
     lmio_pretrained_opts po = LMIO_PRETRAINED_OPTS_INIT;
-    po.durable = o.durable;
+    po.durable = o->durable;
     po.keep_other_files = 1; /* onnx/ */
     if (!s) s = lmio_pretrained_save(dir, c, NULL, tok, &po, err);
     lmio_config_free(c);

@@ -476,6 +476,59 @@ static void check_lost(lmio_status s, const char *file, const char *tensor, int6
     CHECK_MSG(err.offset >= past, "offset %lld; expected >= %lld", (long long)err.offset, (long long)past);
 }
 
+/* Every writer, handed weights whose mapped file has shrunk (the data of
+ * every tensor lost): LMIO_ERR_IO naming the input and a tensor, and nothing
+ * written. (Writers name the first byte of the chunk they were copying:
+ * write(2) reports only EFAULT.) */
+static void every_writer_refuses(const lmio_config *c, const lmio_statedict *sd, const char *arch)
+{
+    const char *out = scratch("refused.out");
+    for (int conv = 0; conv < 2; conv++) {
+        lmio_save_opts o = LMIO_SAVE_OPTS_INIT;
+        o.dtype = conv ? LMIO_DTYPE_BF16 : LMIO_DTYPE_NONE;
+        const char *formats[] = {"safetensors", "pytorch"};
+        for (int f = 0; f < 2; f++) {
+            check_lost(lmio_statedict_save(sd, out, formats[f], &o, &err), "in-use.safetensors", NULL, 0);
+            CHECK_MSG(access(out, F_OK) != 0, "%s left a file", formats[f]);
+        }
+        lmio_gguf_opts g = LMIO_GGUF_OPTS_INIT;
+        g.type = conv ? "q8_0" : NULL;
+        CHECK(lmio_gguf_save(out, c, sd, NULL, &g, &err) == LMIO_ERR_IO);
+        CHECK_MSG(strstr(err.message, "in-use.safetensors") && strstr(err.message, "shrank"), "%s", err.message);
+        CHECK(access(out, F_OK) != 0);
+    }
+    check_lost(lmio_export_torchscript(c, sd, out, NULL, &err), "in-use.safetensors", NULL, 0);
+    CHECK(access(out, F_OK) != 0);
+    if (lmio_onnx_supported(arch)) {
+        check_lost(lmio_onnx_export(scratch("refused-onnx"), c, sd, NULL, NULL, &err), "in-use.safetensors", NULL, 0);
+        CHECK(access(scratch("refused-onnx"), F_OK) != 0);
+    }
+    check_lost(lmio_pretrained_save(scratch("refused-dir"), c, sd, NULL, NULL, &err), "in-use.safetensors", NULL, 0);
+    CHECK(access(scratch("refused-dir"), F_OK) != 0);
+    CHECK(fx_count_named(g_scratch, LMIO__TMP_TAG) == 0);
+}
+
+/* A GGUF whose file shrinks between open and its mapping onto Transformers'
+ * names (transposed and re-ordered rotary rows are read then). */
+static void shrinking_gguf(const lmio_config *c, const char *arch)
+{
+    const char *src = scratch("in-use.safetensors"), *gg = scratch("in-use.gguf");
+    save_random(c, src, LMIO_DTYPE_F32);
+    lmio_statedict *sd = NULL, *g = NULL, *w = NULL;
+    lmio_config *gc = NULL;
+    CHECK_OK(lmio_statedict_open(src, NULL, &sd, &e_));
+    CHECK_OK(lmio_gguf_save(gg, c, sd, NULL, NULL, &e_));
+    lmio_statedict_free(sd);
+    CHECK_OK(lmio_statedict_open(gg, NULL, &g, &e_));
+    CHECK(truncate(gg, 0) == 0);
+    lmio_status s = lmio__gguf_to_hf(g, &gc, &w, &err);
+    CHECK_MSG(s == LMIO_ERR_IO && strstr(err.message, "in-use.gguf") && strstr(err.message, "shrank"), "%s: %s", arch,
+              err.message);
+    lmio_statedict_free(g);
+    unlink(src);
+    unlink(gg);
+}
+
 static void shrinking_weights_in_use(void)
 {
 #ifdef _OPENMP
@@ -507,6 +560,7 @@ static void shrinking_weights_in_use(void)
             size_t n = 0;
             check_lost(lmio_model_generate(m, ids, 4, 4, NULL, out, &n, &err), "in-use.safetensors",
                        where ? last.name : NULL, cut);
+            if (!where) every_writer_refuses(c, sd, arches[a]);
             free(logits);
             lmio_model_free(m);
             lmio_statedict_free(sd);
@@ -522,6 +576,7 @@ static void shrinking_weights_in_use(void)
         check_lost(lmio_model_create(c, sd, &m, &err), "in-use-bf16.safetensors", NULL, 4096);
         CHECK(m == NULL);
         lmio_statedict_free(sd);
+        shrinking_gguf(c, arches[a]);
         lmio_config_free(c);
     }
 }
