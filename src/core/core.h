@@ -189,6 +189,15 @@ const void *lmio__guard_fault_addr(void);
  * guarded region the process gets SIGBUS, as it would have. */
 _Noreturn void lmio__guard_raise(const void *addr);
 
+/* For code that cannot be abandoned midway (a parser that allocates as it
+ * reads): between begin and end, a read of [base, base + size), a mapped
+ * file, that faults because the file shrank reads zeros instead, and end
+ * returns the first such address (NULL when none). The caller must then
+ * discard all it parsed and unmap the file. Guarded regions inside take
+ * precedence. One region per thread. */
+void lmio__patch_begin(const void *base, uint64_t size);
+const void *lmio__patch_end(void);
+
 /* LMIO_ERR_IO for tensor t whose mapped file shrank under a read that
  * faulted at addr (naming the file, the byte when addr lies in t, the tensor). */
 lmio_status lmio__tensor_lost(const lmio_tensor *t, const void *addr, lmio_error *err);

@@ -21,9 +21,15 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 static _Thread_local sigjmp_buf *tl_jump;
 static _Thread_local const void *tl_fault; /* the address that faulted last */
+/* The patched region (lmio__patch_begin): [lo, hi) and its first fault. */
+static _Thread_local uintptr_t tl_patch_lo, tl_patch_hi;
+static _Thread_local const void *tl_patch_fault;
+static uintptr_t g_page;
 static struct sigaction g_prev;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
@@ -32,6 +38,17 @@ static void on_sigbus(int sig, siginfo_t *info, void *uctx)
     if (tl_jump) {
         tl_fault = info ? info->si_addr : NULL;
         siglongjmp(*tl_jump, 1);
+    }
+    uintptr_t a = info ? (uintptr_t)info->si_addr : 0;
+    if (a >= tl_patch_lo && a < tl_patch_hi) {
+        /* A page of the file being parsed is gone: put a page of zeros in
+         * its place and let the load run again. mmap is a plain system call
+         * here (no lock is taken), and the caller fails the whole parse. */
+        void *p = mmap((void *)(a & ~(g_page - 1)), g_page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+        if (p != MAP_FAILED) {
+            if (!tl_patch_fault) tl_patch_fault = (const void *)a;
+            return;
+        }
     }
     if (g_prev.sa_flags & SA_SIGINFO) {
         if (g_prev.sa_sigaction) g_prev.sa_sigaction(sig, info, uctx);
@@ -48,6 +65,7 @@ static void on_sigbus(int sig, siginfo_t *info, void *uctx)
 
 static void install(void)
 {
+    g_page = (uintptr_t)sysconf(_SC_PAGESIZE);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = on_sigbus;
@@ -83,4 +101,18 @@ void lmio__guard_raise(const void *addr)
     signal(SIGBUS, SIG_DFL);
     raise(SIGBUS);
     abort();
+}
+
+void lmio__patch_begin(const void *base, uint64_t size)
+{
+    pthread_once(&g_once, install);
+    tl_patch_fault = NULL;
+    tl_patch_lo = (uintptr_t)base;
+    tl_patch_hi = (uintptr_t)base + (uintptr_t)size;
+}
+
+const void *lmio__patch_end(void)
+{
+    tl_patch_lo = tl_patch_hi = 0;
+    return tl_patch_fault;
 }

@@ -98,6 +98,10 @@ typedef struct lmio__zipw_entry {
     uint32_t crc;
 } lmio__zipw_entry;
 
+/* lmio_statedict_open once the file is open: sniffs and parses f (taken
+ * over on success, closed on failure). */
+lmio_status lmio__statedict_open_file(const char *path, lmio__file *f, lmio_statedict **out, lmio_error *err);
+
 typedef struct lmio__zipw {
     lmio__outfile *out;
     const char *root;

@@ -16,7 +16,18 @@ lmio_status lmio_statedict_open(const char *path, const lmio_open_opts *opts,
     *out = NULL;
     lmio__file f;
     lmio_status s = lmio__file_open(path, o.use_mmap, &f, err);
-    if (s) return s;
+    return s ? s : lmio__statedict_open_file(path, &f, out, err);
+}
+
+lmio_status lmio__statedict_open_file(const char *path, lmio__file *fp, lmio_statedict **out, lmio_error *err)
+{
+    lmio__file f = *fp;
+    lmio_status s;
+    /* The readers parse headers straight from the mapping, allocating as
+     * they go, so a file that shrinks meanwhile cannot be left by a jump:
+     * its lost pages read as zeros and the result is thrown away. */
+    const unsigned char *base = f.mapped ? f.data : NULL;
+    if (base) lmio__patch_begin(base, f.size);
     size_t head = f.size < 64 ? (size_t)f.size : 64;
     const lmio__format *fmt = lmio__format_sniff(f.data, head, f.size);
     if (!fmt->open)
@@ -24,7 +35,16 @@ lmio_status lmio_statedict_open(const char *path, const lmio_open_opts *opts,
                        fmt->description, fmt->name);
     else
         s = fmt->open(path, &f, out, err);
-    if (s) lmio__file_close(&f);
+    const void *lost = base ? lmio__patch_end() : NULL;
+    if (lost && !s) {
+        lmio_statedict_free(*out); /* it owns the mapping now */
+        *out = NULL;
+    } else if (s) {
+        lmio__file_close(&f);
+    }
+    if (lost)
+        return lmio__fail(err, LMIO_ERR_IO, path, (int64_t)((const unsigned char *)lost - base), "",
+                          "the file shrank while it was being read; expected it to stay as it was while open");
     return s;
 }
 
