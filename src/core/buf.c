@@ -3,6 +3,7 @@
  * once at the end, so no failure can be forgotten halfway. */
 #include "core.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -76,4 +77,29 @@ void lmio__buf_free(lmio__buf *b)
 {
     lmio__free(b->data);
     memset(b, 0, sizeof *b);
+}
+
+void lmio__buf_printf(lmio__buf *b, const char *fmt, ...)
+{
+    va_list ap, again;
+    va_start(ap, fmt);
+    va_copy(again, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    char *text = n < 0 ? NULL : lmio__malloc((size_t)n + 1);
+    if (text) {
+        vsnprintf(text, (size_t)n + 1, fmt, again);
+        lmio__buf_put(b, text, (size_t)n);
+    } else {
+        b->oom = true;
+    }
+    lmio__free(text);
+    va_end(again);
+    va_end(ap);
+}
+
+const char *lmio__py_float(char *s, size_t cap, double v)
+{
+    snprintf(s, cap, "%.17g", v);
+    if (!strpbrk(s, ".e")) snprintf(s + strlen(s), cap - strlen(s), ".0");
+    return s;
 }

@@ -119,6 +119,11 @@ void lmio__buf_put(lmio__buf *b, const void *p, size_t n);
 void lmio__buf_puts(lmio__buf *b, const char *s);
 void lmio__buf_u64(lmio__buf *b, uint64_t v);
 void lmio__buf_json_string(lmio__buf *b, const char *s);
+/* Appends printf-formatted text (sets oom when it cannot). */
+void lmio__buf_printf(lmio__buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* v as a Python float literal that reads back as the same double (for the
+ * TorchScript code the architectures write), in s. */
+const char *lmio__py_float(char *s, size_t cap, double v);
 void lmio__buf_free(lmio__buf *b);
 
 /* ---- hash maps (hashmap.c) ---- */

@@ -12,7 +12,6 @@
 
 #include <float.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -283,31 +282,6 @@ static lmio_status gpt2_forward(void *model, const int32_t *ids, size_t T, size_
 
 /* ---- TorchScript export: the forward pass above, for torch.jit.load ---- */
 
-static void put(lmio__buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void put(lmio__buf *b, const char *fmt, ...)
-{
-    va_list ap, again;
-    va_start(ap, fmt);
-    va_copy(again, ap);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    char *text = n < 0 ? NULL : lmio__malloc((size_t)n + 1);
-    if (text) {
-        vsnprintf(text, (size_t)n + 1, fmt, again);
-        lmio__buf_put(b, text, (size_t)n);
-    } else b->oom = true;
-    lmio__free(text);
-    va_end(again);
-    va_end(ap);
-}
-
-/* A Python float literal that reads back as the same double. */
-static const char *py_float(char *s, size_t cap, double v)
-{
-    snprintf(s, cap, "%.17g", v);
-    if (!strpbrk(s, ".e")) snprintf(s + strlen(s), cap - strlen(s), ".0");
-    return s;
-}
-
 // one block: x (B, T, C) -> (B, T, C); mask (T, T) is true above the diagonal
 static void ts_block(lmio__buf *b, const gpt2 *m)
 {
@@ -317,14 +291,14 @@ static void ts_block(lmio__buf *b, const gpt2 *m)
                                            [LMIO__ACT_SILU] = {"torch.silu(", ")"}};
     size_t C = m->C, H = m->H, D = C / H;
     char eps[40];
-    py_float(eps, sizeof eps, m->eps);
-    put(b, "  def forward(self, x: Tensor, mask: Tensor, scale: float) -> Tensor:\n"
+    lmio__py_float(eps, sizeof eps, m->eps);
+    lmio__buf_printf(b, "  def forward(self, x: Tensor, mask: Tensor, scale: float) -> Tensor:\n"
            "    B = x.size(0)\n    T = x.size(1)\n"
            "    h = torch.layer_norm(x, [%zu], self.ln_1.weight, self.ln_1.bias, %s)\n"
            "    qkv = torch.matmul(h, self.attn.c_attn.weight) + self.attn.c_attn.bias\n", C, eps);
     for (size_t i = 0; i < 3; i++)
-        put(b, "    %c = qkv.narrow(2, %zu, %zu).reshape([B, T, %zu, %zu]).transpose(1, 2)\n", "qkv"[i], i * C, C, H, D);
-    put(b, "    att = torch.matmul(q, k.transpose(2, 3)) * scale\n"
+        lmio__buf_printf(b, "    %c = qkv.narrow(2, %zu, %zu).reshape([B, T, %zu, %zu]).transpose(1, 2)\n", "qkv"[i], i * C, C, H, D);
+    lmio__buf_printf(b, "    att = torch.matmul(q, k.transpose(2, 3)) * scale\n"
            "    att = torch.softmax(att.masked_fill(mask, -3.4028234663852886e+38), -1)\n"
            "    y = torch.matmul(att, v).transpose(1, 2).reshape([B, T, %zu])\n"
            "    x = x + (torch.matmul(y, self.attn.c_proj.weight) + self.attn.c_proj.bias)\n"
@@ -338,7 +312,7 @@ static void ts_block(lmio__buf *b, const gpt2 *m)
 static void ts_root(lmio__buf *b, const gpt2 *m, bool tied)
 {
     char f[40];
-    put(b, "  def forward(self, input_ids: Tensor) -> Tensor:\n"
+    lmio__buf_printf(b, "  def forward(self, input_ids: Tensor) -> Tensor:\n"
            "    ids = input_ids\n    if input_ids.dim() == 1:\n      ids = input_ids.unsqueeze(0)\n"
            "    pos = torch.arange(ids.size(1), device=ids.device)\n"
            "    mask = pos.unsqueeze(0) > pos.unsqueeze(1)\n"
@@ -347,12 +321,12 @@ static void ts_root(lmio__buf *b, const gpt2 *m, bool tied)
     for (size_t l = 0; l < m->L; l++) { /* the scale attention() uses */
         double scale = m->scale_attn ? 1.0 / sqrt((double)(m->C / m->H)) : 1.0;
         if (m->scale_by_layer) scale /= (double)(l + 1);
-        put(b, "    x = getattr(t.h, \"%zu\").forward(x, mask, %s)\n", l, py_float(f, sizeof f, scale));
+        lmio__buf_printf(b, "    x = getattr(t.h, \"%zu\").forward(x, mask, %s)\n", l, lmio__py_float(f, sizeof f, scale));
     }
-    put(b, "    x = torch.layer_norm(x, [%zu], t.ln_f.weight, t.ln_f.bias, %s)\n"
+    lmio__buf_printf(b, "    x = torch.layer_norm(x, [%zu], t.ln_f.weight, t.ln_f.bias, %s)\n"
            "    logits = torch.linear(x, %s.weight)\n"
            "    if input_ids.dim() == 1:\n      logits = logits.squeeze(0)\n    return logits\n",
-        m->C, py_float(f, sizeof f, m->eps), tied ? "t.wte" : "self.lm_head");
+        m->C, lmio__py_float(f, sizeof f, m->eps), tied ? "t.wte" : "self.lm_head");
 }
 
 static lmio_status gpt2_torchscript(const lmio_config *cfg, const char *node, lmio__buf *code, lmio_error *err)

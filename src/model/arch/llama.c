@@ -15,7 +15,6 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -1009,37 +1008,12 @@ static lmio_status llama_onnx(const lmio_config *cfg, const lmio_statedict *w, l
 
 /* ---- TorchScript export: the forward pass above, for torch.jit.load ---- */
 
-static void put(lmio__buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void put(lmio__buf *b, const char *fmt, ...)
-{
-    va_list ap, again;
-    va_start(ap, fmt);
-    va_copy(again, ap);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    char *text = n < 0 ? NULL : lmio__malloc((size_t)n + 1);
-    if (text) {
-        vsnprintf(text, (size_t)n + 1, fmt, again);
-        lmio__buf_put(b, text, (size_t)n);
-    } else b->oom = true;
-    lmio__free(text);
-    va_end(again);
-    va_end(ap);
-}
-
-/* A Python float literal that reads back as the same double. */
-static const char *py_float(char *s, size_t cap, double v)
-{
-    snprintf(s, cap, "%.17g", v);
-    if (!strpbrk(s, ".e")) snprintf(s + strlen(s), cap - strlen(s), ".0");
-    return s;
-}
-
 // torch.linear of module mod (a field of self), with its bias when it has one
 static void ts_linear(lmio__buf *b, const char *out, const char *in, const char *mod, bool bias)
 {
-    put(b, "    %s = torch.linear(%s, self.%s.weight", out, in, mod);
-    if (bias) put(b, ", self.%s.bias", mod);
-    put(b, ")\n");
+    lmio__buf_printf(b, "    %s = torch.linear(%s, self.%s.weight", out, in, mod);
+    if (bias) lmio__buf_printf(b, ", self.%s.bias", mod);
+    lmio__buf_printf(b, ")\n");
 }
 
 // one decoder layer: x (B, T, C) -> (B, T, C); mask (T, T) true above the
@@ -1052,38 +1026,38 @@ static void ts_layer(lmio__buf *b, const llama *m, bool ab, bool mb)
                                            [LMIO__ACT_SILU] = {"torch.silu(", ")"}};
     size_t H = m->H, G = m->G, D = m->D, half = D / 2;
     char eps[40], scale[40];
-    py_float(eps, sizeof eps, m->eps);
-    py_float(scale, sizeof scale, 1.0 / sqrt((double)D));
+    lmio__py_float(eps, sizeof eps, m->eps);
+    lmio__py_float(scale, sizeof scale, 1.0 / sqrt((double)D));
     /* RMSNorm as LlamaRMSNorm: the epsilon added in float32 */
-    put(b, "  def forward(self, x: Tensor, mask: Tensor, cos: Tensor, sin: Tensor) -> Tensor:\n"
+    lmio__buf_printf(b, "  def forward(self, x: Tensor, mask: Tensor, cos: Tensor, sin: Tensor) -> Tensor:\n"
            "    B = x.size(0)\n    T = x.size(1)\n"
            "    h = self.input_layernorm.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + %s))\n", eps);
     ts_linear(b, "q", "h", "self_attn.q_proj", ab);
     ts_linear(b, "k", "h", "self_attn.k_proj", ab);
     ts_linear(b, "v", "h", "self_attn.v_proj", ab);
-    put(b, "    q = q.reshape([B, T, %zu, %zu]).transpose(1, 2)\n"
+    lmio__buf_printf(b, "    q = q.reshape([B, T, %zu, %zu]).transpose(1, 2)\n"
            "    k = k.reshape([B, T, %zu, %zu]).transpose(1, 2)\n"
            "    v = v.reshape([B, T, %zu, %zu]).transpose(1, 2)\n",
         H, D, G, D, G, D);
     /* rotate_half: (x1, x2) -> (-x2, x1) over the two halves of a head */
-    put(b, "    q = q * cos + torch.cat([-q.narrow(3, %zu, %zu), q.narrow(3, 0, %zu)], 3) * sin\n"
+    lmio__buf_printf(b, "    q = q * cos + torch.cat([-q.narrow(3, %zu, %zu), q.narrow(3, 0, %zu)], 3) * sin\n"
            "    k = k * cos + torch.cat([-k.narrow(3, %zu, %zu), k.narrow(3, 0, %zu)], 3) * sin\n",
         half, half, half, half, half, half);
     if (H != G) /* each key/value head serves H/G consecutive query heads */
-        put(b, "    k = k.repeat_interleave(%zu, 1)\n    v = v.repeat_interleave(%zu, 1)\n", H / G, H / G);
-    put(b, "    att = torch.matmul(q, k.transpose(2, 3)) * %s\n"
+        lmio__buf_printf(b, "    k = k.repeat_interleave(%zu, 1)\n    v = v.repeat_interleave(%zu, 1)\n", H / G, H / G);
+    lmio__buf_printf(b, "    att = torch.matmul(q, k.transpose(2, 3)) * %s\n"
            "    att = torch.softmax(att.masked_fill(mask, -3.4028234663852886e+38), -1)\n"
            "    y = torch.matmul(att, v).transpose(1, 2).reshape([B, T, %zu])\n",
         scale, H * D);
     ts_linear(b, "y", "y", "self_attn.o_proj", ab);
-    put(b, "    x = x + y\n"
+    lmio__buf_printf(b, "    x = x + y\n"
            "    h = self.post_attention_layernorm.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + %s))\n",
         eps);
     ts_linear(b, "g", "h", "mlp.gate_proj", mb);
     ts_linear(b, "u", "h", "mlp.up_proj", mb);
-    put(b, "    h = %sg%s * u\n", k_act[m->act][0], k_act[m->act][1]);
+    lmio__buf_printf(b, "    h = %sg%s * u\n", k_act[m->act][0], k_act[m->act][1]);
     ts_linear(b, "h", "h", "mlp.down_proj", mb);
-    put(b, "    return x + h\n");
+    lmio__buf_printf(b, "    return x + h\n");
 }
 
 // ids (T) or (B, T) -> logits (T, V) or (B, T, V); the rotary frequencies
@@ -1091,31 +1065,31 @@ static void ts_layer(lmio__buf *b, const llama *m, bool ab, bool mb)
 static void ts_root(lmio__buf *b, const llama *m, bool tied)
 {
     char f[7][40];
-    put(b, "  def forward(self, input_ids: Tensor) -> Tensor:\n"
+    lmio__buf_printf(b, "  def forward(self, input_ids: Tensor) -> Tensor:\n"
            "    ids = input_ids\n    if input_ids.dim() == 1:\n      ids = input_ids.unsqueeze(0)\n"
            "    inv = torch.reciprocal(torch.pow(%s, torch.arange(0, %zu, 2, device=ids.device).float() / %zu))\n",
-        py_float(f[0], sizeof f[0], m->theta), m->D, m->D);
+        lmio__py_float(f[0], sizeof f[0], m->theta), m->D, m->D);
     if (m->factor > 0) /* llama3: long wavelengths / factor, short kept, the band between interpolated */
-        put(b, "    wavelen = torch.reciprocal(inv) * 6.2831853071795862\n"
+        lmio__buf_printf(b, "    wavelen = torch.reciprocal(inv) * 6.2831853071795862\n"
                "    scaled = torch.where(wavelen > %s, inv / %s, inv)\n"
                "    smooth = (torch.reciprocal(wavelen) * %s - %s) / %s\n"
                "    smoothed = (1.0 - smooth) * scaled / %s + smooth * scaled\n"
                "    inv = torch.where((wavelen >= %s) & (wavelen <= %s), smoothed, scaled)\n",
-            py_float(f[0], sizeof f[0], m->old / m->lo), py_float(f[1], sizeof f[1], m->factor),
-            py_float(f[2], sizeof f[2], m->old), py_float(f[3], sizeof f[3], m->lo),
-            py_float(f[4], sizeof f[4], m->hi - m->lo), f[1], py_float(f[5], sizeof f[5], m->old / m->hi), f[0]);
-    put(b, "    pos = torch.arange(ids.size(1), device=ids.device)\n"
+            lmio__py_float(f[0], sizeof f[0], m->old / m->lo), lmio__py_float(f[1], sizeof f[1], m->factor),
+            lmio__py_float(f[2], sizeof f[2], m->old), lmio__py_float(f[3], sizeof f[3], m->lo),
+            lmio__py_float(f[4], sizeof f[4], m->hi - m->lo), f[1], lmio__py_float(f[5], sizeof f[5], m->old / m->hi), f[0]);
+    lmio__buf_printf(b, "    pos = torch.arange(ids.size(1), device=ids.device)\n"
            "    mask = pos.unsqueeze(0) > pos.unsqueeze(1)\n"
            "    freqs = pos.float().unsqueeze(1) * inv.unsqueeze(0)\n"
            "    emb = torch.cat([freqs, freqs], -1)\n"
            "    cos = emb.cos()\n    sin = emb.sin()\n"
            "    t = self.model\n"
            "    x = torch.embedding(t.embed_tokens.weight, ids)\n");
-    for (size_t l = 0; l < m->L; l++) put(b, "    x = getattr(t.layers, \"%zu\").forward(x, mask, cos, sin)\n", l);
-    put(b, "    x = t.norm.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + %s))\n"
+    for (size_t l = 0; l < m->L; l++) lmio__buf_printf(b, "    x = getattr(t.layers, \"%zu\").forward(x, mask, cos, sin)\n", l);
+    lmio__buf_printf(b, "    x = t.norm.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + %s))\n"
            "    logits = torch.linear(x, %s.weight)\n"
            "    if input_ids.dim() == 1:\n      logits = logits.squeeze(0)\n    return logits\n",
-        py_float(f[0], sizeof f[0], m->eps), tied ? "t.embed_tokens" : "self.lm_head");
+        lmio__py_float(f[0], sizeof f[0], m->eps), tied ? "t.embed_tokens" : "self.lm_head");
 }
 
 static lmio_status llama_torchscript(const lmio_config *cfg, const char *node, lmio__buf *code, lmio_error *err)
