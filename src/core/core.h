@@ -212,6 +212,8 @@ lmio_status lmio__tensor_convert(const lmio_tensor *t, void *dst, lmio_dtype dd,
 /* lmio_convert of n elements (dtypes already checked) in a guarded region:
  * false when the source's mapping faulted (lmio__guard_fault_addr says where). */
 bool lmio__convert_guarded(void *dst, lmio_dtype dd, const void *src, lmio_dtype sd, size_t n);
+/* memcpy in a guarded region: false when src's mapping faulted. */
+bool lmio__copy_guarded(void *dst, const void *src, size_t n);
 /* lmio__tensor_lost for the tensor of sd that holds addr; when none does,
  * an LMIO_ERR_IO naming path. */
 lmio_status lmio__statedict_lost(const lmio_statedict *sd, const void *addr, const char *path, lmio_error *err);
@@ -288,6 +290,10 @@ void lmio__io_fault_arm(lmio__io_op op, long n, int e);
 /* Calls of op since the last arm. */
 long lmio__io_fault_calls(lmio__io_op op);
 int lmio__io_fault(lmio__io_op op);
+/* Tests only: called (when set) between writing bytes into a staged
+ * directory and hashing them for its manifest, so a test can truncate the
+ * input they came from at exactly that moment. */
+extern void (*lmio__hash_hook)(const void *p, size_t n);
 
 /* ---- model directories ---- */
 

@@ -315,6 +315,34 @@ static lmio_status write_failed(lmio__outfile *o, int e, lmio_error *err)
     return lmio__fail(err, LMIO_ERR_IO, o->final_path, (int64_t)o->written, "", "write failed: %s", strerror(e));
 }
 
+typedef struct sha_job {
+    lmio__sha256 *sha;
+    const void *p;
+    size_t n;
+    bool ok;
+} sha_job;
+
+static void sha_fn(void *ctx)
+{
+    sha_job *j = ctx;
+    j->ok = lmio__sha256_update(j->sha, j->p, j->n); /* block hashing: no lock, no allocation */
+}
+
+/* The manifest's running hash over bytes just written, which may lie in a
+ * mapped input (copy_file_range moved them file to file, or write(2) read
+ * them before the file shrank): hashed guarded, a lost page being EFAULT
+ * as a write from it would be. */
+void (*lmio__hash_hook)(const void *p, size_t n);
+
+static lmio_status hash_written(lmio__outfile *o, const void *p, size_t n, lmio_error *err)
+{
+    if (lmio__hash_hook) lmio__hash_hook(p, n);
+    sha_job j = {o->sha, p, n, false};
+    if (!lmio__guarded(sha_fn, &j)) return write_failed(o, EFAULT, err);
+    if (!j.ok) return lmio__fail(err, LMIO_ERR_NOMEM, o->final_path, (int64_t)o->written, "", "SHA-256 failed");
+    return LMIO_OK;
+}
+
 /* Below this a plain write costs less than setting up the kernel's copy. */
 #define COPY_RANGE_MIN (64u << 10)
 
@@ -345,10 +373,7 @@ static lmio_status copy_range(lmio__outfile *o, const unsigned char **p, size_t 
         }
         /* the kernel moved these bytes: the manifest's running hash still
          * has to see them, from the mapping they were copied from */
-        if (o->sha && !lmio__sha256_update(o->sha, *p, (size_t)w)) {
-            s = lmio__fail(err, LMIO_ERR_NOMEM, o->final_path, (int64_t)o->written, "", "SHA-256 failed");
-            break;
-        }
+        if (o->sha && (s = hash_written(o, *p, (size_t)w, err))) break;
         *p += w;
         *n -= (size_t)w;
         off += w;
@@ -372,8 +397,8 @@ lmio_status lmio__outfile_write(lmio__outfile *o, const void *buf, size_t n, lmi
         if (injected) errno = injected;
         if (w < 0 && errno == EINTR) continue;
         if (w <= 0) return write_failed(o, w < 0 ? errno : ENOSPC, err);
-        if (o->sha && !lmio__sha256_update(o->sha, p, (size_t)w))
-            return lmio__fail(err, LMIO_ERR_NOMEM, o->final_path, (int64_t)o->written, "", "SHA-256 failed");
+        lmio_status s = o->sha ? hash_written(o, p, (size_t)w, err) : LMIO_OK;
+        if (s) return s;
         p += w;
         n -= (size_t)w;
         o->written += (uint64_t)w;

@@ -35,12 +35,14 @@ static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 static void on_sigbus(int sig, siginfo_t *info, void *uctx)
 {
-    if (tl_jump) {
-        tl_fault = info ? info->si_addr : NULL;
+    /* only a fault the kernel raised (si_code > 0), not a kill(2) */
+    bool fault = info && info->si_code > 0;
+    if (tl_jump && fault) {
+        tl_fault = info->si_addr;
         siglongjmp(*tl_jump, 1);
     }
-    uintptr_t a = info ? (uintptr_t)info->si_addr : 0;
-    if (a >= tl_patch_lo && a < tl_patch_hi) {
+    uintptr_t a = fault ? (uintptr_t)info->si_addr : 0;
+    if (fault && a >= tl_patch_lo && a < tl_patch_hi) {
         /* A page of the file being parsed is gone: put a page of zeros in
          * its place and let the load run again. mmap is a plain system call
          * here (no lock is taken), and the caller fails the whole parse. */
@@ -97,8 +99,10 @@ void lmio__guard_raise(const void *addr)
         tl_fault = addr;
         siglongjmp(*tl_jump, 1);
     }
-    /* no guarded region to leave: what an unguarded fault would have done */
-    signal(SIGBUS, SIG_DFL);
+    /* No guarded region to leave: what an unguarded fault would have done.
+     * The first raise goes to the handler installed before lmio's (or
+     * resets the default); if that returns, the second ends the process. */
+    raise(SIGBUS);
     raise(SIGBUS);
     abort();
 }

@@ -255,7 +255,15 @@ lmio_status lmio_statedict_add(lmio_statedict *sd, const char *name, lmio_dtype 
         if (nbytes > SIZE_MAX || !(owned = lmio__malloc((size_t)nbytes)))
             return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, name, "out of memory copying tensor \"%s\"",
                               name);
-        memcpy(owned, data, (size_t)nbytes);
+        /* data may be another state dict's mapped tensor: a file that
+         * shrank since is an error, not SIGBUS */
+        if (!lmio__copy_guarded(owned, data, (size_t)nbytes)) {
+            lmio__free(owned);
+            return lmio__fail(err, LMIO_ERR_IO, "", -1, name,
+                              "data of tensor \"%s\" can no longer be read (its memory went away: a mapped file "
+                              "shrank?); expected readable bytes",
+                              name);
+        }
         data = owned;
     }
     return append(sd, name, n, dtype, ndim, shape, numel, data, nbytes, owned, -1, NULL, err);

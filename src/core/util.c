@@ -62,9 +62,14 @@ lmio_status lmio_tensor_read(const lmio_tensor *t, uint64_t offset, void *dst, s
                           (unsigned long long)offset, (unsigned long long)offset + n, t->name ? t->name : "",
                           (unsigned long long)t->nbytes);
     if (!n) return LMIO_OK;
-    copy_job j = {dst, (const unsigned char *)t->data + offset, n};
-    if (lmio__guarded(copy_fn, &j)) return LMIO_OK;
+    if (lmio__copy_guarded(dst, (const unsigned char *)t->data + offset, n)) return LMIO_OK;
     return lmio__tensor_lost(t, lmio__guard_fault_addr(), err);
+}
+
+bool lmio__copy_guarded(void *dst, const void *src, size_t n)
+{
+    copy_job j = {dst, src, n};
+    return lmio__guarded(copy_fn, &j);
 }
 
 lmio_status lmio__tensor_lost(const lmio_tensor *t, const void *addr, lmio_error *err)

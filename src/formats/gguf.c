@@ -766,17 +766,12 @@ static lmio_status write_tensor(lmio__outfile *out, const wt *w, const lmio_save
         uint64_t count = w->t.numel - first < GGUF_CHUNK ? w->t.numel - first : GGUF_CHUNK;
         size_t in_sz = lmio_dtype_bits(w->t.dtype) / 8;
         if (same) {
-            s = lmio__outfile_write(out, (const unsigned char *)w->t.data + first * in_sz, (size_t)(count * in_sz), err);
-            if (s && out->sys_errno == EFAULT)
-                s = lmio__fail(err, LMIO_ERR_IO, w->t.source ? w->t.source : path, -1, w->t.name,
-                               "data of tensor \"%s\" can no longer be read (the file shrank after it was mapped)",
-                               w->t.name);
+            const unsigned char *src = (const unsigned char *)w->t.data + first * in_sz;
+            s = lmio__outfile_write(out, src, (size_t)(count * in_sz), err);
+            if (s && out->sys_errno == EFAULT) s = lmio__tensor_lost(&w->t, src, err); /* names the chunk */
         } else {
             cvt_job j = {w, first, count, f32, buf};
-            if (!lmio__guarded(cvt_fn, &j))
-                return lmio__fail(err, LMIO_ERR_IO, w->t.source ? w->t.source : path, -1, w->t.name,
-                                  "data of tensor \"%s\" can no longer be read (the file shrank after it was mapped)",
-                                  w->t.name);
+            if (!lmio__guarded(cvt_fn, &j)) return lmio__tensor_lost(&w->t, lmio__guard_fault_addr(), err);
             s = lmio__outfile_write(out, buf, (size_t)(count / w->type->block_elems * w->type->block_bytes), err);
         }
         if (!s && o->progress && o->progress(o->progress_ctx, out->written, total))

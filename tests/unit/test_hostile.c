@@ -494,8 +494,7 @@ static void every_writer_refuses(const lmio_config *c, const lmio_statedict *sd,
         }
         lmio_gguf_opts g = LMIO_GGUF_OPTS_INIT;
         g.type = conv ? "q8_0" : NULL;
-        CHECK(lmio_gguf_save(out, c, sd, NULL, &g, &err) == LMIO_ERR_IO);
-        CHECK_MSG(strstr(err.message, "in-use.safetensors") && strstr(err.message, "shrank"), "%s", err.message);
+        check_lost(lmio_gguf_save(out, c, sd, NULL, &g, &err), "in-use.safetensors", NULL, 0);
         CHECK(access(out, F_OK) != 0);
     }
     check_lost(lmio_export_torchscript(c, sd, out, NULL, &err), "in-use.safetensors", NULL, 0);
@@ -621,6 +620,57 @@ static void shrinking_while_parsed(void)
         unlink(path);
     }
     lmio_statedict_free(w);
+}
+
+/* The window between writing a chunk into a staged directory and hashing it
+ * for the manifest: the input shrinks right there (the hook truncates it),
+ * and the save fails naming the input, leaving no directory. */
+static const char *g_hook_truncate;
+static void truncate_now(const void *p, size_t n)
+{
+    (void)p;
+    if (n < (1u << 20) || !g_hook_truncate) return; /* a tensor's bytes, not the header */
+    CHECK(truncate(g_hook_truncate, 0) == 0);
+    g_hook_truncate = NULL;
+}
+
+static void shrinking_while_hashed(void)
+{
+    const char *src = scratch("hashed.safetensors");
+    lmio_statedict *w = fx_weights(2, 1 << 18, 3); /* 2 MiB: large enough for copy_file_range */
+    CHECK_OK(lmio_safetensors_save(w, src, NULL, &e_));
+    lmio_statedict_free(w);
+    for (int conv = 0; conv < 2; conv++) {
+        lmio_statedict *sd = NULL;
+        CHECK_OK(lmio_statedict_open(src, NULL, &sd, &e_));
+        lmio_pretrained_opts o = LMIO_PRETRAINED_OPTS_INIT;
+        o.format = conv ? "pytorch" : "safetensors";
+        g_hook_truncate = src;
+        lmio__hash_hook = truncate_now;
+        lmio_status s = lmio_pretrained_save(scratch("hashed-dir"), NULL, sd, NULL, &o, &err);
+        lmio__hash_hook = NULL;
+        CHECK_MSG(s == LMIO_ERR_IO && strstr(err.message, "hashed.safetensors") && strstr(err.message, "shrank") &&
+                      err.key[0],
+                  "%s: status %d: %s", o.format, (int)s, err.message);
+        CHECK(access(scratch("hashed-dir"), F_OK) != 0);
+        CHECK(fx_count_named(g_scratch, LMIO__TMP_TAG) == 0);
+        lmio_statedict_free(sd);
+        w = fx_weights(2, 1 << 18, 3);
+        CHECK_OK(lmio_safetensors_save(w, src, NULL, &e_)); /* whole again for the next format */
+        lmio_statedict_free(w);
+    }
+    /* a copy into another state dict (LMIO_COPY) of bytes that are gone */
+    lmio_statedict *sd = NULL, *copy = NULL;
+    CHECK_OK(lmio_statedict_open(src, NULL, &sd, &e_));
+    CHECK(truncate(src, 0) == 0);
+    lmio_tensor t;
+    CHECK_OK(lmio_statedict_get(sd, 0, &t, &e_));
+    CHECK_OK(lmio_statedict_create(&copy, &e_));
+    CHECK(lmio_statedict_add(copy, t.name, t.dtype, t.ndim, t.shape, t.data, t.nbytes, LMIO_COPY, &err) ==
+          LMIO_ERR_IO);
+    CHECK(lmio_statedict_count(copy) == 0);
+    lmio_statedict_free(copy);
+    lmio_statedict_free(sd);
 }
 
 static void symlinks_leaving_the_directory(void)
@@ -757,6 +807,7 @@ int main(void)
     shrinking_input();
     shrinking_weights_in_use();
     shrinking_while_parsed();
+    shrinking_while_hashed();
     symlinks_leaving_the_directory();
     escaping();
     scratch_end();
