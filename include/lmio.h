@@ -775,8 +775,8 @@ typedef struct lmio_onnx_opts {
  * (lmio_onnx_supported), else LMIO_ERR_UNSUPPORTED; every tensor is checked
  * against the config as lmio_model_create checks it. dir is created if
  * absent; files already in it that lmio does not write are kept. Each file
- * is written atomically, the ONNX files first and config.json last. Same
- * model, same bytes. */
+ * is written atomically, the ONNX files first and config.json last; a failed
+ * export removes the folders it created. Same model, same bytes. */
 LMIO_API lmio_status lmio_onnx_export(const char *dir, const lmio_config *cfg, const lmio_statedict *weights,
                                       const lmio_tokenizer *tok, const lmio_onnx_opts *opts, lmio_error *err);
 /* 1 if lmio can export model_type to ONNX, else 0. */
