@@ -176,14 +176,16 @@ static void matmul_kn_body(void *p, size_t lo, size_t hi)
 {
     const mm_job *j = p;
     size_t T = j->T, K = j->K, N = j->N;
+    float *out = j->out; /* locals: stores through out cannot change them */
+    const float *x = j->x, *w = j->w, *b = j->b;
     for (size_t nb = lo * KN_BLOCK; nb < hi * KN_BLOCK && nb < N; nb += KN_BLOCK) {
         size_t ne = nb + KN_BLOCK < N ? nb + KN_BLOCK : N;
         for (size_t t = 0; t < T; t++) {
-            float *o = j->out + t * N;
-            for (size_t n = nb; n < ne; n++) o[n] = j->b ? j->b[n] : 0.0f;
+            float *o = out + t * N;
+            for (size_t n = nb; n < ne; n++) o[n] = b ? b[n] : 0.0f;
             for (size_t k = 0; k < K; k++) {
-                float a = j->x[t * K + k];
-                const float *wk = j->w + k * N;
+                float a = x[t * K + k];
+                const float *wk = w + k * N;
                 for (size_t n = nb; n < ne; n++) o[n] += a * wk[n];
             }
         }
@@ -202,13 +204,15 @@ static void matmul_nk_body(void *p, size_t lo, size_t hi)
 {
     const mm_job *j = p;
     size_t T = j->T, K = j->K, N = j->N;
+    float *out = j->out;
+    const float *x = j->x, *w = j->w, *b = j->b;
     for (size_t n = lo; n < hi; n++) {
-        const float *wn = j->w + n * K;
+        const float *wn = w + n * K;
         for (size_t t = 0; t < T; t++) {
-            const float *xt = j->x + t * K;
+            const float *xt = x + t * K;
             float acc = 0;
             for (size_t k = 0; k < K; k++) acc += xt[k] * wn[k];
-            j->out[t * N + n] = j->b ? acc + j->b[n] : acc;
+            out[t * N + n] = b ? acc + b[n] : acc;
         }
     }
 }
