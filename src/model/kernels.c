@@ -300,6 +300,56 @@ void lmio__matmul_nk_bwd(float *dx, float *dw, float *db, const float *x, const 
         for (size_t n = 0; n < N; n++) db[n] += dout[t * N + n];
 }
 
+/* ---- the training loss ---- */
+
+lmio_status lmio__check_batch(const int32_t *ids, const int32_t *targets, size_t B, size_t T, size_t V, size_t P,
+                              lmio_error *err)
+{
+    if (!B || !T || T > P)
+        return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "%zu sequences of %zu tokens; expected 1..%zu tokens",
+                          B, T, P);
+    for (size_t n = 0; n < B * T; n++)
+        if (ids[n] < 0 || (size_t)ids[n] >= V || targets[n] >= (int32_t)V)
+            return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "token id %d or target %d at %zu; expected 0..%zu",
+                              ids[n], targets[n], n, V - 1);
+    return LMIO_OK;
+}
+
+double lmio__softmax_loss(float *probs, const int32_t *targets, size_t N, size_t V, size_t *count)
+{
+#pragma omp parallel for schedule(static)
+    for (size_t n = 0; n < N; n++) {
+        float *row = probs + n * V, mx = -INFINITY;
+        for (size_t v = 0; v < V; v++)
+            if (row[v] > mx) mx = row[v];
+        double sum = 0;
+        for (size_t v = 0; v < V; v++) sum += row[v] = expf(row[v] - mx);
+        for (size_t v = 0; v < V; v++) row[v] = (float)(row[v] / sum);
+    }
+    double total = 0;
+    *count = 0;
+    for (size_t n = 0; n < N; n++) /* in order, in double: the loss is deterministic */
+        if (targets[n] >= 0) {
+            total -= log((double)probs[n * V + (size_t)targets[n]]);
+            (*count)++;
+        }
+    return total;
+}
+
+void lmio__softmax_loss_grad(float *probs, const int32_t *targets, size_t N, size_t V, size_t count)
+{
+    float inv = 1.0f / (float)count;
+    for (size_t n = 0; n < N; n++) {
+        float *row = probs + n * V;
+        if (targets[n] < 0) {
+            memset(row, 0, V * sizeof *row);
+            continue;
+        }
+        row[targets[n]] -= 1.0f;
+        for (size_t v = 0; v < V; v++) row[v] *= inv;
+    }
+}
+
 /* ---- the KV cache ---- */
 
 lmio_status lmio__kv_reserve(lmio__kv_cache *c, size_t S, lmio_error *err)

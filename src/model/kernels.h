@@ -72,6 +72,20 @@ typedef struct lmio__attn_io {
 void lmio__attention(const lmio__attn_io *io, size_t T, size_t pos0, size_t H, size_t G, size_t D, float scale,
                      float *scores);
 
+/* ---- the training loss ---- */
+
+/* B sequences of T token ids (each < V, T <= P positions) and their targets
+ * (< V; negative ones are not learned). */
+lmio_status lmio__check_batch(const int32_t *ids, const int32_t *targets, size_t B, size_t T, size_t V, size_t P,
+                              lmio_error *err);
+/* probs (N, V) holds logits and becomes their softmax; returns the summed
+ * cross-entropy over the rows whose target is >= 0 (*count of them), summed
+ * in row order in double, so the loss is deterministic. */
+double lmio__softmax_loss(float *probs, const int32_t *targets, size_t N, size_t V, size_t *count);
+/* probs (N, V) becomes d(mean loss)/d(logits): (softmax - onehot) / count on
+ * counted rows, 0 elsewhere. */
+void lmio__softmax_loss_grad(float *probs, const int32_t *targets, size_t N, size_t V, size_t count);
+
 /* ---- the KV cache ---- */
 
 /* Keys and values (S, row) each, position-major so the cache grows with the

@@ -641,24 +641,6 @@ static void matmul_bwd_w(float *dw, float *db, const float *x, const float *dout
         for (size_t j = 0; j < M; j++) db[j] += dout[n * M + j];
 }
 
-static float act_grad(lmio__act a, float x)
-{
-    switch (a) {
-    case LMIO__ACT_GELU_NEW: {
-        const float s = 0.7978845608028654f;
-        float th = tanhf(s * (x + 0.044715f * x * x * x));
-        return 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * s * (1.0f + 3.0f * 0.044715f * x * x);
-    }
-    case LMIO__ACT_GELU: return 0.5f * (1.0f + erff(x * 0.7071067811865476f)) + x * expf(-0.5f * x * x) * 0.3989422804014327f;
-    case LMIO__ACT_RELU: return x > 0 ? 1.0f : 0.0f;
-    case LMIO__ACT_SILU: {
-        float sg = 1.0f / (1.0f + expf(-x));
-        return sg * (1.0f + x * (1.0f - sg));
-    }
-    }
-    return 1.0f;
-}
-
 static float attn_scale(const gpt2 *m, size_t l)
 {
     float scale = m->scale_attn ? 1.0f / sqrtf((float)(m->C / m->H)) : 1.0f;
@@ -738,25 +720,9 @@ static void attention_bwd(const gpt2 *m, float *dqkv, float *dp_all, const float
 static double logits_loss(const gpt2 *m, acts *a, const int32_t *targets, size_t N, size_t *count)
 {
     size_t C = m->C, V = m->V;
-    double total = 0;
     transpose(a->wt, m->lm_head, V, C);
     matmul_rows(a->probs, a->lnf, a->wt, NULL, N, C, V);
-#pragma omp parallel for schedule(static)
-    for (size_t n = 0; n < N; n++) {
-        float *row = a->probs + n * V, mx = -INFINITY;
-        for (size_t v = 0; v < V; v++)
-            if (row[v] > mx) mx = row[v];
-        double sum = 0;
-        for (size_t v = 0; v < V; v++) sum += row[v] = expf(row[v] - mx);
-        for (size_t v = 0; v < V; v++) row[v] = (float)(row[v] / sum);
-    }
-    *count = 0;
-    for (size_t n = 0; n < N; n++) /* in order, in double: the loss is deterministic */
-        if (targets[n] >= 0) {
-            total -= log((double)a->probs[n * m->V + (size_t)targets[n]]);
-            (*count)++;
-        }
-    return total;
+    return lmio__softmax_loss(a->probs, targets, N, V, count);
 }
 
 static void forward_train(const gpt2 *m, acts *a, const int32_t *ids, size_t B, size_t T)
@@ -795,7 +761,7 @@ static void layer_bwd(const gpt2 *m, gpt2 *g, acts *a, size_t l, size_t B, size_
 #define W(p) ((float *)(p)) /* gradient buffers are bound const; they are ours to write */
     matmul_bwd_w(W(gy->fc_proj_w), W(gy->fc_proj_b), fca, dres, N, I, C);
     matmul_bwd_x(dbig, dres, y->fc_proj_w, N, I, C, a->wt);
-    for (size_t i = 0; i < N * I; i++) dbig[i] *= act_grad(m->act, fch[i]);
+    for (size_t i = 0; i < N * I; i++) dbig[i] *= lmio__act_grad(m->act, fch[i]);
     matmul_bwd_w(W(gy->fc_w), W(gy->fc_b), a->ln2 + l * N * C, dbig, N, C, I);
     matmul_bwd_x(dln, dbig, y->fc_w, N, C, I, a->wt);
     layernorm_bwd(dres, W(gy->ln_2_w), W(gy->ln_2_b), dln, a->resid2 + l * N * C, a->st2 + l * N * 2, y->ln_2_w, N, C);
@@ -811,17 +777,7 @@ static void backward_all(const gpt2 *m, gpt2 *g, acts *a, const int32_t *ids, co
                          size_t T, size_t count)
 {
     size_t N = B * T, C = m->C, V = m->V;
-    float inv = 1.0f / (float)count;
-    // dlogits = (softmax - onehot) / count on counted rows, 0 elsewhere
-    for (size_t n = 0; n < N; n++) {
-        float *row = a->probs + n * V;
-        if (targets[n] < 0) {
-            memset(row, 0, V * sizeof *row);
-            continue;
-        }
-        row[targets[n]] -= 1.0f;
-        for (size_t v = 0; v < V; v++) row[v] *= inv;
-    }
+    lmio__softmax_loss_grad(a->probs, targets, N, V, count); // dlogits
     matmul_bwd_w(W(g->lm_head), NULL, a->probs, a->lnf, N, V, C); // d(head) (V, C)
     matmul_rows(a->dln, a->probs, m->lm_head, NULL, N, V, C);      // d(lnf) (N, C)
     memset(a->dres, 0, N * C * sizeof *a->dres);
@@ -840,20 +796,14 @@ static lmio_status gpt2_backward(void *model, void *grads, const int32_t *ids, c
 {
     const gpt2 *m = model;
     gpt2 *g = grads;
-    if (!B || !T || T > m->P)
-        return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "%zu sequences of %zu tokens; expected 1..%zu tokens",
-                          B, T, m->P);
-    for (size_t n = 0; n < B * T; n++)
-        if (ids[n] < 0 || (size_t)ids[n] >= m->V || targets[n] >= (int32_t)m->V)
-            return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "token id %d or target %d at %zu; expected 0..%zu",
-                              ids[n], targets[n], n, m->V - 1);
+    lmio_status s = lmio__check_batch(ids, targets, B, T, m->V, m->P, err);
+    if (s) return s;
     acts a;
     if (!acts_alloc(&a, m, B, T))
         return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory for the activations of %zu x %zu tokens", B, T);
     forward_train(m, &a, ids, B, T);
     size_t count;
     double total = logits_loss(m, &a, targets, B * T, &count);
-    lmio_status s = LMIO_OK;
     if (!count) s = lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "no target to learn; expected at least one >= 0");
     else {
         backward_all(m, g, &a, ids, targets, B, T, count);

@@ -707,24 +707,8 @@ static void forward_train(const llama *m, acts *a, const int32_t *ids, size_t B,
 static double logits_loss(const llama *m, acts *a, const int32_t *targets, size_t N, size_t *count)
 {
     size_t V = m->V;
-    double total = 0;
     lmio__matmul_nk(a->probs, a->lnf, m->lm_head, NULL, N, m->C, V);
-#pragma omp parallel for schedule(static)
-    for (size_t n = 0; n < N; n++) {
-        float *row = a->probs + n * V, mx = -INFINITY;
-        for (size_t v = 0; v < V; v++)
-            if (row[v] > mx) mx = row[v];
-        double sum = 0;
-        for (size_t v = 0; v < V; v++) sum += row[v] = expf(row[v] - mx);
-        for (size_t v = 0; v < V; v++) row[v] = (float)(row[v] / sum);
-    }
-    *count = 0;
-    for (size_t n = 0; n < N; n++) /* in order, in double: the loss is deterministic */
-        if (targets[n] >= 0) {
-            total -= log((double)a->probs[n * V + (size_t)targets[n]]);
-            (*count)++;
-        }
-    return total;
+    return lmio__softmax_loss(a->probs, targets, N, V, count);
 }
 
 #define W(p) ((float *)(p)) /* gradient buffers are bound const; they are ours to write */
@@ -776,17 +760,7 @@ static void backward_all(const llama *m, llama *g, acts *a, const int32_t *ids, 
                          size_t T, size_t count)
 {
     size_t N = B * T, C = m->C, V = m->V;
-    float inv = 1.0f / (float)count;
-    // dlogits = (softmax - onehot) / count on counted rows, 0 elsewhere
-    for (size_t n = 0; n < N; n++) {
-        float *row = a->probs + n * V;
-        if (targets[n] < 0) {
-            memset(row, 0, V * sizeof *row);
-            continue;
-        }
-        row[targets[n]] -= 1.0f;
-        for (size_t v = 0; v < V; v++) row[v] *= inv;
-    }
+    lmio__softmax_loss_grad(a->probs, targets, N, V, count); // dlogits
     memset(a->dln, 0, N * C * sizeof(float));
     lmio__matmul_nk_bwd(a->dln, W(g->lm_head), NULL, a->lnf, a->probs, m->lm_head, N, C, V);
     memset(a->dres, 0, N * C * sizeof(float));
@@ -808,20 +782,14 @@ static lmio_status llama_backward(void *model, void *grads, const int32_t *ids, 
 {
     const llama *m = model;
     llama *g = grads;
-    if (!B || !T || T > m->P)
-        return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "%zu sequences of %zu tokens; expected 1..%zu tokens",
-                          B, T, m->P);
-    for (size_t n = 0; n < B * T; n++)
-        if (ids[n] < 0 || (size_t)ids[n] >= m->V || targets[n] >= (int32_t)m->V)
-            return lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "token id %d or target %d at %zu; expected 0..%zu",
-                              ids[n], targets[n], n, m->V - 1);
+    lmio_status s = lmio__check_batch(ids, targets, B, T, m->V, m->P, err);
+    if (s) return s;
     acts a;
     if (!acts_alloc(&a, m, B, T))
         return lmio__fail(err, LMIO_ERR_NOMEM, "", -1, "", "out of memory for the activations of %zu x %zu tokens", B, T);
     forward_train(m, &a, ids, B, T);
     size_t count;
     double total = logits_loss(m, &a, targets, B * T, &count);
-    lmio_status s = LMIO_OK;
     if (!count) s = lmio__fail(err, LMIO_ERR_INVALID_ARG, "", -1, "", "no target to learn; expected at least one >= 0");
     else {
         backward_all(m, g, &a, ids, targets, B, T, count);
