@@ -552,18 +552,6 @@ static lmio_status build_header(const lmio_statedict *sd, const wentry *ws, size
  * that progress moves and conversion buffers stay a few MiB. */
 #define WRITE_CHUNK (16u << 20)
 
-/* A tensor's source memory went away mid-save: a mapped input was
- * truncated (a write(2) from it fails EFAULT; a load of it raises SIGBUS,
- * caught by lmio__guarded). The file to blame is the input, not the output. */
-static lmio_status source_gone(const lmio_tensor *t, uint64_t off, const char *path, lmio_error *err)
-{
-    return lmio__fail(err, LMIO_ERR_IO, t->source ? t->source : path,
-                      t->source && t->file_offset >= 0 ? t->file_offset + (int64_t)off : -1, t->name,
-                      "data of tensor \"%s\" can no longer be read (the file shrank after it was mapped); "
-                      "expected the file to stay as it was while open; %s was left as it was",
-                      t->name, path);
-}
-
 #define CONVERT_CHUNK_ELEMS (1u << 20)
 
 static lmio_status report(const lmio_save_opts *o, uint64_t done, uint64_t total, const char *path,
@@ -620,7 +608,8 @@ static lmio_status st_save(const lmio_statedict *sd, const char *path, const lmi
             for (uint64_t off = 0; off < w->t.nbytes; off += WRITE_CHUNK) {
                 size_t m = w->t.nbytes - off < WRITE_CHUNK ? (size_t)(w->t.nbytes - off) : WRITE_CHUNK;
                 if ((s = lmio__outfile_write(&out, src + off, m, err))) {
-                    if (out.sys_errno == EFAULT) s = source_gone(&w->t, off, path, err);
+                    /* the input shrank under write(2): blame it, not the output */
+                    if (out.sys_errno == EFAULT) s = lmio__tensor_lost(&w->t, src + off, err);
                     goto fail;
                 }
                 if ((s = report(&o, out.written, total, path, err))) goto fail;
@@ -636,7 +625,7 @@ static lmio_status st_save(const lmio_statedict *sd, const char *path, const lmi
             size_t m = w->t.numel - e < CONVERT_CHUNK_ELEMS ? (size_t)(w->t.numel - e) : CONVERT_CHUNK_ELEMS;
             if (e + m < w->t.numel) prefetch(src + (e + m) * in_sz, (w->t.numel - e - m) * in_sz, m * in_sz);
             if (!lmio__convert_guarded(cbuf, w->out_dtype, src + e * in_sz, w->t.dtype, m)) {
-                s = source_gone(&w->t, e * in_sz, path, err);
+                s = lmio__tensor_lost(&w->t, lmio__guard_fault_addr(), err);
                 goto fail;
             }
             if ((s = lmio__outfile_write(&out, cbuf, m * out_sz, err))) goto fail;
