@@ -150,11 +150,11 @@ def batch(cfg, B, T, seed):
     return g.integers(0, cfg["vocab_size"], size=(B, T), dtype=np.int64)
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: c.get("activation_function", "gelu_new"))
-def test_gradients_match_torch_autograd(tmp_path, cfg):
-    model = random_model(cfg, seed=1)
+def check_gradients(tmp_path, model, cfg, T):
+    """lmio's loss and gradients for a batch of model's equal torch autograd's
+    (model saved to tmp_path/m first)."""
     model.save_pretrained(tmp_path / "m")
-    B, T = 3, cfg["n_positions"]
+    B = 3
     ids = batch(cfg, B, T, seed=2)
     out = model(torch.from_numpy(ids), labels=torch.from_numpy(ids))
     out.loss.backward()
@@ -171,6 +171,11 @@ def test_gradients_match_torch_autograd(tmp_path, cfg):
         g = p.grad.numpy()
         rel = np.linalg.norm(grads[name] - g) / np.linalg.norm(g)
         assert rel <= 1e-4, f"{name}: ||lmio - torch|| / ||torch|| = {rel:.3g}"
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: c.get("activation_function", "gelu_new"))
+def test_gradients_match_torch_autograd(tmp_path, cfg):
+    check_gradients(tmp_path, random_model(cfg, seed=1), cfg, cfg["n_positions"])
 
 
 def test_gradient_check_fails_on_a_wrong_gradient(tmp_path):
@@ -302,25 +307,7 @@ LLAMA_CONFIGS = {
 @pytest.mark.parametrize("name", list(LLAMA_CONFIGS))
 def test_llama_gradients_match_torch_autograd(tmp_path, name):
     cfg = LLAMA_CONFIGS[name]
-    model = random_llama(cfg, seed=1)
-    model.save_pretrained(tmp_path / "m")
-    B, T = 3, cfg["max_position_embeddings"]
-    ids = batch(cfg, B, T, seed=2)
-    out = model(torch.from_numpy(ids), labels=torch.from_numpy(ids))
-    out.loss.backward()
-
-    tr = Trainer(str(tmp_path / "m"))
-    targets = np.concatenate([ids[:, 1:], -np.ones((B, 1), dtype=np.int64)], axis=1)  # HF shifts labels
-    loss = tr.backward(ids, targets)
-    assert abs(loss - out.loss.item()) <= 1e-5 * abs(out.loss.item())
-
-    grads = tr.tensors(GRADS)
-    params = dict(model.named_parameters())
-    assert list(grads) == list(params)  # named_parameters() order, tied head once
-    for pname, p in params.items():
-        g = p.grad.numpy()
-        rel = np.linalg.norm(grads[pname] - g) / np.linalg.norm(g)
-        assert rel <= 1e-4, f"{pname}: ||lmio - torch|| / ||torch|| = {rel:.3g}"
+    check_gradients(tmp_path, random_llama(cfg, seed=1), cfg, cfg["max_position_embeddings"])
 
 
 def llama_run(tmp_path, steps, env=None, out="run"):
